@@ -1,0 +1,74 @@
+"""Orbax checkpoints: periodic async saves, auto-resume, and a save on SIGTERM.
+
+Orbax writes each step into a temporary directory and renames it only when complete (on GCS
+it writes a commit marker), so a save interrupted half-way is never picked as "latest".
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+
+def make_manager(workdir: str, *, save_every_steps: int, max_to_keep: int,
+                 use_async: bool = True) -> ocp.CheckpointManager:
+  directory = os.path.join(os.path.abspath(workdir) if "://" not in workdir else workdir,
+                           "checkpoints")
+  options = ocp.CheckpointManagerOptions(
+      save_interval_steps=save_every_steps, max_to_keep=max_to_keep,
+      enable_async_checkpointing=use_async, create=True)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, *, force: bool = False) -> bool:
+  """Saves when `step` is a save step (or `force`); returns whether a save started."""
+  return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+  """-> (state, step) from the newest complete checkpoint, or (None, 0) if there is none.
+
+  abstract_state: jax.ShapeDtypeStruct pytree with shardings, so arrays come back placed.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None, 0
+  logging.info("Resuming from checkpoint step %d in %s", step, manager.directory)
+  state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  return state, int(step)
+
+
+class PreemptionWatcher:
+  """Turns SIGTERM (what a preempted Cloud TPU VM or a SLURM job gets) into a flag the loop reads.
+
+  The loop checks `should_stop(step)`; on True it saves a checkpoint and exits cleanly.
+  With several processes the decision must be agreed; jax's preemption sync point does that
+  when the distributed runtime is up.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handler)
+
+  def _handler(self, signum, frame):
+    logging.warning("Received signal %d: will save a checkpoint and stop.", signum)
+    self._event.set()
+
+  def should_stop(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      # Every process must stop at the same step, so a local flag is not enough: jax's
+      # preemption sync point (started by jax.distributed.initialize) agrees on one.
+      from jax.experimental import multihost_utils
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self._event.is_set()
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

@@ -1,0 +1,74 @@
+"""Command line: python -m sslax.main --config configs/NAME.py --workdir DIR [--config.key=value].
+
+--mode train     pretrain (resuming from DIR's latest checkpoint) and evaluate at the end
+--mode evaluate  evaluate DIR's latest checkpoint (kNN + linear probe)
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# TensorFlow is only the input pipeline: keep it off GPUs/TPUs and quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _hide_accelerators_from_tf():
+  import tensorflow as tf
+  tf.config.set_visible_devices([], "GPU")
+  tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
+
+
+def main(argv):
+  del argv
+  _hide_accelerators_from_tf()
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  from sslax import train
+  if _MODE.value == "train":
+    out = train.train(config, workdir)
+    if out["status"] == "preempted":
+      logging.info("Stopped early after a preemption signal; rerun the same command to resume.")
+  else:
+    from sslax.evaluation import runner
+    from sslax import checkpoint
+    s = train.setup(config)
+    manager = checkpoint.make_manager(workdir, save_every_steps=1, max_to_keep=config.max_checkpoints_to_keep)
+    state, step = checkpoint.restore_latest(manager, s.abstract_state)
+    if state is None:
+      raise SystemExit(f"No checkpoint in {workdir}/checkpoints to evaluate; train first.")
+    runner.evaluate(config, workdir, state, s)
+
+
+def _check_overrides(argv):
+  """Unknown --config.* keys fail at once, with the valid keys, before flags are parsed."""
+  from sslax import config as config_lib
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if path is None and "--config" in argv[:-1]:
+    path = argv[argv.index("--config") + 1]
+  if not path or not os.path.exists(path.split(":")[0]):
+    return
+  loaded = config_flags.config_flags._LoadConfigModule("config", path.split(":")[0])
+  arg = path.split(":", 1)[1] if ":" in path else None
+  cfg = loaded.get_config(arg) if arg is not None else loaded.get_config()
+  try:
+    config_lib.check_override_keys(cfg, argv)
+  except ValueError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
+
+
+def run_main():
+  _check_overrides(sys.argv)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run_main()

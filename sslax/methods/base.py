@@ -1,0 +1,52 @@
+"""The method contract: what a self-supervised method tells the trainer.
+
+The trainer never branches on a method's name. A method says which augmented views it needs,
+which network it trains (with a submodule named `backbone`, the encoder that evaluation and
+export use), how its extra state starts and evolves, and how its loss is computed on the global
+batch.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import ml_collections
+from jax.sharding import Mesh
+
+from sslax.data.augment import ViewSpec
+
+PyTree = Any
+
+
+class Method:
+  name: ClassVar[str]
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
+    self.config = config
+    self.mesh = mesh
+
+  def views(self) -> tuple[ViewSpec, ...]:
+    """The augmented crops of each image, in the order the batch holds them."""
+    raise NotImplementedError
+
+  def network(self) -> nn.Module:
+    """The trained network; `network.backbone` maps images [B, H, W, C] to features [B, D]."""
+    raise NotImplementedError
+
+  def init_state(self, rng: jax.Array, variables: PyTree) -> PyTree:
+    """Extra state (momentum encoder, queue, centers ...) from the initial variables."""
+    return {}
+
+  def loss(self, params: PyTree, batch_stats: PyTree, method_state: PyTree, batch: dict,
+           rng: jax.Array) -> tuple[jax.Array, tuple[dict, PyTree, PyTree]]:
+    """Loss on the global batch -> (loss, (metrics, new_batch_stats, new_method_state)).
+
+    batch["views"] is a tuple of [B, H, W, C] float arrays, one per `views()` entry, sharded
+    over the batch axis. Gradients are taken w.r.t. `params` only.
+    """
+    raise NotImplementedError
+
+  def after_update(self, method_state: PyTree, params: PyTree, step: jax.Array) -> PyTree:
+    """Runs after the optimizer step (EMA teachers, schedules). Identity by default."""
+    return method_state

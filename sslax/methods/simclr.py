@@ -1,0 +1,53 @@
+"""SimCLR (Chen et al. 2020): two views, a projection head, NT-Xent over the global batch."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from sslax import losses, sharding
+from sslax.data.augment import ViewSpec
+from sslax.methods.base import Method
+from sslax.models import ProjectionHead, get_dtype, make_backbone
+
+
+class SimCLRNetwork(nn.Module):
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x, train: bool = True):
+    features = self.backbone(x, train=train)
+    return features, self.head(features, train=train)
+
+
+class SimCLR(Method):
+  name = "simclr"
+
+  def views(self):
+    aug, size = self.config.augment, self.config.dataset.image_size
+    spec = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
+                    jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
+                    grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
+                    solarize_prob=aug.solarize_prob)
+    return (spec, spec)
+
+  def network(self):
+    cfg = self.config.simclr
+    head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
+                          num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
+    return SimCLRNetwork(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    view1, view2 = batch["views"]
+    b = view1.shape[0]
+    # Both views go through one forward pass so BatchNorm normalises over all 2B crops, as in
+    # SimCLR. Stacking on axis 1 keeps each device's rows local (no resharding).
+    x = jnp.stack([view1, view2], axis=1).reshape(2 * b, *view1.shape[1:])
+    (_, z), updates = self.network().apply(
+        {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
+    z = z.reshape(b, 2, -1)
+    nt_xent = sharding.shard_over_batch(
+        lambda z1, z2, axis_name: losses.nt_xent_loss(
+            z1, z2, self.config.simclr.temperature, axis_name=axis_name),
+        self.mesh, num_args=2)
+    loss, metrics = nt_xent(z[:, 0], z[:, 1])
+    return loss, (metrics, updates["batch_stats"], method_state)

@@ -1,0 +1,27 @@
+"""Model registry: backbones are chosen by name from `config.model`."""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+
+from sslax.models.heads import ProjectionHead
+from sslax.models.resnet import DEPTHS, STEMS, ResNet
+
+BACKBONES = ("resnet",)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def get_dtype(name: str):
+  if name not in DTYPES:
+    raise ValueError(f"Unknown compute dtype {name!r}; choose one of {sorted(DTYPES)}.")
+  return DTYPES[name]
+
+
+def make_backbone(model: ml_collections.ConfigDict, dtype: str = "float32"):
+  """Builds the backbone named by `model.name` (e.g. model.name='resnet', model.depth=50)."""
+  if model.name == "resnet":
+    return ResNet(depth=model.depth, width=model.width, stem=model.stem, dtype=get_dtype(dtype))
+  raise ValueError(f"Unknown model.name {model.name!r}; choose one of {BACKBONES}.")
+
+
+__all__ = ["ResNet", "ProjectionHead", "make_backbone", "get_dtype", "BACKBONES", "DEPTHS", "STEMS"]

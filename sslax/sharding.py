@@ -1,0 +1,75 @@
+"""Device mesh, sharding rules, and host -> global array assembly.
+
+One mesh over all devices of all processes. The batch is split over every mesh axis
+(`BATCH_AXES`), so data parallelism and (later) FSDP share it; params are replicated unless a
+rule shards them. The mesh uses `AxisType.Auto`, so `jax.jit` propagates shardings and
+only losses that need explicit collectives use `jax.shard_map`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp")
+BATCH_AXES = MESH_AXES  # the batch dimension is sharded over all of them
+
+
+def make_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
+  """Builds a mesh like {"data": -1, "fsdp": 1}; -1 takes the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  unknown = set(mesh_shape) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"Unknown mesh axes {sorted(unknown)}; the mesh axes are {MESH_AXES}.")
+  sizes = [int(mesh_shape.get(name, 1)) for name in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"Only one mesh axis may be -1, got {dict(mesh_shape)}.")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"mesh {dict(mesh_shape)}: {len(devices)} devices are not divisible by {known}.")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                     f"but {len(devices)} are available; set config.mesh to match (use -1 for one axis).")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def num_batch_shards(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> None:
+  """Fails early, naming the fix, when a global batch cannot be split evenly."""
+  shards, processes = num_batch_shards(mesh), jax.process_count()
+  if batch_size <= 0 or batch_size % shards or batch_size % processes:
+    raise ValueError(
+        f"config.{name}={batch_size} must be a positive multiple of the {shards} devices "
+        f"(and of the {processes} processes) it is split over; try "
+        f"--config.{name}={max(shards, round(batch_size / shards) * shards)}.")
+
+
+def make_global_batch(mesh: Mesh, local_batch: Any) -> Any:
+  """Host-local numpy batch (this process's rows) -> global jax.Arrays sharded over the batch."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+
+
+def shard_over_batch(fn: Callable, mesh: Mesh, num_args: int) -> Callable:
+  """Runs fn(*local_shards, axis_name=BATCH_AXES) per device; fn returns replicated values."""
+  return jax.shard_map(
+      lambda *args: fn(*args, axis_name=BATCH_AXES), mesh=mesh,
+      in_specs=(P(BATCH_AXES),) * num_args, out_specs=P())

@@ -1,0 +1,228 @@
+"""The trainer: config -> pretrained encoder, with the same code on CPU, GPU and TPU pods.
+
+Sections: config checks, mesh, input, model init (shapes first, via jax.eval_shape),
+checkpoint restore, the jitted train step, the loop, evaluation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, periodic_actions
+
+from sslax import checkpoint, config as config_lib, optim, sharding
+from sslax.data import pipeline, sources
+from sslax.methods import get_method
+from sslax.state import TrainState
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything built from a config before the first step (shared by train and evaluate)."""
+  config: ml_collections.ConfigDict
+  mesh: jax.sharding.Mesh
+  method: object
+  train_source: object
+  total_steps: int
+  schedule: Callable
+  tx: optax.GradientTransformation
+  init_fn: Callable           # rng -> TrainState
+  abstract_state: object      # ShapeDtypeStructs with shardings
+  state_sharding: object
+
+
+def load_source(config, split: str, num_examples: int = 0):
+  return sources.get_source(
+      config.dataset.name, split, data_dir=config.dataset.data_dir or None,
+      image_size=config.dataset.image_size, num_examples=num_examples or None,
+      seed=config.seed, verify_images=config.dataset.verify_images)
+
+
+def image_channels(source) -> int:
+  if isinstance(source, sources.ArraySource):
+    return int(source.images.shape[-1])
+  return int(getattr(source, "channels", 3))
+
+
+def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
+  """devices: the devices to build the mesh over (default: all of them)."""
+  # ---- Config checks and mesh: fail before any data is read or anything compiled.
+  config_lib.validate(config)
+  mesh = sharding.make_mesh(config.mesh, devices)
+  sharding.check_batch_size(config.batch_size, mesh)
+  sharding.check_batch_size(config.eval.batch_size, mesh, name="eval.batch_size")
+  method = get_method(config.method)(config, mesh)
+
+  # ---- Input source (the pipeline itself is built at the resume step, in `train`).
+  train_source = load_source(config, config.dataset.train_split, config.dataset.num_train_examples)
+  n_train = pipeline.num_examples(train_source)
+  if config.batch_size > n_train:
+    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {n_train} "
+                     f"training examples; lower it or use more data.")
+  steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
+  total_steps = config.total_steps or max(int(config.total_epochs * steps_per_epoch), 1)
+
+  # ---- Optimizer and schedule.
+  opt = config.optimizer
+  peak_lr = optim.scaled_learning_rate(opt.base_lr, config.batch_size, opt.lr_scaling)
+  schedule = optim.warmup_cosine(peak_lr, total_steps, int(opt.warmup_epochs * steps_per_epoch),
+                                 opt.end_lr)
+  tx = optim.make_optimizer(opt, schedule)
+
+  # ---- Model init: shapes first, then the real init straight into its sharding.
+  network = method.network()
+  size, channels = config.dataset.image_size, image_channels(train_source)
+
+  def init_fn(rng):
+    variables = network.init(rng, jnp.zeros((2, size, size, channels), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
+                      method_state=method.init_state(rng, variables),
+                      rng=jax.random.key_data(rng))
+
+  shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
+  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+  abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                                shapes, state_sharding)
+  return Setup(config, mesh, method, train_source, total_steps, schedule, tx, init_fn,
+               abstract_state, state_sharding)
+
+
+def init_state(s: Setup) -> TrainState:
+  return jax.jit(s.init_fn, out_shardings=s.state_sharding)(jax.random.key(s.config.seed))
+
+
+def make_train_step(s: Setup):
+  method, tx, schedule = s.method, s.tx, s.schedule
+
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.key, state.step)
+
+    def loss_fn(params):
+      return method.loss(params, state.batch_stats, state.method_state, batch, rng)
+
+    (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    method_state = method.after_update(method_state, params, state.step + 1)
+    metrics = dict(metrics, loss=loss, lr=schedule(state.step),
+                   grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state, method_state=method_state)
+    return new_state, metrics
+
+  return jax.jit(train_step, in_shardings=(s.state_sharding, sharding.batch_sharding(s.mesh)),
+                 out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
+                 donate_argnums=(0,))
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+  host = jax.device_get(pending)
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def train(config: ml_collections.ConfigDict, workdir: str,
+          step_hook: Callable[[int], None] | None = None) -> dict:
+  """Pretrains (resuming from `workdir` if it holds a checkpoint) and evaluates at the end.
+
+  Returns {"state": TrainState, "status": "done"|"preempted", "results": dict}.
+  step_hook(step) is called after each step (tests use it to inject a SIGTERM).
+  """
+  s = setup(config)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  # ---- Checkpoint: resume from the newest complete one.
+  manager = checkpoint.make_manager(workdir, save_every_steps=config.checkpoint_every_steps,
+                                    max_to_keep=config.max_checkpoints_to_keep,
+                                    use_async=config.async_checkpointing)
+  state, start_step = checkpoint.restore_latest(manager, s.abstract_state)
+  if state is None:
+    state = init_state(s)
+  logging.info("Training %s for %d steps (global batch %d on %d devices), starting at step %d.",
+               config.method, s.total_steps, config.batch_size, len(s.mesh.devices.flat), start_step)
+
+  # ---- Input: the stream continues at start_step exactly where it stopped.
+  dataset = pipeline.train_dataset(
+      s.train_source, s.method.views(), global_batch=config.batch_size, seed=config.seed,
+      start_step=start_step, process_index=jax.process_index(),
+      process_count=jax.process_count())
+  batches = dataset.as_numpy_iterator()
+
+  train_step = make_train_step(s)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer)
+  watcher = checkpoint.PreemptionWatcher()
+  pending, status = [], "done"
+  t_log, input_wait, step = time.perf_counter(), 0.0, start_step
+  try:
+    for step in range(start_step + 1, s.total_steps + 1):
+      t0 = time.perf_counter()
+      local_batch = next(batches)
+      input_wait += time.perf_counter() - t0
+      state, metrics = train_step(state, sharding.make_global_batch(s.mesh, local_batch))
+      pending.append(metrics)  # stays on device: no host sync between log steps
+      progress(step)
+
+      is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
+      if is_log_step or manager.should_save(step):
+        summary = _mean_metrics(pending)  # host sync only here
+        if not np.isfinite(summary["loss"]):
+          raise FloatingPointError(
+              f"Loss became {summary['loss']} between steps {step - len(pending) + 1} and {step}. "
+              f"The last finite checkpoint in {manager.directory} (step {manager.latest_step()}) "
+              f"is kept and resumed from on restart; lower optimizer.base_lr, raise "
+              f"optimizer.warmup_epochs, or set optimizer.grad_clip_norm.")
+      if is_log_step:
+        elapsed = time.perf_counter() - t_log
+        images_per_s = len(pending) * config.batch_size / elapsed
+        summary.update(images_per_s=images_per_s, input_wait_frac=input_wait / elapsed)
+        writer.write_scalars(step, summary)
+        if is_chief:
+          eta = (s.total_steps - step) * config.batch_size / images_per_s
+          print(f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
+                f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  "
+                f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}",
+                flush=True)
+        pending, t_log, input_wait = [], time.perf_counter(), 0.0
+      elif manager.should_save(step):
+        pending = pending[-1:]  # already checked; keep one for the next mean
+
+      if watcher.should_stop(step):
+        checkpoint.save(manager, step, state, force=True)
+        status = "preempted"
+        logging.warning("Saved checkpoint at step %d after SIGTERM; exiting.", step)
+        break
+      checkpoint.save(manager, step, state, force=step == s.total_steps)
+      if step_hook is not None:
+        step_hook(step)
+  finally:
+    manager.wait_until_finished()
+    watcher.close()
+  writer.flush()
+
+  results = {}
+  if status == "done" and config.eval.at_end:
+    from sslax.evaluation import runner
+    results = runner.evaluate(config, workdir, state, s)
+  return {"state": state, "status": status, "results": results, "step": step}

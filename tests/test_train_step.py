@@ -1,0 +1,47 @@
+"""A whole SimCLR train step on 8 devices == on 1 device (params, BN statistics, loss)."""
+import jax
+import numpy as np
+
+from sslax import config as config_lib, sharding, train
+
+
+def tiny_config():
+  c = config_lib.base_config()
+  c.dataset.name = "fake"
+  c.dataset.image_size = 16
+  c.dataset.num_train_examples = 64
+  c.batch_size = 16
+  c.total_steps = 4
+  c.model.depth = 10
+  c.model.width = 0.125
+  c.simclr.proj_hidden_dim = 32
+  c.simclr.proj_dim = 16
+  c.optimizer.warmup_epochs = 0.0
+  c.eval.at_end = False
+  return c
+
+
+def _step_on(devices, batch_np):
+  s = train.setup(tiny_config(), devices=devices)
+  state = train.init_state(s)
+  step = train.make_train_step(s)
+  for b in batch_np:
+    state, metrics = step(state, sharding.make_global_batch(s.mesh, b))
+  return jax.device_get((state.params, state.batch_stats, metrics))
+
+
+def test_eight_devices_equal_one_device(devices):
+  rng = np.random.default_rng(0)
+  batches = [{"views": tuple(rng.uniform(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(2)),
+              "label": np.zeros(16, np.int32)} for _ in range(2)]
+  p1, bs1, m1 = _step_on(devices[:1], batches)
+  p8, bs8, m8 = _step_on(devices, batches)
+  np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
+  # BN batch statistics are global: running stats match the single-device ones.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p8, p1)
+  # And the step changed something (the comparison is not between two untouched inits).
+  s = train.setup(tiny_config(), devices=devices[:1])
+  p0 = jax.device_get(train.init_state(s).params)
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p0))
+  assert max(moved) > 1e-4
