@@ -183,6 +183,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       state, metrics = train_step(state, sharding.make_global_batch(s.mesh, local_batch))
       pending.append(metrics)  # stays on device: no host sync between log steps
       progress(step)
+      if step_hook is not None:
+        step_hook(step)
 
       is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
       if is_log_step or manager.should_save(step):
@@ -214,8 +216,6 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         logging.warning("Saved checkpoint at step %d after SIGTERM; exiting.", step)
         break
       checkpoint.save(manager, step, state, force=step == s.total_steps)
-      if step_hook is not None:
-        step_hook(step)
   finally:
     manager.wait_until_finished()
     watcher.close()

@@ -2,23 +2,8 @@
 import jax
 import numpy as np
 
-from sslax import config as config_lib, sharding, train
-
-
-def tiny_config():
-  c = config_lib.base_config()
-  c.dataset.name = "fake"
-  c.dataset.image_size = 16
-  c.dataset.num_train_examples = 64
-  c.batch_size = 16
-  c.total_steps = 4
-  c.model.depth = 10
-  c.model.width = 0.125
-  c.simclr.proj_hidden_dim = 32
-  c.simclr.proj_dim = 16
-  c.optimizer.warmup_epochs = 0.0
-  c.eval.at_end = False
-  return c
+from conftest import tiny_config
+from sslax import sharding, train
 
 
 def _step_on(devices, batch_np):
