@@ -15,9 +15,12 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 1000
+  config.total_steps = 900          # ~3.8 epochs
 
-  config.model.depth = 18
+  # Chosen by measurement on 2 CPU cores (see README): ResNet-18 x1/4 runs 280 img/s and
+  # ResNet-18 x1/8 660 img/s but its 64-d features probe worse; ResNet-10 x1/4 (128-d features)
+  # at ~500 img/s learned the most per minute. Wider nets are far slower on XLA:CPU.
+  config.model.depth = 10
   config.model.width = 0.25
   config.model.stem = "small"
 
@@ -27,7 +30,7 @@ def get_config():
   config.simclr.proj_dim = 128
 
   config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 1e-3
+  config.optimizer.base_lr = 2e-3
   config.optimizer.lr_scaling = "none"
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_epochs = 0.5

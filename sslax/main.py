@@ -29,6 +29,9 @@ def _hide_accelerators_from_tf():
 
 def main(argv):
   del argv
+  if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
+    # Orbax and TF log every save at INFO; the trainer prints its own progress lines.
+    logging.set_verbosity(logging.WARNING)
   _hide_accelerators_from_tf()
   config, workdir = _CONFIG.value, _WORKDIR.value
   from sslax import train

@@ -159,8 +159,11 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   state, start_step = checkpoint.restore_latest(manager, s.abstract_state)
   if state is None:
     state = init_state(s)
-  logging.info("Training %s for %d steps (global batch %d on %d devices), starting at step %d.",
-               config.method, s.total_steps, config.batch_size, len(s.mesh.devices.flat), start_step)
+  if is_chief:
+    print(f"{config.method}: {s.total_steps} steps of global batch {config.batch_size} on "
+          f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh {dict(s.mesh.shape)}; "
+          + (f"resumed at step {start_step}" if start_step else "starting from scratch")
+          + f"; workdir {workdir}", flush=True)
 
   # ---- Input: the stream continues at start_step exactly where it stopped.
   dataset = pipeline.train_dataset(
@@ -170,7 +173,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   batches = dataset.as_numpy_iterator()
 
   train_step = make_train_step(s)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  # TensorBoard on the chief; the readable stdout line below replaces clu's logging writer.
+  writer = (metric_writers.SummaryWriter(workdir) if is_chief
+            else metric_writers.MultiWriter([]))
   progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer)
   watcher = checkpoint.PreemptionWatcher()
   pending, status = [], "done"
@@ -213,7 +218,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       if watcher.should_stop(step):
         checkpoint.save(manager, step, state, force=True)
         status = "preempted"
-        logging.warning("Saved checkpoint at step %d after SIGTERM; exiting.", step)
+        if is_chief:
+          print(f"SIGTERM: saved checkpoint at step {step}; rerun the same command to resume.",
+                flush=True)
         break
       checkpoint.save(manager, step, state, force=step == s.total_steps)
   finally:
