@@ -192,8 +192,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         step_hook(step)
 
       is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
-      if is_log_step or manager.should_save(step):
-        summary = _mean_metrics(pending)  # host sync only here
+      stopping = watcher.should_stop(step)  # every process asks, at every step, in order
+      if is_log_step or stopping or manager.should_save(step):
+        summary = _mean_metrics(pending)  # host sync only here: never checkpoint a NaN state
         if not np.isfinite(summary["loss"]):
           raise FloatingPointError(
               f"Loss became {summary['loss']} between steps {step - len(pending) + 1} and {step}. "
@@ -212,10 +213,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                 f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}",
                 flush=True)
         pending, t_log, input_wait = [], time.perf_counter(), 0.0
-      elif manager.should_save(step):
-        pending = pending[-1:]  # already checked; keep one for the next mean
 
-      if watcher.should_stop(step):
+      if stopping:
         checkpoint.save(manager, step, state, force=True)
         status = "preempted"
         if is_chief:
