@@ -1,10 +1,15 @@
 r"""SimCLR on Fashion-MNIST: the README demo, tuned for learning per CPU-minute.
 
-Command (2-core CPU, about 10 minutes including evaluation):
-  python -m sslax.main --config configs/simclr_fashion_mnist.py --workdir runs/simclr_fmnist
+Command:
+  python -m sslax.main --config configs/simclr_fashion_mnist.py --workdir runs/simclr_fashion_mnist
 
-Expected (measured on the 2-core / 24 GiB CI machine, see README):
-  kNN (k=200) and linear-probe accuracy on the test set above the random-init encoder's.
+Runtime (measured, 2-core x86 CPU, 24 GiB, no accelerator): ~8 min of training at ~490 img/s
+plus ~1.5 min of evaluation (three encoders: pretrained, random init, raw pixels).
+
+Expected accuracy on the Fashion-MNIST test set (measured, seed 0):
+  pretrained   kNN k=20 85.0%  kNN k=200 82.0%  linear probe 84.9%
+  random init  kNN k=20 56.5%  kNN k=200 51.1%  linear probe 58.6%
+  raw pixels   kNN k=20 84.6%  kNN k=200 79.1%  linear probe 84.3%
 """
 from sslax.config import base_config
 

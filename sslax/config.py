@@ -48,11 +48,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 1.0
   c.model.stem = "small"
 
-  c.simclr = ml_collections.ConfigDict()
-  c.simclr.temperature = 0.5
-  c.simclr.proj_hidden_dim = 2048
-  c.simclr.proj_dim = 128
-  c.simclr.proj_layers = 2
+  # One section per registered method, e.g. c.simclr.temperature (see Method.default_config).
+  from sslax.methods import METHODS
+  for name, method_cls in sorted(METHODS.items()):
+    c[name] = method_cls.default_config()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"

@@ -22,6 +22,11 @@ PyTree = Any
 class Method:
   name: ClassVar[str]
 
+  @classmethod
+  def default_config(cls) -> ml_collections.ConfigDict:
+    """This method's own config section, `config.<name>` (hyperparameters and their defaults)."""
+    return ml_collections.ConfigDict()
+
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
     self.config = config
     self.mesh = mesh

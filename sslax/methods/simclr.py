@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import ml_collections
 
 from sslax import losses, sharding
 from sslax.data.augment import ViewSpec
@@ -21,6 +22,15 @@ class SimCLRNetwork(nn.Module):
 
 class SimCLR(Method):
   name = "simclr"
+
+  @classmethod
+  def default_config(cls):
+    return ml_collections.ConfigDict(dict(
+        temperature=0.5,        # tau of NT-Xent (0.1 for ImageNet at batch 4096)
+        proj_hidden_dim=2048,
+        proj_dim=128,
+        proj_layers=2,          # SimCLR v1: 2; v2: 3
+    ))
 
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
