@@ -39,6 +39,11 @@ def cosine_increase(start: float, end: float, total_steps: int):
   return schedule
 
 
+def ema_update(target, online, momentum):
+  """Momentum (EMA) teacher update: target <- momentum * target + (1 - momentum) * online."""
+  return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
+
+
 def decay_mask(params):
   """True for weights that get weight decay / LARS adaptation: not biases, not norm scales.
 

@@ -1,29 +1,11 @@
-"""Pure loss functions. Cross-device terms take an `axis_name` (or a tuple of names).
-
-Each function receives the *local* shard of the batch. With `axis_name=None` it computes the
-single-device math; inside `jax.shard_map` it gathers what it needs so the result equals that
-single-device math on the global batch (tests/test_nt_xent.py checks this on 8 devices).
-"""
+"""NT-Xent, SimCLR's contrastive loss, with negatives gathered from every device."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Large negative instead of -inf: keeps logsumexp and its gradient finite in any dtype.
-_MASK_VALUE = -1e9
-
-
-def l2_normalize(x, axis=-1, eps=1e-12):
-  return x * lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps))
-
-
-def _gather(x, axis_name):
-  """[b, ...] local rows -> ([B, ...] global rows, offset of this device's rows)."""
-  if axis_name is None:
-    return x, 0
-  gathered = lax.all_gather(x, axis_name, axis=0, tiled=True)
-  return gathered, lax.axis_index(axis_name) * x.shape[0]
+from sslax.losses.common import MASK_VALUE, gather_rows, l2_normalize
 
 
 def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
@@ -42,8 +24,8 @@ def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
   z1 = l2_normalize(z1.astype(jnp.float32))
   z2 = l2_normalize(z2.astype(jnp.float32))
   b = z1.shape[0]
-  g1, offset = _gather(z1, axis_name)
-  g2, _ = _gather(z2, axis_name)
+  g1, offset = gather_rows(z1, axis_name)
+  g2, _ = gather_rows(z2, axis_name)
   big_b = g1.shape[0]
 
   anchors = jnp.concatenate([z1, z2], axis=0)                     # [2b, D]
@@ -54,7 +36,7 @@ def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
   self_ids = jnp.concatenate([rows, rows + big_b])
   positive_ids = jnp.concatenate([rows + big_b, rows])
   columns = jnp.arange(2 * big_b)
-  logits = jnp.where(columns[None, :] == self_ids[:, None], _MASK_VALUE, logits)
+  logits = jnp.where(columns[None, :] == self_ids[:, None], MASK_VALUE, logits)
 
   positive_logit = jnp.take_along_axis(logits, positive_ids[:, None], axis=1)[:, 0]
   per_anchor = jax.nn.logsumexp(logits, axis=1) - positive_logit
