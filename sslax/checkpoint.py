@@ -10,6 +10,7 @@ import signal
 import threading
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -45,15 +46,17 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
 class PreemptionWatcher:
   """Turns SIGTERM (what a preempted Cloud TPU VM or a SLURM job gets) into a flag the loop reads.
 
-  The loop checks `should_stop(step)`; on True it saves a checkpoint and exits cleanly.
-  With several processes the decision must be agreed; jax's preemption sync point does that
-  when the distributed runtime is up.
+  The loop checks `should_stop(step)` at every step; on True it saves a checkpoint and exits
+  cleanly. With several processes, a signal reaching any one of them must stop all of them at
+  the same step: jax.distributed's preemption service (its own SIGTERM handler notifies the
+  coordinator) answers `reached_preemption_sync_point(step)` identically on every process, so
+  no Python handler is installed there.
   """
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handler)
 
   def _handler(self, signum, frame):
@@ -72,3 +75,20 @@ class PreemptionWatcher:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
+
+
+def load_numpy(workdir: str, step: int | None = None) -> tuple[dict, int]:
+  """-> (checkpointed state as nested dicts of numpy arrays, step); newest step by default.
+
+  Needs no model code and no particular device layout (for inspection, tests and export).
+  """
+  manager = make_manager(workdir, save_every_steps=1, max_to_keep=1, use_async=False)
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"No checkpoint in {manager.directory}.")
+  path = os.path.join(str(manager.directory), str(step), "default")
+  metadata = ocp.StandardCheckpointer().metadata(path)
+  tree = getattr(metadata, "item_metadata", metadata)
+  tree = getattr(tree, "tree", tree)
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  return ocp.PyTreeCheckpointer().restore(path, restore_args=restore_args), int(step)

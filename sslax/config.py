@@ -24,6 +24,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.dtype = "float32"             # compute dtype; params stay float32
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
 
+  # Multi-process runs (see sslax/distributed.py): empty = auto-detect a TPU pod / SLURM /
+  # Open MPI cluster, else one process. SSLAX_COORDINATOR_ADDRESS etc. override these.
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""   # "host:port" of process 0
+  c.distributed.num_processes = 0
+  c.distributed.process_id = -1
+  c.distributed.initialization_timeout_s = 300
+  c.distributed.auto_initialize = False    # True: jax.distributed.initialize() (TPU pods)
+
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "fashion_mnist"
   c.dataset.data_dir = ""         # "" = the default search path (see sslax/data/sources.py)
@@ -79,6 +88,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.linear_weight_decay = 1e-4
   c.eval.num_train_examples = 0   # 0 = whole train split as kNN bank / probe train set
   c.eval.baselines = True         # also report random-init encoder and raw pixels
+  # `python -m sslax.evaluate --protocol ...` (see sslax/evaluate.py):
+  c.eval.linear_solver = "adamw"  # adamw | sgd | lars | closed_form (ridge on one-hot targets)
+  c.eval.linear_lr_grid = ()      # non-empty: sweep these lrs, pick by held-out val accuracy
+  c.eval.linear_val_fraction = 0.1  # train rows held out to pick the lr / ridge strength
+  c.eval.ridge_l2_grid = (1e-4, 1e-2, 1.0)
+  c.eval.retrieval_ks = (1, 5, 10)
+  c.eval.lowshot_fractions = (0.01, 0.1)
+  c.eval.lowshot_seed = 0         # the class-balanced label subsets are a function of this
+  c.eval.finetune_epochs = 10
+  c.eval.finetune_batch_size = 256
+  c.eval.finetune_optimizer = "sgd"
+  c.eval.finetune_lr = 0.01
+  c.eval.finetune_weight_decay = 0.0
+  c.eval.finetune_crop_scale = (0.08, 1.0)
   return c
 
 

@@ -32,8 +32,10 @@ def main(argv):
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     # Orbax and TF log every save at INFO; the trainer prints its own progress lines.
     logging.set_verbosity(logging.WARNING)
-  _hide_accelerators_from_tf()
   config, workdir = _CONFIG.value, _WORKDIR.value
+  from sslax import distributed
+  distributed.initialize(config.distributed)   # before anything touches devices
+  _hide_accelerators_from_tf()
   from sslax import train
   if _MODE.value == "train":
     out = train.train(config, workdir)

@@ -1,8 +1,11 @@
-"""tf.data input pipelines: per-process shard -> shuffle -> views -> batch -> prefetch.
+"""tf.data input pipelines: shuffle -> this process's rows -> views -> batch -> prefetch.
 
-The training stream is a pure function of (seed, process index, step): example order comes
-from a stateless index shuffle per epoch and every augmentation seed from the position in the
-stream, so a run resumed at step s sees exactly the batches an uninterrupted run would.
+The training stream is a pure function of (seed, step), whatever the number of processes:
+global position g = step * B + row fixes the example (a stateless index shuffle of the whole
+split per epoch) and the seed of its augmentations. Process p produces rows
+[p * b, (p + 1) * b) of every global batch (b = B / process count), so it reads only its own
+examples, no two processes read the same example in an epoch, their union is the epoch, and a
+run on 1 or N processes, or resumed at step s, sees exactly the same global batches.
 """
 from __future__ import annotations
 
@@ -26,56 +29,68 @@ def _example_reader(source: Source):
   return lambda i: source.decode(tf.gather(paths, i))
 
 
-def local_indices(num_examples: int, process_index: int, process_count: int) -> np.ndarray:
-  """The examples this process reads: disjoint across processes, their union is the split."""
-  return np.arange(process_index, num_examples, process_count, dtype=np.int64)
-
-
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return max(num_examples // global_batch, 1)
 
 
+def example_index(position, *, num_examples: int, global_batch: int, seed: int):
+  """Global stream position(s) -> example index: a fresh permutation of the split each epoch.
+
+  The last num_examples % global_batch examples of each epoch's permutation are skipped.
+  """
+  per_epoch = steps_per_epoch(num_examples, global_batch) * global_batch
+  position = tf.cast(position, tf.int64)
+  epoch, offset = position // per_epoch, position % per_epoch
+  shuffle_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+  return tf.random.experimental.index_shuffle(offset, shuffle_seed, num_examples - 1)
+
+
+def local_positions(start_step: int, *, global_batch: int, process_index: int,
+                    process_count: int) -> tf.data.Dataset:
+  """The global stream positions this process produces, from start_step on (infinite)."""
+  local_batch = global_batch // process_count
+  counter = tf.data.Dataset.range(start_step * local_batch, 2**62)
+  return counter.map(lambda c: (c // local_batch) * global_batch + process_index * local_batch
+                     + c % local_batch)
+
+
 def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_batch: int,
                   seed: int, start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1, with_labels: bool = True) -> tf.data.Dataset:
-  """Infinite dataset of local batches {"views": ([b,S,S,C] float32, ...), "label": [b]}.
+                  process_count: int = 1) -> tf.data.Dataset:
+  """Infinite dataset of this process's batches.
 
-  b = global_batch / process_count. Each epoch every process visits a fresh permutation of its
-  own examples; the last incomplete batch of an epoch is dropped.
+  Yields {"views": ([b,S,S,C] float32, ...), "label": [b] int32, "index": [b] int32 example
+  ids} with b = global_batch / process_count.
   """
   local_batch = global_batch // process_count
   if isinstance(source, TFDSSource):
-    # Streaming sources cannot be indexed: use a seeded shuffle and skip what was consumed.
+    # Streaming sources cannot be indexed: each process reads its own part of the split with
+    # a seeded shuffle and skips what was consumed (exact, but slow for late resumes).
     ds = source.as_dataset(process_index=process_index, process_count=process_count,
                            shuffle_seed=seed).repeat()
     ds = ds.shuffle(16 * local_batch, seed=seed, reshuffle_each_iteration=True)
     ds = ds.skip(start_step * local_batch)
-    ds = tf.data.Dataset.zip(tf.data.Dataset.range(start_step * local_batch, 2**62), ds)
-    images_of = lambda pos, ex: (pos, ex["image"], ex["label"])
-    ds = ds.map(images_of)
+    positions = local_positions(start_step, global_batch=global_batch,
+                                process_index=process_index, process_count=process_count)
+    ds = tf.data.Dataset.zip(positions, ds).map(
+        lambda pos, ex: (pos, ex["image"], ex["label"], tf.constant(-1, tf.int64)))
   else:
-    idx = tf.constant(local_indices(len(source.labels), process_index, process_count))
+    n = len(source.labels)
     labels = tf.constant(source.labels.astype(np.int32))
-    per_epoch = steps_per_epoch(int(idx.shape[0]) * process_count, global_batch) * local_batch
     read = _example_reader(source)
 
     def lookup(pos):
-      epoch, offset = pos // per_epoch, pos % per_epoch
-      shuffle_seed = tf.stack([tf.constant(seed * 7919 + process_index, tf.int64), epoch])
-      i = tf.gather(idx, tf.random.experimental.index_shuffle(
-          offset, shuffle_seed, tf.cast(tf.shape(idx)[0] - 1, tf.int64)))
-      return pos, read(i), tf.gather(labels, i)
+      i = example_index(pos, num_examples=n, global_batch=global_batch, seed=seed)
+      return pos, read(i), tf.gather(labels, i), i
 
-    ds = tf.data.Dataset.range(start_step * local_batch, 2**62)
+    ds = local_positions(start_step, global_batch=global_batch, process_index=process_index,
+                         process_count=process_count)
     ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  def make_example(pos, image, label):
-    # Seed of this example's augmentations: (seed, process) folded with its stream position.
-    view_seed = tf.stack([tf.constant(seed * 7919 + process_index, tf.int64), pos])
-    example = {"views": augment.make_views(image, view_seed, views)}
-    if with_labels:
-      example["label"] = tf.cast(label, tf.int32)
-    return example
+  def make_example(pos, image, label, index):
+    view_seed = tf.stack([tf.constant(seed, tf.int64), pos])   # same on any process layout
+    return {"views": augment.make_views(image, view_seed, views),
+            "label": tf.cast(label, tf.int32), "index": tf.cast(index, tf.int32)}
 
   ds = ds.map(make_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)
