@@ -2,7 +2,8 @@
 # Sets up sslax on a fresh Debian/Ubuntu machine with Python 3.11, no GPU needed:
 #   .venv with every dependency pinned (requirements.lock), sslax installed editable with its
 #   test extra, and Fashion-MNIST's original files from Debian's dataset-fashion-mnist package.
-# Idempotent: a second run only checks. Environment: PYTHON (default python3.11, else python3).
+# Idempotent: a second run only checks. Environment: PYTHON (default python3.11, else python3),
+# SSLAX_ACCELERATOR=tpu|cuda12 adds jax's accelerator build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade "pip>=23.2" >/dev/null
 .venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+# Accelerator builds of the same jax version (TPU VMs, CUDA 12 GPUs): SSLAX_ACCELERATOR=tpu|cuda12.
+case "${SSLAX_ACCELERATOR:-cpu}" in
+  cpu) ;;
+  tpu|cuda12|cuda13) .venv/bin/python -m pip install -q -c requirements.lock "jax[${SSLAX_ACCELERATOR}]==0.10.2" ;;
+  *) echo "setup: SSLAX_ACCELERATOR must be cpu, tpu, cuda12 or cuda13" >&2; exit 2 ;;
+esac
 
 # Fashion-MNIST (the default dataset): system package, else unpacked into the user cache.
 fmnist_files=train-images-idx3-ubyte.gz
