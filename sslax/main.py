@@ -1,7 +1,10 @@
 """Command line: python -m sslax.main --config configs/NAME.py --workdir DIR [--config.key=value].
 
 --mode train     pretrain (resuming from DIR's latest checkpoint) and evaluate at the end
---mode evaluate  evaluate DIR's latest checkpoint (kNN + linear probe)
+--mode evaluate  evaluate DIR's latest checkpoint (kNN + linear probe), or one protocol with
+                 --protocol knn|linear|finetune|lowshot|retrieval|pictures (see sslax/evaluate.py)
+--mode export    export DIR's latest encoder: --export_format bundle|stablehlo|savedmodel
+                 --export_dir PATH (see sslax/export.py)
 """
 from __future__ import annotations
 
@@ -17,7 +20,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export"], "What to do.")
+_PROTOCOL = flags.DEFINE_string("protocol", None, "--mode evaluate: run one protocol of "
+                                "sslax.evaluate instead of the end-of-training report.")
+_EXPORT_FORMAT = flags.DEFINE_enum("export_format", "bundle", ["bundle", "stablehlo", "savedmodel"],
+                                   "--mode export: the format.")
+_EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode export: where to write the encoder.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,6 +49,15 @@ def main(argv):
     out = train.train(config, workdir)
     if out["status"] == "preempted":
       logging.info("Stopped early after a preemption signal; rerun the same command to resume.")
+  elif _MODE.value == "export":
+    from sslax import export
+    if not _EXPORT_DIR.value:
+      raise app.UsageError("--mode export needs --export_dir PATH.")
+    export.export(workdir, _EXPORT_DIR.value, _EXPORT_FORMAT.value, config=config)
+  elif _PROTOCOL.value:
+    from sslax import evaluate
+    record = evaluate.evaluate(workdir, _PROTOCOL.value, config=config)
+    print(record["results"], flush=True)
   else:
     from sslax.evaluation import runner
     from sslax import checkpoint

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -71,3 +72,38 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.Gradien
   if config.get("grad_clip_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
   return tx
+
+
+class _StartAfterState(NamedTuple):
+  count: jax.Array       # updates seen so far (saturates at the delay)
+  inner: optax.OptState
+
+
+def _start_after(inner: optax.GradientTransformation, num_steps: int) -> optax.GradientTransformation:
+  """inner, but its first num_steps updates are zero and leave inner's state untouched."""
+  def init(params):
+    return _StartAfterState(jnp.zeros([], jnp.int32), inner.init(params))
+
+  def update(updates, state, params=None):
+    new_updates, new_inner = inner.update(updates, state.inner, params)
+    active = state.count >= num_steps
+    new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)
+    new_inner = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_inner, state.inner)
+    return new_updates, _StartAfterState(jnp.minimum(state.count + 1, num_steps), new_inner)
+
+  return optax.GradientTransformation(init, update)
+
+
+def freeze_for_steps(tx: optax.GradientTransformation, frozen, num_steps: int):
+  """tx, except that params where frozen(params) is True stay untouched for num_steps updates.
+
+  Like a PyTorch param whose .grad is None (SwAV's freeze_prototypes_niters, DINO's
+  freeze_last_layer): no update, no weight decay, no momentum or Adam moments accumulate, and
+  its optimizer state starts at the first unfrozen step. The frozen params get their own copy
+  of tx's state (optax.multi_transform), so a configured global-norm clip sees the two groups
+  separately.
+  """
+  if num_steps <= 0:
+    return tx
+  labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen(params))
+  return optax.multi_transform({"trained": tx, "frozen": _start_after(tx, num_steps)}, labels)

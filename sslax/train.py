@@ -77,7 +77,7 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
   peak_lr = optim.scaled_learning_rate(opt.base_lr, config.batch_size, opt.lr_scaling)
   schedule = optim.warmup_cosine(peak_lr, total_steps, int(opt.warmup_epochs * steps_per_epoch),
                                  opt.end_lr)
-  tx = optim.make_optimizer(opt, schedule)
+  tx = method.wrap_optimizer(optim.make_optimizer(opt, schedule))
 
   # ---- Model init: shapes first, then the real init straight into its sharding.
   network = method.network()
@@ -142,7 +142,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           step_hook: Callable[[int], None] | None = None) -> dict:
   """Pretrains (resuming from `workdir` if it holds a checkpoint) and evaluates at the end.
 
-  Returns {"state": TrainState, "status": "done"|"preempted", "results": dict}.
+  Returns {"state": TrainState, "status": "done"|"preempted", "results": dict, "step": int,
+  "train_step_compiles": how many times the step was compiled (1: no recompiles)}.
   step_hook(step) is called after each step (tests use it to inject a SIGTERM).
   """
   s = setup(config)
@@ -231,4 +232,5 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   if status == "done" and config.eval.at_end:
     from sslax.evaluation import runner
     results = runner.evaluate(config, workdir, state, s)
-  return {"state": state, "status": status, "results": results, "step": step}
+  return {"state": state, "status": status, "results": results, "step": step,
+          "train_step_compiles": train_step._cache_size()}

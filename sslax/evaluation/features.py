@@ -1,8 +1,13 @@
-"""Frozen-backbone features of a whole split, computed on the mesh."""
+"""Frozen-backbone features of a whole split, computed on the mesh, and their on-disk cache."""
 from __future__ import annotations
+
+import json
+import os
+from typing import Callable
 
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from sslax import sharding
@@ -41,3 +46,43 @@ def extract_features(backbone, variables, source, *, image_size: int, batch_size
   mask = np.concatenate([np.asarray(m) for m in masks])
   return (np.concatenate([np.asarray(f, np.float32) for f in feats])[mask],
           np.concatenate([np.asarray(l) for l in labels])[mask].astype(np.int32))
+
+
+def cache_path(workdir: str, step: int, split: str) -> str:
+  """Where the features of checkpoint `step` on `split` are cached: DIR/features/step_<n>_<split>.npz."""
+  safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in split)
+  return os.path.join(workdir, "features", f"step_{int(step)}_{safe}.npz")
+
+
+def _all_processes(flag: bool) -> bool:
+  """True only if `flag` holds on every process (they must agree on whether to extract)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.array([flag]))))
+
+
+def cached_features(extract: Callable, source, *, path: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+  """extract(source) -> (features [N, D], labels [N]), computed once and kept in `path` (.npz).
+
+  meta (JSON-able: dataset, split, image size, number of examples ...) is stored beside the
+  arrays; a cache whose meta differs (e.g. a changed eval.num_train_examples) is recomputed.
+  Read with allow_pickle=False, so a cache file cannot run code. Process 0 writes.
+  """
+  want = json.dumps(meta, sort_keys=True)
+  cached = None
+  if os.path.exists(path):
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        if str(f["meta"]) == want:
+          cached = (f["features"].astype(np.float32), f["labels"].astype(np.int32))
+    except (OSError, ValueError, KeyError) as e:  # unreadable or partial: recompute
+      logging.warning("Ignoring unreadable feature cache %s: %s", path, e)
+  if _all_processes(cached is not None):
+    return cached
+  features, labels = extract(source)
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"  # np.savez adds .npz unless present; rename makes the write atomic
+    np.savez(tmp, features=features, labels=labels, meta=np.array(want))
+    os.replace(tmp, path)
+  return features, labels

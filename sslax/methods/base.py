@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import ml_collections
+import optax
 from jax.sharding import Mesh
 
 from sslax.data.augment import ViewSpec
@@ -55,3 +56,8 @@ class Method:
   def after_update(self, method_state: PyTree, params: PyTree, step: jax.Array) -> PyTree:
     """Runs after the optimizer step (EMA teachers, schedules). Identity by default."""
     return method_state
+
+  def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """The configured optimizer, adapted by the method (e.g. params frozen for the first steps,
+    see `sslax.optim.freeze_for_steps`). Identity by default."""
+    return tx

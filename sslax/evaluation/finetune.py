@@ -1,0 +1,166 @@
+"""End-to-end fine-tuning (backbone + linear head) on all labels or a class-balanced few.
+
+Semi-supervised / low-shot evaluation as in SimCLR and BYOL: fine-tune the pretrained backbone
+with a fresh linear head on 1% or 10% of the labelled train images (a class-balanced subset
+chosen from a seed), report top-1 on the test split. `fraction=1.0` is plain fine-tuning.
+
+The head is zero-initialised, BatchNorm runs in train mode (batch statistics over the global
+batch, running averages updated), and training uses the trainer's input pipeline (stateless,
+per-process, replayable) with random-resized-crop + flip views.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from sslax import optim, sharding
+from sslax.data import augment, pipeline
+from sslax.data.sources import ArraySource, FileSource
+from sslax.evaluation import features as features_lib
+
+
+def class_balanced_subset(labels, fraction: float, *, num_classes: int, seed: int) -> np.ndarray:
+  """Indices of a class-balanced `fraction` of the examples, reproducible from `seed`.
+
+  Class c with n_c examples gets floor(fraction * n_c) or ceil(fraction * n_c) of them: the
+  floors, then one more for the classes with the largest remainders until the total reaches
+  round(fraction * N) (ties broken by the seed), and at least 1 for every class that has any.
+  Within a class the examples are drawn uniformly without replacement.
+
+  Args:
+    labels: [N] int labels in [0, num_classes).
+    fraction: in (0, 1].
+  Returns:
+    sorted int64 [K] indices into `labels`.
+  """
+  labels = np.asarray(labels)
+  if not 0 < fraction <= 1:
+    raise ValueError(f"fraction must be in (0, 1], got {fraction!r} (e.g. 0.01 for 1% of labels)")
+  counts = np.bincount(labels, minlength=num_classes)
+  rng = np.random.default_rng(seed)
+  exact = fraction * counts
+  take = np.floor(exact).astype(np.int64)
+  extra = int(round(fraction * labels.size)) - int(take.sum())
+  if extra > 0:
+    remainder = exact - take
+    # Largest remainder first; the random key only orders classes with equal remainders.
+    order = np.lexsort((rng.permutation(num_classes), -remainder))
+    for c in order[:extra]:
+      if remainder[c] > 0:
+        take[c] += 1
+  take = np.where((counts > 0) & (take == 0), 1, take)
+  chosen = [rng.choice(np.flatnonzero(labels == c), size=int(take[c]), replace=False)
+            for c in range(num_classes) if take[c]]
+  return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def subset_source(source, indices: np.ndarray):
+  """The examples `indices` of an in-memory or file source, in that order."""
+  require_random_access(source)
+  if isinstance(source, ArraySource):
+    return dataclasses.replace(source, images=source.images[indices], labels=source.labels[indices])
+  return dataclasses.replace(source, paths=source.paths[indices], labels=source.labels[indices])
+
+
+def require_random_access(source) -> None:
+  """Label subsets need every label up front and indexable examples: not a TFDS stream."""
+  if isinstance(source, (ArraySource, FileSource)):
+    return
+  raise NotImplementedError(
+      f"Low-shot subsets need a random-access source (in-memory arrays or an image folder); "
+      f"{type(source).__name__} {getattr(source, 'name', '')!r} is streamed from TFDS. Fine-tune "
+      f"on all labels (fraction 1.0), or prepare the subset as an image_folder.")
+
+
+class Classifier(nn.Module):
+  """backbone -> linear head: images [B, H, W, C] -> logits [B, num_classes]."""
+  backbone: nn.Module
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    features = self.backbone(x, train=train)
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(features)
+
+
+def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_source, *,
+             num_classes: int, image_size: int, mesh, epochs: int = 10, batch_size: int = 256,
+             eval_batch_size: int = 512, optimizer: str = "sgd", learning_rate: float = 0.01,
+             weight_decay: float = 0.0, momentum: float = 0.9, crop_scale=(0.08, 1.0),
+             seed: int = 0) -> dict:
+  """Fine-tunes backbone + a zero-initialised linear head on all of `train_source`.
+
+  backbone_variables: {"params": ..., "batch_stats": ...} of the pretrained backbone.
+  batch_size: global batch, lowered (to a multiple of the devices) for small train sets;
+    a train set smaller than the batch is repeated to fill it.
+  optimizer: "sgd" | "lars" | "adamw" (sslax.optim), cosine decay to 0 without warmup.
+  Returns {"top1", "train_examples", "steps", "final_loss"}.
+  """
+  from sslax.train import image_channels  # local: the trainer imports the evaluation package
+  shards = sharding.num_batch_shards(mesh)
+  n = pipeline.num_examples(train_source)
+  if n >= batch_size:
+    global_batch = batch_size
+  else:  # small labelled sets (1% of a small dataset): the batch is the whole set, rounded up
+    global_batch = max(shards, math.ceil(n / shards) * shards)
+    if n < global_batch:
+      train_source = subset_source(train_source, np.resize(np.arange(n), global_batch))
+  sharding.check_batch_size(global_batch, mesh, name="eval.finetune_batch_size")
+  total_steps = max(int(epochs * pipeline.steps_per_epoch(pipeline.num_examples(train_source),
+                                                          global_batch)), 1)
+
+  model = Classifier(backbone, num_classes)
+  dim = jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), backbone_variables,
+                       jax.ShapeDtypeStruct((1, image_size, image_size, image_channels(train_source)),
+                                            jnp.float32)).shape[-1]
+  params = {"backbone": backbone_variables["params"],
+            "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}}
+  batch_stats = {"backbone": backbone_variables.get("batch_stats", {})}
+  schedule = optax.cosine_decay_schedule(learning_rate, total_steps)
+  tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
+      name=optimizer, weight_decay=weight_decay, momentum=momentum)), schedule)
+  replicated = sharding.replicated(mesh)
+  state = jax.device_put((params, batch_stats, tx.init(params)), replicated)
+
+  def train_step(state, images, labels):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(params):
+      logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                                    train=True, mutable=["batch_stats"])
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+  step_fn = jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh),
+                                              sharding.batch_sharding(mesh)),
+                    out_shardings=(replicated, replicated), donate_argnums=(0,))
+  view = augment.ViewSpec(size=image_size, crop_scale=tuple(crop_scale), flip_prob=0.5,
+                          jitter_prob=0.0, grayscale_prob=0.0)
+  batches = pipeline.train_dataset(train_source, (view,), global_batch=global_batch, seed=seed,
+                                   process_index=jax.process_index(),
+                                   process_count=jax.process_count()).as_numpy_iterator()
+  loss = None
+  for _ in range(total_steps):
+    local = next(batches)
+    batch = sharding.make_global_batch(mesh, {"image": local["views"][0], "label": local["label"]})
+    state, loss = step_fn(state, batch["image"], batch["label"])
+
+  params, batch_stats, _ = state
+  logits, labels = features_lib.extract_features(
+      model, {"params": params, "batch_stats": batch_stats}, test_source, image_size=image_size,
+      batch_size=eval_batch_size, mesh=mesh)
+  return {"top1": float(np.mean(np.argmax(logits, axis=1) == labels)),
+          "train_examples": int(n), "steps": total_steps, "global_batch": global_batch,
+          "final_loss": float(loss)}
+

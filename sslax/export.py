@@ -1,0 +1,244 @@
+"""Export a trained encoder: python -m sslax.export --workdir DIR --out PATH --format FORMAT.
+
+Every format takes raw images, uint8 [B, H, W, C], and returns features float32 [B, D]: the
+evaluation preprocessing (`sslax.data.augment.center_view`: central square crop, bilinear
+resize with half-pixel centres and no antialiasing, scale to [0, 1], then (x - mean) / std
+with the recorded mean/std) is part of the exported function and recorded in PATH/encoder.json.
+
+  bundle      PATH/params.msgpack (backbone params + BatchNorm statistics, flax msgpack, no
+              pickle) and PATH/encoder.json (model config, preprocessing). Needs sslax:
+              `sslax.load_encoder(PATH)` -> callable, any image size.
+  stablehlo   PATH/encoder.jax_exported: a serialized `jax.export.Exported` with a symbolic
+              batch size, lowered for --platforms (default cpu and cuda), weights inside. Needs
+              only jax: `jax.export.deserialize(open(f, "rb").read()).call(images)`.
+  savedmodel  PATH is a TF SavedModel (jax2tf, weights as variables) whose "serving_default"
+              signature takes {"images": uint8 [B, H, W, C]} and returns {"features"}. Needs
+              only TensorFlow.
+
+stablehlo and savedmodel fix H = W = --input_size (default: the training image size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+FORMATS = ("bundle", "stablehlo", "savedmodel")
+SPEC_FILE = "encoder.json"
+PARAMS_FILE = "params.msgpack"
+EXPORTED_FILE = "encoder.jax_exported"
+FORMAT_VERSION = 1
+
+
+def preprocessing_spec(image_size: int, channels: int) -> dict:
+  """What the evaluation pipeline does to a raw image before the backbone (center_view)."""
+  return {"input_dtype": "uint8", "layout": "NHWC", "channels": int(channels),
+          "crop": "central_square", "image_size": int(image_size),
+          "resize": "bilinear, half-pixel centres, no antialiasing (tf.image.resize)",
+          "scale": 1.0 / 255.0, "mean": [0.0] * int(channels), "std": [1.0] * int(channels)}
+
+
+def preprocess(images, spec: dict) -> jax.Array:
+  """Raw images uint8 [B, H, W, C] -> float32 [B, S, S, C], as `augment.center_view` + scaling."""
+  x = jnp.asarray(images)
+  channels, size = spec["channels"], spec["image_size"]
+  if x.ndim != 4 or x.shape[-1] != channels:
+    raise ValueError(f"expected raw images [batch, height, width, {channels}], got shape {x.shape}")
+  h, w = x.shape[1], x.shape[2]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  # Cast then multiply by 1/255, exactly as tf.image.convert_image_dtype does.
+  x = x[:, top:top + side, left:left + side, :].astype(jnp.float32) * np.float32(spec["scale"])
+  if side != size:
+    x = jax.vmap(lambda im: jax.image.resize(im, (size, size, channels), "linear",
+                                             antialias=False))(x)
+  mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
+  if np.any(mean != 0) or np.any(std != 1):
+    x = (x - mean) / std
+  return x
+
+
+def _encode_fn(backbone, spec: dict):
+  """(variables, raw images) -> features [B, D]."""
+  return lambda variables, images: backbone.apply(variables, preprocess(images, spec), train=False)
+
+
+def infer_channels(backbone, variables, image_size: int) -> int:
+  """The input channel count the params were trained on (tries 3, 1, 4 with shapes only)."""
+  for c in (3, 1, 4):
+    try:
+      jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), variables,
+                     jax.ShapeDtypeStruct((1, image_size, image_size, c), jnp.float32))
+      return c
+    except Exception:  # noqa: BLE001 -- a shape mismatch raises whatever the module raises
+      continue
+  raise ValueError("Could not infer the encoder's input channels; pass channels explicitly.")
+
+
+def export_encoder(out: str, fmt: str, *, model: dict, dtype: str, variables: dict,
+                   preprocessing: dict, input_size: int | None = None,
+                   platforms: Sequence[str] = ("cpu", "cuda"), source: dict | None = None) -> dict:
+  """Writes the encoder `variables` (of the backbone built from `model`) in format `fmt` to `out`.
+
+  Returns the spec written to out/encoder.json.
+  """
+  import ml_collections
+  from sslax import __version__, models
+  if fmt not in FORMATS:
+    raise ValueError(f"Unknown export format {fmt!r}; choose one of {FORMATS}.")
+  backbone = models.make_backbone(ml_collections.ConfigDict(model), dtype)
+  variables = jax.device_get(variables)
+  encode = _encode_fn(backbone, preprocessing)
+  size = int(input_size or preprocessing["image_size"])
+  channels = preprocessing["channels"]
+  feature_dim = int(jax.eval_shape(encode, variables, jax.ShapeDtypeStruct(
+      (1, size, size, channels), jnp.uint8)).shape[-1])
+  spec = {"format": fmt, "format_version": FORMAT_VERSION, "sslax_version": __version__,
+          "model": dict(model), "dtype": dtype, "feature_dim": feature_dim,
+          "preprocessing": preprocessing, "source": source or {}}
+  os.makedirs(out, exist_ok=True)
+  if fmt == "bundle":
+    from flax import serialization
+    with open(os.path.join(out, PARAMS_FILE), "wb") as f:
+      f.write(serialization.msgpack_serialize(variables))
+    spec["input_shape"] = ["batch", "height", "width", channels]
+  elif fmt == "stablehlo":
+    batch = jax.export.symbolic_shape("batch")[0]
+    exported = jax.export.export(jax.jit(lambda images: encode(variables, images)),
+                                 platforms=tuple(platforms))(
+        jax.ShapeDtypeStruct((batch, size, size, channels), jnp.uint8))
+    with open(os.path.join(out, EXPORTED_FILE), "wb") as f:
+      f.write(exported.serialize())
+    spec.update(input_shape=["batch", size, size, channels], platforms=list(platforms))
+  else:
+    _save_tf(out, encode, variables, size, channels, platforms)
+    spec.update(input_shape=["batch", size, size, channels], platforms=list(platforms),
+                signature="serving_default", input_name="images", output_name="features")
+  with open(os.path.join(out, SPEC_FILE), "w") as f:
+    json.dump(spec, f, indent=2)
+  return spec
+
+
+def _save_tf(out: str, encode, variables, size: int, channels: int, platforms) -> None:
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  tf_encode = jax2tf.convert(encode, polymorphic_shapes=[None, f"(b, {size}, {size}, {channels})"],
+                             with_gradient=False, native_serialization_platforms=tuple(platforms))
+  module = tf.Module()
+  # Weights as variables (not constants in the graph), so large encoders stay under protobuf limits.
+  module.weights = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
+
+  @tf.function(autograph=False, input_signature=[
+      tf.TensorSpec([None, size, size, channels], tf.uint8, name="images")])
+  def serve(images):
+    return {"features": tf_encode(module.weights, images)}
+
+  module.serve = serve
+  tf.saved_model.save(module, out, signatures={"serving_default": serve})
+
+
+def export(workdir: str, out: str, fmt: str, *, config=None, input_size: int | None = None,
+           platforms: Sequence[str] = ("cpu", "cuda"), overrides: Sequence[str] = ()) -> dict:
+  """Exports the backbone of DIR's newest checkpoint.
+
+  config: the run's ConfigDict (default: rebuilt from DIR/config.json, then `overrides`).
+  Returns the spec written to out/encoder.json.
+  """
+  from sslax import checkpoint, evaluate, models
+  config = evaluate.load_config(workdir, overrides) if config is None else config
+  tree, step = checkpoint.load_numpy(workdir)
+  variables = {"params": tree["params"]["backbone"]}
+  if tree.get("batch_stats") and "backbone" in tree["batch_stats"]:
+    variables["batch_stats"] = tree["batch_stats"]["backbone"]
+  backbone = models.make_backbone(config.model, config.dtype)
+  size = config.dataset.image_size
+  spec = preprocessing_spec(size, infer_channels(backbone, variables, size))
+  return export_encoder(out, fmt, model=config.model.to_dict(), dtype=config.dtype,
+                        variables=variables, preprocessing=spec, input_size=input_size,
+                        platforms=platforms,
+                        source={"workdir": os.path.abspath(workdir), "step": step,
+                                "method": config.method, "dataset": config.dataset.name})
+
+
+class LoadedEncoder:
+  """Raw images uint8 [B, H, W, C] -> features float32 [B, D] (numpy in, numpy out)."""
+
+  def __init__(self, fn, spec: dict):
+    self._fn = fn
+    self.spec = spec
+    self.preprocessing = spec["preprocessing"]
+    self.feature_dim = spec["feature_dim"]
+
+  def __call__(self, images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+      raise ValueError(f"expected raw uint8 images, got dtype {images.dtype}; the encoder "
+                       f"applies its own preprocessing ({self.preprocessing['resize']}, scale 1/255)")
+    return np.asarray(self._fn(images), np.float32)
+
+
+def load_encoder(path: str) -> LoadedEncoder:
+  """Loads an exported encoder (any of the three formats) as images -> features."""
+  spec_path = os.path.join(path, SPEC_FILE)
+  if not os.path.exists(spec_path):
+    raise FileNotFoundError(f"{spec_path} not found: {path} is not an encoder exported with "
+                            f"python -m sslax.export.")
+  with open(spec_path) as f:
+    spec = json.load(f)
+  fmt = spec.get("format")
+  if fmt == "bundle":
+    import ml_collections
+    from flax import serialization
+    from sslax import models
+    backbone = models.make_backbone(ml_collections.ConfigDict(spec["model"]), spec["dtype"])
+    with open(os.path.join(path, PARAMS_FILE), "rb") as f:
+      variables = serialization.msgpack_restore(f.read())
+    encode = jax.jit(_encode_fn(backbone, spec["preprocessing"]))
+    return LoadedEncoder(lambda images: encode(variables, images), spec)
+  if fmt == "stablehlo":
+    with open(os.path.join(path, EXPORTED_FILE), "rb") as f:
+      exported = jax.export.deserialize(bytearray(f.read()))
+    return LoadedEncoder(exported.call, spec)
+  if fmt == "savedmodel":
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    return LoadedEncoder(lambda images: serve(images=tf.constant(images))["features"].numpy(), spec)
+  raise ValueError(f"{spec_path}: unknown format {fmt!r}; expected one of {FORMATS}.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m sslax.export", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True, help="A directory written by the trainer.")
+  parser.add_argument("--out", required=True, help="Directory to write the encoder to.")
+  parser.add_argument("--format", required=True, choices=FORMATS)
+  parser.add_argument("--input_size", type=int, default=None,
+                      help="stablehlo/savedmodel: side of the raw input images (default: "
+                           "the training image size).")
+  parser.add_argument("--platforms", default="cpu,cuda",
+                      help="stablehlo/savedmodel: comma-separated platforms to lower for "
+                           "(cpu, cuda, rocm, tpu).")
+  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  try:
+    spec = export(args.workdir, args.out, args.format, input_size=args.input_size,
+                  platforms=tuple(p for p in args.platforms.split(",") if p))
+  except (FileNotFoundError, ValueError) as e:
+    sys.stderr.write(f"error: {e}\n")
+    return 2
+  print(f"Exported {args.format} encoder (features [batch, {spec['feature_dim']}], input "
+        f"{spec['input_shape']} uint8) of step {spec['source']['step']} to {args.out}", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
