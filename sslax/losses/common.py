@@ -22,3 +22,14 @@ def gather_rows(x, axis_name):
     return x, 0
   gathered = lax.all_gather(x, axis_name, axis=0, tiled=True)
   return gathered, lax.axis_index(axis_name) * x.shape[0]
+
+
+def gather_rows_invariant(x, axis_name):
+  """[b, ...] local rows -> [B, ...] global rows in device order, typed as replicated.
+
+  For values that leave a shard_map replicated (queues of keys); not for values that need a
+  gradient back to each device (use `gather_rows`).
+  """
+  if axis_name is None:
+    return x
+  return lax.all_gather(x, axis_name, axis=0, tiled=True, to="invarying")

@@ -1,0 +1,99 @@
+"""BYOL (Grill et al. 2020): an online network predicts an EMA target network's projection.
+
+Online: backbone -> projector (MLP with BN, 4096 -> 256 at ImageNet scale) -> predictor (same
+shape). Target: backbone + projector whose params are an EMA of the online ones, held in
+`method_state`; the loss never differentiates through it (stop-gradient). The EMA momentum
+rises from `base_momentum` to 1 with BYOL's cosine schedule over the run's total steps.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+
+from sslax import losses, optim, sharding
+from sslax.methods.base import Method
+from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
+from sslax.models import ProjectionHead, get_dtype, make_backbone
+
+# The parts of the online network that the target copies (the predictor has no target twin).
+TARGET_MODULES = ("backbone", "projector")
+
+
+class BYOL(Method):
+  name = "byol"
+
+  @classmethod
+  def default_config(cls):
+    return ml_collections.ConfigDict(dict(
+        proj_hidden_dim=4096,
+        proj_dim=256,
+        pred_hidden_dim=4096,
+        base_momentum=0.996,     # tau_base; the paper's 300-epoch runs use 0.99
+        view_blur_prob=(1.0, 0.1),
+        view_solarize_prob=(0.0, 0.2),
+    ))
+
+  def views(self):
+    cfg = self.config.byol
+    return two_views(self.config, cfg.view_blur_prob, cfg.view_solarize_prob)
+
+  def network(self):
+    cfg, dtype = self.config.byol, get_dtype(self.config.dtype)
+    mlp = lambda hidden: ProjectionHead(hidden_dim=hidden, out_dim=cfg.proj_dim, num_layers=2,
+                                        dtype=dtype)
+    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
+                          projector=mlp(cfg.proj_hidden_dim), predictor=mlp(cfg.pred_hidden_dim))
+
+  def init_state(self, rng, variables):
+    # The target starts as a copy of the online backbone + projector (params and BN stats).
+    return {"params": {k: variables["params"][k] for k in TARGET_MODULES},
+            "batch_stats": {k: variables.get("batch_stats", {})[k] for k in TARGET_MODULES
+                            if k in variables.get("batch_stats", {})}}
+
+  @functools.cached_property
+  def total_steps(self) -> int:
+    """The run's length K, computed as the trainer computes it (train.setup).
+
+    config.total_steps when set; otherwise total_epochs x steps per epoch of the training
+    source, which is opened once more for its size (TFDS: metadata only; image folders with
+    dataset.verify_images re-check their files, so set total_steps for those).
+    """
+    c = self.config
+    if c.total_steps > 0:
+      return int(c.total_steps)
+    from sslax import train  # local: the trainer imports the method registry
+    from sslax.data import pipeline
+    source = train.load_source(c, c.dataset.train_split, c.dataset.num_train_examples)
+    steps_per_epoch = pipeline.steps_per_epoch(pipeline.num_examples(source), c.batch_size)
+    return max(int(c.total_epochs * steps_per_epoch), 1)
+
+  def momentum(self, step):
+    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (BYOL sec. 3.2); 1 at k = K."""
+    return optim.cosine_increase(self.config.byol.base_momentum, 1.0, self.total_steps)(step)
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    net = self.network()
+    online, batch_stats = forward_views(net, params, batch_stats, batch["views"])
+    # The target is a function of method_state only; stop_gradient makes "no gradient to the
+    # target" hold even for a caller that differentiates w.r.t. method_state.
+    target = jax.lax.stop_gradient(method_state)
+    (t1, t2), target_batch_stats = forward_views(net, target["params"], target["batch_stats"],
+                                                 batch["views"], method="project")
+    (_, z1, p1), (_, _, p2) = online
+    byol = sharding.shard_over_batch(
+        lambda a, b, c, d, axis_name: losses.byol_loss(a, b, c, d, axis_name=axis_name),
+        self.mesh, num_args=4)
+    loss, metrics = byol(p1, p2, t1, t2)
+    metrics = dict(metrics, embedding_std=embedding_std(z1))
+    # The target's BN running statistics come from its own train-mode passes, as in the BYOL
+    # reference code; only its params are the EMA (in after_update).
+    new_state = {"params": method_state["params"], "batch_stats": target_batch_stats}
+    return loss, (metrics, batch_stats, new_state)
+
+  def after_update(self, method_state, params, step):
+    """target <- tau target + (1 - tau) online, tau = momentum(step); step = steps taken."""
+    online = {k: params[k] for k in TARGET_MODULES}
+    return dict(method_state, params=optim.ema_update(method_state["params"], online,
+                                                      self.momentum(step)))

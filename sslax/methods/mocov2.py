@@ -1,0 +1,177 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020, "Improved Baselines with Momentum Contrastive Learning").
+
+Query encoder: backbone + 2-layer MLP head (no BN in the head, as in MoCo v2), trained.
+Key encoder: a copy of backbone + head whose params follow the query's by EMA
+(momentum 0.999) in `after_update`; it lives in `method_state` and never gets a gradient (its
+params are not trained params, and its keys pass a stop-gradient). Its BatchNorm running
+statistics come from its own (training-mode) forward passes, as in MoCo, whose momentum
+update covers parameters, not buffers. Negatives: a queue [K, D] of unit keys from earlier
+batches with a pointer; after each step the B keys of the global batch (all devices, device
+order) replace the oldest B. Loss: InfoNCE over [positive, K negatives] at temperature 0.2
+(`losses.moco`).
+
+BatchNorm and the "shuffling BN" of MoCo
+----------------------------------------
+Under our jit over a batch-sharded mesh, BatchNorm statistics are global (cross-replica), as
+in SimCLR and MoCo v3. That does NOT remove the leak MoCo's shuffling BN is for: the positive
+key is the only key computed with the current batch's statistics while every negative comes
+from the queue, i.e. from earlier batches, so the batch statistics themselves can serve as a
+signature that points at the positive (K. He, facebookresearch/moco issue #46: "SyncBN is not
+sufficient in the case of MoCo: the keys in the queue are still from different batches").
+MoCo v3 and SimCLR are safe with global BN only because they have no queue.
+
+So this method emulates MoCo's multi-GPU shuffling BN, independent of the device count: with
+`shuffle_bn_groups = G` (the paper's 8 GPUs -> G = 8), queries are normalised in G contiguous
+groups of B/G images, and keys in G groups after a random permutation of the global batch
+(undone on the output), so a query and its positive key mostly see statistics of different
+subsets (the same group with probability 1/G, as in MoCo). Each group is one vmapped forward
+pass; running statistics are the mean of the groups' updates. G = 1 is plain global BN (leaky
+with a queue; for ablations). Because groups are defined on the global batch, 8 devices
+compute exactly what 1 does.
+
+Symmetric loss (optional, `symmetric=True`, not in the MoCo v2 paper): 0.5 * (L(q1, k2) +
+L(q2, k1)), the symmetrised MoCo v2 that later comparisons (e.g. SimSiam) reproduce; it costs a
+second query and key forward pass. Only the view-2 keys are enqueued, so the queue's size and
+age in steps are those of the asymmetric loss.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+from jax.sharding import PartitionSpec as P
+
+from sslax import losses, optim, sharding
+from sslax.data.augment import ViewSpec
+from sslax.methods.base import Method
+from sslax.models import ProjectionHead, get_dtype, make_backbone
+
+
+class MoCoEncoder(nn.Module):
+  """backbone + projection head; returns (features [B, F], projections [B, D])."""
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x, train: bool = True):
+    features = self.backbone(x, train=train)
+    return features, self.head(features, train=train)
+
+
+class MoCoV2(Method):
+  name = "mocov2"
+
+  @classmethod
+  def default_config(cls):
+    return ml_collections.ConfigDict(dict(
+        temperature=0.2,
+        momentum=0.999,           # key encoder EMA
+        queue_size=65536,         # K; a multiple of the global batch
+        proj_hidden_dim=2048,
+        proj_dim=128,
+        shuffle_bn_groups=8,      # MoCo's shuffling BN over this many groups; 1 = global BN
+        symmetric=False,
+    ))
+
+  def __init__(self, config, mesh):
+    super().__init__(config, mesh)
+    cfg, batch = config.mocov2, config.batch_size
+    if cfg.queue_size < batch or cfg.queue_size % batch:
+      raise ValueError(f"config.mocov2.queue_size={cfg.queue_size} must be a positive multiple of "
+                       f"config.batch_size={batch} (whole batches are enqueued); try "
+                       f"--config.mocov2.queue_size={max(batch, cfg.queue_size // batch * batch)}.")
+    if cfg.shuffle_bn_groups < 1 or batch % cfg.shuffle_bn_groups:
+      raise ValueError(f"config.mocov2.shuffle_bn_groups={cfg.shuffle_bn_groups} must be >= 1 and "
+                       f"divide config.batch_size={batch}.")
+    if not 0.0 <= cfg.momentum <= 1.0:
+      raise ValueError(f"config.mocov2.momentum={cfg.momentum} must be in [0, 1].")
+
+  def views(self):
+    aug, size = self.config.augment, self.config.dataset.image_size
+    spec = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
+                    jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
+                    grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
+                    solarize_prob=aug.solarize_prob)
+    return (spec, spec)
+
+  def network(self):
+    cfg = self.config.mocov2
+    head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
+                          use_bn=False, dtype=get_dtype(self.config.dtype))
+    return MoCoEncoder(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
+
+  def init_state(self, rng, variables):
+    cfg = self.config.mocov2
+    queue = jax.random.normal(jax.random.fold_in(rng, 1), (cfg.queue_size, cfg.proj_dim), jnp.float32)
+    return {
+        # The key encoder starts as a copy of the query encoder (MoCo's initialisation).
+        "key_params": jax.tree.map(jnp.copy, variables["params"]),
+        "key_batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+        "queue": losses.l2_normalize(queue),
+        "queue_ptr": jnp.zeros((), jnp.int32),
+    }
+
+  def encode(self, params, batch_stats, x, rng=None):
+    """x [B, S, S, C] -> (unit projections [B, D], new batch_stats), BN in shuffle_bn_groups.
+
+    rng=None keeps the row order (queries); a key permutes the global batch before grouping
+    and un-permutes the output (keys), which is MoCo's shuffling BN.
+    """
+    groups, net = self.config.mocov2.shuffle_bn_groups, self.network()
+    variables = {"params": params, "batch_stats": batch_stats}
+    apply = lambda x: net.apply(variables, x, train=True, mutable=["batch_stats"])
+    batch = x.shape[0]
+    if rng is not None:
+      perm = jax.random.permutation(rng, batch)
+      x = x[perm]
+    if groups == 1:
+      (_, z), updates = apply(x)
+      new_stats = updates["batch_stats"]
+    else:
+      (_, z), updates = jax.vmap(apply)(x.reshape(groups, batch // groups, *x.shape[1:]))
+      z = z.reshape(batch, -1)
+      new_stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), updates["batch_stats"])
+    if rng is not None:
+      z = jnp.zeros_like(z).at[perm].set(z)   # row perm[i] of the batch was row i here
+    return losses.l2_normalize(z.astype(jnp.float32)), new_stats
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    cfg = self.config.mocov2
+    view1, view2 = batch["views"]
+    key_params = jax.lax.stop_gradient(method_state["key_params"])
+    key_stats = method_state["key_batch_stats"]
+    rng1, rng2 = jax.random.split(rng)
+
+    q1, batch_stats = self.encode(params, batch_stats, view1)
+    k2, key_stats = self.encode(key_params, key_stats, view2, rng=rng2)
+    pairs = [(q1, k2)]
+    if cfg.symmetric:
+      q2, batch_stats = self.encode(params, batch_stats, view2)
+      k1, key_stats = self.encode(key_params, key_stats, view1, rng=rng1)
+      pairs.append((q2, k1))
+
+    axes = sharding.BATCH_AXES
+
+    def local(queue, ptr, *qk, axis_name):
+      total, accs = 0.0, 0.0
+      for q, k in zip(qk[0::2], qk[1::2]):
+        loss, metrics = losses.info_nce_queue_loss(q, k, queue, cfg.temperature,
+                                                   axis_name=axis_name)
+        total, accs = total + loss, accs + metrics["contrastive_acc"]
+      # Enqueue after the loss: the current keys are positives now and negatives from the
+      # next step on (MoCo's dequeue-and-enqueue).
+      new_queue, new_ptr = losses.enqueue_keys(queue, ptr, qk[1], axis_name=axis_name)
+      n = len(qk) // 2
+      return total / n, {"contrastive_acc": accs / n}, new_queue, new_ptr
+
+    flat = [a for pair in pairs for a in pair]
+    loss_fn = jax.shard_map(lambda queue, ptr, *qk: local(queue, ptr, *qk, axis_name=axes),
+                            mesh=self.mesh, in_specs=(P(), P()) + (P(axes),) * len(flat),
+                            out_specs=P())
+    loss, metrics, queue, ptr = loss_fn(method_state["queue"], method_state["queue_ptr"], *flat)
+    new_state = dict(method_state, key_batch_stats=key_stats, queue=queue, queue_ptr=ptr)
+    return loss, (metrics, batch_stats, new_state)
+
+  def after_update(self, method_state, params, step):
+    key_params = optim.ema_update(method_state["key_params"], params, self.config.mocov2.momentum)
+    return dict(method_state, key_params=key_params)

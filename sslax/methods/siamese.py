@@ -1,0 +1,98 @@
+"""Shared wiring of the two-branch methods without negatives: BYOL, SimSiam, Barlow Twins, VICReg.
+
+They share a network shape (backbone -> projector [-> predictor]), a two-view recipe (with
+BYOL's asymmetric blur/solarize for BYOL, Barlow Twins and VICReg), and one forward pass per
+view: each view's BatchNorm statistics are those of that view over the global batch, as in the
+papers' code (which calls the encoder once per view under synchronised BN). The running
+statistics are updated by both passes in turn.
+
+`embedding_std` is the collapse monitor of SimSiam (fig. 2): the per-dimension standard
+deviation of L2-normalised embeddings, ~1/sqrt(D) when they spread over the sphere and 0 when
+every image maps to the same point.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from sslax.data.augment import ViewSpec
+from sslax.losses.common import l2_normalize
+
+# A run has collapsed when embedding_std < COLLAPSE_STD_FRACTION / sqrt(D). If the embeddings
+# fill only a k-dimensional, axis-aligned subspace isotropically, embedding_std is
+# sqrt(k / D) / sqrt(D); 0.1 therefore flags collapse onto fewer than D / 100 dimensions (and
+# the complete collapse of SimSiam without stop-gradient, std -> 0), while healthy runs sit
+# near 1 / sqrt(D) (SimSiam fig. 2) and stay several times above the threshold in our tests.
+COLLAPSE_STD_FRACTION = 0.1
+
+
+class SiameseNetwork(nn.Module):
+  """images [B, H, W, C] -> backbone -> features [B, F] -> projector -> z [B, D] -> predictor -> p."""
+  backbone: nn.Module
+  projector: nn.Module
+  predictor: Optional[nn.Module] = None
+
+  def __call__(self, x, train: bool = True):
+    """-> (features, z, p); p is None without a predictor."""
+    features = self.backbone(x, train=train)
+    z = self.projector(features, train=train)
+    p = None if self.predictor is None else self.predictor(z, train=train)
+    return features, z, p
+
+  def project(self, x, train: bool = True):
+    """backbone + projector only (BYOL's target network): -> z [B, D]."""
+    return self.projector(self.backbone(x, train=train), train=train)
+
+
+def two_views(config: ml_collections.ConfigDict, blur_probs: Sequence[float] | None = None,
+              solarize_probs: Sequence[float] | None = None) -> tuple[ViewSpec, ViewSpec]:
+  """Two view recipes from `config.augment`, with per-view blur / solarize probabilities.
+
+  BYOL (appendix B) and after it Barlow Twins and VICReg use blur 1.0 / 0.1 and solarize
+  0.0 / 0.2 for view 1 / view 2; None keeps config.augment's value for both views.
+  """
+  aug, size = config.augment, config.dataset.image_size
+  base = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
+                  jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
+                  grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
+                  solarize_prob=aug.solarize_prob)
+  views = [base, base]
+  for i in range(2):
+    if blur_probs is not None:
+      views[i] = dataclasses.replace(views[i], blur_prob=float(blur_probs[i]))
+    if solarize_probs is not None:
+      views[i] = dataclasses.replace(views[i], solarize_prob=float(solarize_probs[i]))
+  return tuple(views)
+
+
+def forward_views(network: nn.Module, params, batch_stats, views, method=None):
+  """Applies `network` in train mode to each view in turn -> (outputs per view, batch_stats).
+
+  One pass per view: BatchNorm normalises each view over the global batch on its own, and the
+  running statistics see both views (updated by the first pass, then by the second).
+  """
+  outputs = []
+  for view in views:
+    out, updates = network.apply({"params": params, "batch_stats": batch_stats}, view,
+                                 train=True, mutable=["batch_stats"], method=method)
+    batch_stats = updates.get("batch_stats", batch_stats)
+    outputs.append(out)
+  return outputs, batch_stats
+
+
+def embedding_std(z) -> jax.Array:
+  """[N, D] -> scalar: mean over dimensions of the std over rows of the L2-normalised rows."""
+  return jnp.mean(jnp.std(l2_normalize(z.astype(jnp.float32)), axis=0))
+
+
+def is_collapsed(z, fraction: float = COLLAPSE_STD_FRACTION) -> bool:
+  """[N, D] embeddings -> True when embedding_std(z) < fraction / sqrt(D) (see above)."""
+  z = np.asarray(z, np.float32)
+  return bool(float(embedding_std(z)) < fraction / math.sqrt(z.shape[1]))
