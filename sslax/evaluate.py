@@ -131,8 +131,33 @@ def restore_encoder(config: ml_collections.ConfigDict, workdir: str, devices=Non
   variables = {"params": tree["params"]["backbone"]}
   if tree.get("batch_stats") and "backbone" in tree["batch_stats"]:
     variables["batch_stats"] = tree["batch_stats"]["backbone"]
+  _check_matches_config(method.network().backbone, variables, config, workdir, step)
   return runner.Encoder(config=config, mesh=mesh, method=method,
                         backbone=method.network().backbone, variables=variables, step=step)
+
+
+def _check_matches_config(backbone, variables, config, workdir, step):
+  """The checkpoint's backbone must have exactly the shapes the config's model builds."""
+  import jax
+  import jax.numpy as jnp
+  size = config.dataset.image_size
+  for channels in (1, 3):   # the input's channel count only changes the stem's kernel
+    expected = jax.eval_shape(lambda: backbone.init(
+        jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False))
+    want = {"/".join(str(k.key) for k in path): tuple(x.shape)
+            for path, x in jax.tree_util.tree_leaves_with_path(dict(expected))}
+    got = {"/".join(str(k.key) for k in path): tuple(x.shape)
+           for path, x in jax.tree_util.tree_leaves_with_path(variables)}
+    if want == got:
+      return
+  missing = sorted(set(want) - set(got))[:3]
+  extra = sorted(set(got) - set(want))[:3]
+  differ = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:3]
+  raise ValueError(
+      f"The checkpoint at step {step} in {workdir} does not match the config's model "
+      f"({config.model.to_dict()}): missing {missing}, unexpected {extra}, different shapes "
+      f"{[(k, got[k], want[k]) for k in differ]}. Evaluate with the run's own config.json "
+      f"(drop --config.model.* overrides) or point --workdir at the matching run.")
 
 
 def evaluate(workdir: str, protocol: str, *, config: ml_collections.ConfigDict | None = None,

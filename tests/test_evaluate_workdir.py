@@ -2,6 +2,7 @@
 results.json, cached features reused, low-shot subsets saved, pictures drawn, zero_shot refused."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -181,3 +182,16 @@ def test_augmentation_grid_of_grey_images_and_multi_crop(tmp_path):
   image = Image.open(path)
   assert image.size == size
   assert np.asarray(image.convert("L")).std() > 10
+
+
+def test_incomplete_or_mismatched_workdirs_give_clear_errors(workdir, tmp_path):
+  # config.json but no checkpoint (a run that died before its first save).
+  empty = tmp_path / "no_ckpt"
+  empty.mkdir()
+  shutil.copy(os.path.join(workdir, "config.json"), empty / "config.json")
+  with pytest.raises(FileNotFoundError, match="No checkpoint in .* train first"):
+    evaluate.restore_encoder(evaluate.load_config(str(empty)), str(empty))
+  # A model override that does not match the checkpoint's architecture.
+  config = evaluate.load_config(workdir, ["model.width=0.25"])
+  with pytest.raises(ValueError, match="does not match the config's model.*drop --config.model"):
+    evaluate.restore_encoder(config, workdir)
