@@ -372,6 +372,7 @@ def test_image_folder(tmp_path, caplog):
   _save(root / "test" / "zebra" / "z.png", img(), "PNG")  # A class only the test split has.
 
   caplog.set_level(logging.INFO)
+  caplog.set_level(logging.INFO, logger="absl")   # sslax.main may have set absl to WARNING
   src = sources.get_source("image_folder", "train", data_dir=str(root))
   assert isinstance(src, sources.FileSource) and src.channels == 3
   assert src.class_names == ("cat", "dog", "zebra") and src.num_classes == 3

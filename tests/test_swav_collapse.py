@@ -26,6 +26,6 @@ def test_short_run_does_not_collapse(tmp_path):
   std = assert_not_collapsed(z)
   print(f"swav embedding std after 6 steps: {std:.4f} (isotropic {1 / np.sqrt(z.shape[1]):.4f})")
   constant = np.tile(np.asarray(z[:1]), (64, 1))
-  assert embedding_std(constant) < 1e-12
+  assert embedding_std(constant) < 1e-6   # float32 rounding of identical rows
   with pytest.raises(AssertionError, match="collapsed"):
     assert_not_collapsed(constant)
