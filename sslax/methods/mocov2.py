@@ -36,7 +36,6 @@ age in steps are those of the asymmetric loss.
 """
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -45,17 +44,7 @@ from jax.sharding import PartitionSpec as P
 from sslax import losses, optim, sharding
 from sslax.data.augment import ViewSpec
 from sslax.methods.base import Method
-from sslax.models import ProjectionHead, get_dtype, make_backbone
-
-
-class MoCoEncoder(nn.Module):
-  """backbone + projection head; returns (features [B, F], projections [B, D])."""
-  backbone: nn.Module
-  head: nn.Module
-
-  def __call__(self, x, train: bool = True):
-    features = self.backbone(x, train=train)
-    return features, self.head(features, train=train)
+from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
 class MoCoV2(Method):
@@ -98,7 +87,7 @@ class MoCoV2(Method):
     cfg = self.config.mocov2
     head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
                           use_bn=False, dtype=get_dtype(self.config.dtype))
-    return MoCoEncoder(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
+    return BackboneWithHead(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
 
   def init_state(self, rng, variables):
     cfg = self.config.mocov2

@@ -1,23 +1,13 @@
 """SimCLR (Chen et al. 2020): two views, a projection head, NT-Xent over the global batch."""
 from __future__ import annotations
 
-import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
 from sslax import losses, sharding
 from sslax.data.augment import ViewSpec
 from sslax.methods.base import Method
-from sslax.models import ProjectionHead, get_dtype, make_backbone
-
-
-class SimCLRNetwork(nn.Module):
-  backbone: nn.Module
-  head: nn.Module
-
-  def __call__(self, x, train: bool = True):
-    features = self.backbone(x, train=train)
-    return features, self.head(features, train=train)
+from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
 class SimCLR(Method):
@@ -44,7 +34,7 @@ class SimCLR(Method):
     cfg = self.config.simclr
     head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
                           num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
-    return SimCLRNetwork(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
+    return BackboneWithHead(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     view1, view2 = batch["views"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from sslax.models.heads import ProjectionHead
+from sslax.models.heads import BackboneWithHead, ProjectionHead
 from sslax.models.resnet import DEPTHS, STEMS, ResNet
 
 BACKBONES = ("resnet",)
@@ -24,4 +24,4 @@ def make_backbone(model: ml_collections.ConfigDict, dtype: str = "float32"):
   raise ValueError(f"Unknown model.name {model.name!r}; choose one of {BACKBONES}.")
 
 
-__all__ = ["ResNet", "ProjectionHead", "make_backbone", "get_dtype", "BACKBONES", "DEPTHS", "STEMS"]
+__all__ = ["ResNet", "ProjectionHead", "BackboneWithHead", "make_backbone", "get_dtype", "BACKBONES", "DEPTHS", "STEMS"]

@@ -32,3 +32,17 @@ class ProjectionHead(nn.Module):
     if self.last_bn:
       x = norm(use_scale=False, use_bias=False, name="out_bn")(x)
     return x.astype(jnp.float32)
+
+
+class BackboneWithHead(nn.Module):
+  """images [B, H, W, C] -> (backbone features [B, F], head(features) [B, D]).
+
+  The network of SimCLR and of MoCo's query/key encoders; `backbone` is what evaluation and
+  export use.
+  """
+  backbone: nn.Module
+  head: nn.Module
+
+  def __call__(self, x, train: bool = True):
+    features = self.backbone(x, train=train)
+    return features, self.head(features, train=train)
