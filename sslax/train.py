@@ -34,6 +34,7 @@ class Setup:
   method: object
   train_source: object
   total_steps: int
+  steps_per_epoch: int
   schedule: Callable
   tx: optax.GradientTransformation
   init_fn: Callable           # rng -> TrainState
@@ -84,7 +85,7 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
   size, channels = config.dataset.image_size, image_channels(train_source)
 
   def init_fn(rng):
-    variables = network.init(rng, jnp.zeros((2, size, size, channels), jnp.float32), train=False)
+    variables = network.init(rng, *method.init_inputs(size, channels), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
@@ -95,7 +96,7 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
   state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 shapes, state_sharding)
-  return Setup(config, mesh, method, train_source, total_steps, schedule, tx, init_fn,
+  return Setup(config, mesh, method, train_source, total_steps, steps_per_epoch, schedule, tx, init_fn,
                abstract_state, state_sharding)
 
 
@@ -183,6 +184,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   t_log, input_wait, step = time.perf_counter(), 0.0, start_step
   try:
     for step in range(start_step + 1, s.total_steps + 1):
+      if step == start_step + 1 or (step - 1) % s.steps_per_epoch == 0:
+        state = s.method.before_epoch(state, (step - 1) // s.steps_per_epoch, s)
       t0 = time.perf_counter()
       local_batch = next(batches)
       input_wait += time.perf_counter() - t0

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 from jax.sharding import Mesh
@@ -40,6 +41,13 @@ class Method:
     """The trained network; `network.backbone` maps images [B, H, W, C] to features [B, D]."""
     raise NotImplementedError
 
+  def init_inputs(self, image_size: int, channels: int) -> tuple:
+    """Example positional inputs for `network().init(rng, *inputs, train=False)`.
+
+    Images [2, S, S, C] by default; image-text methods add token ids, for instance.
+    """
+    return (jnp.zeros((2, image_size, image_size, channels), jnp.float32),)
+
   def init_state(self, rng: jax.Array, variables: PyTree) -> PyTree:
     """Extra state (momentum encoder, queue, centers ...) from the initial variables."""
     return {}
@@ -56,6 +64,14 @@ class Method:
   def after_update(self, method_state: PyTree, params: PyTree, step: jax.Array) -> PyTree:
     """Runs after the optimizer step (EMA teachers, schedules). Identity by default."""
     return method_state
+
+  def before_epoch(self, state: PyTree, epoch: int, setup: Any) -> PyTree:
+    """Runs on the host before the first step of each epoch (and once on resume, for the
+    epoch in progress). May run jitted work over the whole dataset and return a new
+    TrainState (DeepCluster's k-means pseudo-labels). `setup` is `sslax.train.Setup`: it has
+    the mesh, the train source, `steps_per_epoch` and the state's shardings.
+    Every process must call the same collectives in the same order. Identity by default."""
+    return state
 
   def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
     """The configured optimizer, adapted by the method (e.g. params frozen for the first steps,
