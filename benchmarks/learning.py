@@ -18,12 +18,14 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ("simclr", "mocov2", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
+# Table order: row name -> config file. Add new methods here.
+CONFIGS = {m: f"configs/{m}_fashion_mnist.py"
+           for m in ("simclr", "mocov2", "byol", "simsiam", "barlow_twins", "vicreg", "swav")}
 
 
 def run_method(method: str, args) -> dict:
   workdir = os.path.join(args.workdir, method)
-  cmd = [sys.executable, "-m", "sslax.main", "--config", f"configs/{method}_fashion_mnist.py",
+  cmd = [sys.executable, "-m", "sslax.main", "--config", CONFIGS[method],
          "--workdir", workdir, f"--config.total_steps={args.steps}",
          f"--config.batch_size={args.batch_size}", f"--config.eval.num_train_examples={args.eval_train}",
          "--config.log_every_steps=100", f"--config.checkpoint_every_steps={args.steps}"]
@@ -34,27 +36,41 @@ def run_method(method: str, args) -> dict:
     return {"method": method, "error": proc.stderr[-2000:], "wall_s": round(wall, 1)}
   with open(os.path.join(workdir, "results.json")) as f:
     res = json.load(f)["results"]
-  return {"method": method, "steps": args.steps, "batch_size": args.batch_size,
+  final_metrics = {}
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(metrics_path):  # the last logged training metrics (pretext accuracy ...)
+    with open(metrics_path) as f:
+      final_metrics = json.loads(f.read().splitlines()[-1])
+  return {"method": method, "steps": args.steps, "final_metrics": final_metrics, "batch_size": args.batch_size,
           "epochs": round(args.steps * args.batch_size / 60000, 2), "wall_s": round(wall, 1),
           "pretrained": res["pretrained"], "random_init": res["random_init"],
           "raw_pixels": res["raw_pixels"]}
 
 
+def _pretext(row) -> str:
+  """Methods with a pretext classification task log `pretext_accuracy` and `pretext_chance`."""
+  m = row.get("final_metrics", {})
+  if "pretext_accuracy" not in m:
+    return "-"
+  return f"{100 * m['pretext_accuracy']:.1f} ({100 * m.get('pretext_chance', float('nan')):.1f})"
+
+
 def markdown(rows) -> str:
-  lines = ["| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | wall time |",
-           "|---|---|---|---|---|---|---|"]
+  lines = ["| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | pretext acc (chance) | wall time |",
+           "|---|---|---|---|---|---|---|---|"]
   for r in rows:
     if "error" in r:
-      lines.append(f"| {r['method']} | failed | | | | | {r['wall_s']:.0f} s |")
+      lines.append(f"| {r['method']} | failed | | | | | | {r['wall_s']:.0f} s |")
       continue
     p, q = r["pretrained"], r["random_init"]
     lines.append(f"| {r['method']} | {r['epochs']} | {100 * p['knn_top1_k20']:.1f} | "
                  f"{100 * p['knn_top1_k200']:.1f} | {100 * p['linear_top1']:.1f} | "
-                 f"{100 * q['knn_top1_k20']:.1f} / {100 * q['linear_top1']:.1f} | {r['wall_s'] / 60:.1f} min |")
+                 f"{100 * q['knn_top1_k20']:.1f} / {100 * q['linear_top1']:.1f} | {_pretext(r)} | "
+                 f"{r['wall_s'] / 60:.1f} min |")
   raw = next((r["raw_pixels"] for r in rows if "raw_pixels" in r), None)
   if raw:
     lines.append(f"| raw pixels | - | {100 * raw['knn_top1_k20']:.1f} | {100 * raw['knn_top1_k200']:.1f} | "
-                 f"{100 * raw['linear_top1']:.1f} | | |")
+                 f"{100 * raw['linear_top1']:.1f} | | | |")
   return "\n".join(lines) + "\n"
 
 
@@ -63,15 +79,26 @@ def main():
   parser.add_argument("--steps", type=int, default=300)
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--eval_train", type=int, default=10000)
-  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--methods", default=",".join(CONFIGS))
   parser.add_argument("--workdir", default="/tmp/sslax_learning")
   parser.add_argument("--out", default="benchmarks/results")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace learning.json instead of merging these methods' rows into it")
   args = parser.parse_args()
   rows = []
   for method in args.methods.split(","):
     rows.append(run_method(method, args))
     print(json.dumps(rows[-1]), flush=True)
   os.makedirs(args.out, exist_ok=True)
+  # Merge with the rows already there, so methods can be (re)measured a few at a time.
+  json_path = os.path.join(args.out, "learning.json")
+  if os.path.exists(json_path) and not args.overwrite:
+    with open(json_path) as f:
+      previous = json.load(f)["rows"]
+    ran = {r["method"] for r in rows}
+    order = {m: i for i, m in enumerate(CONFIGS)}
+    rows = sorted([r for r in previous if r["method"] not in ran] + rows,
+                  key=lambda r: order.get(r["method"], len(order)))
   meta = {"steps": args.steps, "batch_size": args.batch_size, "eval_train": args.eval_train,
           "cpu_count": os.cpu_count(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
   with open(os.path.join(args.out, "learning.json"), "w") as f:

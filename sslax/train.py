@@ -210,6 +210,9 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         images_per_s = len(pending) * config.batch_size / elapsed
         summary.update(images_per_s=images_per_s, input_wait_frac=input_wait / elapsed)
         writer.write_scalars(step, summary)
+        if is_chief:  # one JSON line per log step: easy to read back (benchmarks, notebooks)
+          with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **summary}) + "\n")
         if is_chief:
           eta = (s.total_steps - step) * config.batch_size / images_per_s
           print(f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
