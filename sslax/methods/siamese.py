@@ -22,8 +22,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sslax import sharding
 from sslax.data.augment import ViewSpec
 from sslax.losses.common import l2_normalize
+from sslax.models import ProjectionHead, get_dtype, make_backbone
 
 # A run has collapsed when embedding_std < COLLAPSE_STD_FRACTION / sqrt(D). If the embeddings
 # fill only a k-dimensional, axis-aligned subspace isotropically, embedding_std is
@@ -96,3 +98,35 @@ def is_collapsed(z, fraction: float = COLLAPSE_STD_FRACTION) -> bool:
   """[N, D] embeddings -> True when embedding_std(z) < fraction / sqrt(D) (see above)."""
   z = np.asarray(z, np.float32)
   return bool(float(embedding_std(z)) < fraction / math.sqrt(z.shape[1]))
+
+
+class EmbeddingLossMethod:
+  """Mixin for Barlow Twins and VICReg: two views -> backbone -> projector -> a loss on (z1, z2).
+
+  A subclass (also a `Method`) sets `name`, its `default_config()` (with proj_hidden_dim,
+  proj_dim, proj_layers, view_blur_prob, view_solarize_prob) and `embedding_loss`.
+  """
+
+  def embedding_loss(self, z1, z2, *, axis_name) -> tuple[jax.Array, dict]:
+    """Local rows z1, z2 [b, D] of the global batch -> (loss, metrics), collectives over axis_name."""
+    raise NotImplementedError
+
+  def views(self):
+    cfg = self.config[self.name]
+    return two_views(self.config, cfg.view_blur_prob, cfg.view_solarize_prob)
+
+  def network(self):
+    cfg = self.config[self.name]
+    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
+                               num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
+    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
+                          projector=projector)
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    ((_, z1, _), (_, z2, _)), batch_stats = forward_views(
+        self.network(), params, batch_stats, batch["views"])
+    loss_fn = sharding.shard_over_batch(
+        lambda a, b, axis_name: self.embedding_loss(a, b, axis_name=axis_name),
+        self.mesh, num_args=2)
+    loss, metrics = loss_fn(z1, z2)
+    return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ml_collections
 
-from sslax import losses, sharding
+from sslax import losses
 from sslax.methods.base import Method
-from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
-from sslax.models import ProjectionHead, get_dtype, make_backbone
+from sslax.methods.siamese import EmbeddingLossMethod
 
 
-class VICReg(Method):
+class VICReg(EmbeddingLossMethod, Method):
   name = "vicreg"
 
   @classmethod
@@ -30,24 +29,7 @@ class VICReg(Method):
         view_solarize_prob=(0.0, 0.2),
     ))
 
-  def views(self):
+  def embedding_loss(self, z1, z2, *, axis_name):
     cfg = self.config.vicreg
-    return two_views(self.config, cfg.view_blur_prob, cfg.view_solarize_prob)
-
-  def network(self):
-    cfg = self.config.vicreg
-    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
-                               num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
-    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                          projector=projector)
-
-  def loss(self, params, batch_stats, method_state, batch, rng):
-    cfg = self.config.vicreg
-    ((_, z1, _), (_, z2, _)), batch_stats = forward_views(
-        self.network(), params, batch_stats, batch["views"])
-    vicreg = sharding.shard_over_batch(
-        lambda a, b, axis_name: losses.vicreg_loss(
-            a, b, cfg.sim_coeff, cfg.var_coeff, cfg.cov_coeff, axis_name=axis_name),
-        self.mesh, num_args=2)
-    loss, metrics = vicreg(z1, z2)
-    return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)
+    return losses.vicreg_loss(z1, z2, cfg.sim_coeff, cfg.var_coeff, cfg.cov_coeff,
+                              axis_name=axis_name)
