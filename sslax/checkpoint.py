@@ -19,8 +19,11 @@ def make_manager(workdir: str, *, save_every_steps: int, max_to_keep: int,
                  use_async: bool = True) -> ocp.CheckpointManager:
   directory = os.path.join(os.path.abspath(workdir) if "://" not in workdir else workdir,
                            "checkpoints")
+  # Saves at multiples of save_every_steps only (orbax's default also saves the first step it
+  # sees, which costs a write at step 1); the trainer forces saves at the end and on SIGTERM.
+  policy = ocp.checkpoint_managers.save_decision_policy.FixedIntervalPolicy(save_every_steps)
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=save_every_steps, max_to_keep=max_to_keep,
+      save_decision_policy=policy, max_to_keep=max_to_keep,
       enable_async_checkpointing=use_async, create=True)
   return ocp.CheckpointManager(directory, options=options)
 
