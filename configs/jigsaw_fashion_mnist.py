@@ -1,0 +1,55 @@
+r"""Jigsaw on Fashion-MNIST: a CPU demo on the SimCLR demo's network.
+
+Command:
+  python -m sslax.main --config configs/jigsaw_fashion_mnist.py --workdir runs/jigsaw_fashion_mnist
+
+Runtime and accuracy of this config: not yet measured (the 300-step learning benchmark run
+was still in progress at the time of writing; see benchmarks/results/learning.md).
+
+Sizes: 3 x 3 tiles of a 28 px image would be 9 px cells, too small to hold a piece of an object
+once jittered, so the view is upsampled to 48 px (dataset.image_size = 48): 16 px cells and
+12 px tiles (up to 4 px of jitter per tile, so gaps of 0-8 px; the paper: 75 px cells, 64 px
+tiles). Evaluation embeds whole images at the same 48 px, so tiles and evaluation images share
+one pixel scale. Nine 12 px tiles are 1296 pixels per image, about SimCLR's two 28 px views.
+100 permutations (greedy max-min Hamming, seed 0; the paper's best set has 1000 but a smaller
+set learns faster at a small budget). Crops of scale 0.6-1 and flips; no colour jitter, since
+per-tile normalisation removes brightness and contrast anyway. ResNet-10 x1/4, small stem,
+AdamW as in configs/simclr_fashion_mnist.py; head: concatenated 9 x 128 features -> 512 -> 100.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "jigsaw"
+  config.dataset.name = "fashion_mnist"
+  config.dataset.image_size = 48
+  config.batch_size = 256
+  config.total_steps = 900          # ~3.8 epochs
+
+  config.model.depth = 10
+  config.model.width = 0.25
+  config.model.stem = "small"
+
+  config.augment.crop_scale = (0.6, 1.0)
+  config.augment.flip_prob = 0.5
+  config.augment.jitter_prob = 0.0
+  config.augment.grayscale_prob = 0.0
+
+  config.jigsaw.grid = 3
+  config.jigsaw.tile_size = 12
+  config.jigsaw.num_permutations = 100
+  config.jigsaw.permutation_seed = 0
+  config.jigsaw.normalize_tiles = True
+  config.jigsaw.head_hidden_dim = 512
+  config.jigsaw.head_layers = 2
+
+  config.optimizer.name = "adamw"
+  config.optimizer.base_lr = 2e-3
+  config.optimizer.lr_scaling = "none"
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.warmup_epochs = 0.5
+
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  return config

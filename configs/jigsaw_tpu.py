@@ -1,0 +1,68 @@
+r"""Jigsaw ResNet-50 on ImageNet-1k (Noroozi & Favaro 2016, "Unsupervised Learning of Visual
+Representations by Solving Jigsaw Puzzles", ECCV).
+
+Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+  python -m sslax.main --config configs/jigsaw_tpu.py --workdir gs://BUCKET/jigsaw_r50
+
+Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
+
+Recipe (paper): a 225 x 225 crop cut into 3 x 3 cells of 75 px, a random 64 x 64 tile in
+each (gaps and jitter), tiles normalised one by one, 1000 permutations of maximal Hamming
+distance, siamese AlexNet ("context-free network", shared weights per tile) -> concatenation
+-> fc7 4096 -> fc8 1000; batch 256, SGD lr 0.01, 350k iterations. Here: dataset.image_size 225,
+tile_size 64, 1000 permutations chosen greedily max-min (seed 0); ResNet-50 as the tile encoder
+(as in Goyal et al. 2019, "Scaling and Benchmarking Self-Supervised Visual Representation
+Learning"), batch 1024, SGD with warmup + cosine, 90 epochs. Evaluation embeds whole 225 px
+images, at the tiles' pixel scale.
+
+Expected runtime: not measured by us (9 tiles of 64 px ~ 0.73x a 224 px image per example).
+Expected accuracy (published, not ours; quoted from memory of the papers' tables, check the
+exact figures there before citing): Jigsaw AlexNet, linear classifiers on frozen layers of
+ImageNet, best layer about 35% top-1 (as tabulated by Zhang et al. 2017, "Split-Brain
+Autoencoders"); ResNet-50 trained on ImageNet-1k, best-layer linear top-1 in the mid 40s%
+(Goyal et al. 2019). Our kNN / linear probe on pooled features is not directly comparable.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "jigsaw"
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 225
+  config.batch_size = 1024
+  config.total_epochs = 90.0
+  config.dtype = "bfloat16"
+
+  config.model.name = "resnet"
+  config.model.depth = 50
+  config.model.width = 1.0
+  config.model.stem = "imagenet"
+
+  config.augment.crop_scale = (0.3, 1.0)
+  config.augment.flip_prob = 0.5
+  config.augment.jitter_prob = 0.0
+  config.augment.grayscale_prob = 0.3        # the paper: grey images 30% of the time
+
+  config.jigsaw.grid = 3
+  config.jigsaw.tile_size = 64
+  config.jigsaw.num_permutations = 1000
+  config.jigsaw.permutation_seed = 0
+  config.jigsaw.normalize_tiles = True
+  config.jigsaw.head_hidden_dim = 4096
+  config.jigsaw.head_layers = 2
+
+  config.optimizer.name = "sgd"
+  config.optimizer.base_lr = 0.1
+  config.optimizer.lr_scaling = "linear"
+  config.optimizer.warmup_epochs = 5.0
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.momentum = 0.9
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval.batch_size = 1024
+  config.eval.baselines = False
+  return config

@@ -1,0 +1,64 @@
+r"""Relative patch position ResNet-50 on ImageNet-1k (Doersch et al. 2015, "Unsupervised Visual
+Representation Learning by Context Prediction", ICCV).
+
+Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+  python -m sslax.main --config configs/relative_patch_tpu.py --workdir gs://BUCKET/relpatch_r50
+
+Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
+
+Recipe (paper): 96 px patches, the centre of a 3 x 3 grid and one of its 8 neighbours, 48 px
+gaps plus up to 7 px jitter, chromatic-aberration projection and random patch down-sampling,
+AlexNet-style late fusion (fc6 per patch, fc7 and fc8 on the pair). Here: dataset.image_size
+= 288 (3 x 3 cells of 96 px; 64 px patches leave 0-64 px gaps), per-patch normalisation, no
+chromatic-aberration handling (see sslax/pretext/patches.py), ResNet-50 per patch
+batch 1024 images, SGD with warmup +
+cosine, 90 epochs. Evaluation embeds whole 288 px images.
+
+Expected runtime: not measured by us (two 64 px patches ~ 0.16x a 224 px image per example).
+Expected accuracy (published, not ours; quoted from memory of the papers' tables, check the
+exact figures there before citing): context prediction, AlexNet-style network, linear
+classifiers on frozen layers of ImageNet, best layer about 30% top-1 (as tabulated by Zhang et
+al. 2017, "Split-Brain Autoencoders"). Our kNN / linear probe on pooled features is not
+directly comparable.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "relative_patch"
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 288
+  config.batch_size = 1024
+  config.total_epochs = 90.0
+  config.dtype = "bfloat16"
+
+  config.model.name = "resnet"
+  config.model.depth = 50
+  config.model.width = 1.0
+  config.model.stem = "imagenet"
+
+  config.augment.crop_scale = (0.3, 1.0)
+  config.augment.flip_prob = 0.5
+  config.augment.jitter_prob = 0.0
+  config.augment.grayscale_prob = 0.0
+
+  config.relative_patch.patch_size = 64
+  config.relative_patch.normalize_patches = True
+  config.relative_patch.head_hidden_dim = 4096
+  config.relative_patch.head_layers = 2
+
+  config.optimizer.name = "sgd"
+  config.optimizer.base_lr = 0.1
+  config.optimizer.lr_scaling = "linear"
+  config.optimizer.warmup_epochs = 5.0
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.momentum = 0.9
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval.batch_size = 1024
+  config.eval.baselines = False
+  return config

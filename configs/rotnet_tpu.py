@@ -1,0 +1,62 @@
+r"""RotNet ResNet-50 on ImageNet-1k (Gidaris et al. 2018, "Unsupervised Representation Learning
+by Predicting Image Rotations", ICLR).
+
+Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+  python -m sslax.main --config configs/rotnet_tpu.py --workdir gs://BUCKET/rotnet_r50
+
+Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
+
+Recipe: the paper trains AlexNet / NIN on ImageNet with all four rotations of every image in
+the batch (batch 192 images -> 768 rotated inputs), SGD with Nesterov momentum 0.9, weight
+decay 5e-4, lr 0.1 dropped x5 at epochs 10, 20, 25 of 30 (AlexNet), random crops and flips.
+Here: ResNet-50 (Kolesnikov et al. 2019, "Revisiting Self-Supervised Visual Representation
+Learning", study rotation with ResNets; our schedule is our choice, not theirs), 4 rotations,
+batch 1024 images (4096 inputs), SGD with warmup + cosine instead of steps, 35 epochs, a
+linear rotation classifier on the pooled features.
+
+Expected runtime: not measured by us (about 4x a SimCLR epoch's backbone cost per image).
+Expected accuracy (published, not ours; quoted from memory of the papers' tables, check the
+exact figures there before citing): RotNet AlexNet, linear classifiers on frozen conv layers
+of ImageNet, best layer (conv3) about 38.7% top-1 (Gidaris et al. 2018, ImageNet linear
+table). No ResNet-50 number from the paper itself. Our end-of-training evaluation is kNN and
+a linear probe on the pooled features, so it is not directly comparable.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "rotnet"
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 224
+  config.batch_size = 1024
+  config.total_epochs = 35.0
+  config.dtype = "bfloat16"
+
+  config.model.name = "resnet"
+  config.model.depth = 50
+  config.model.width = 1.0
+  config.model.stem = "imagenet"
+
+  config.augment.crop_scale = (0.08, 1.0)
+  config.augment.flip_prob = 0.5
+  config.augment.jitter_prob = 0.0
+  config.augment.grayscale_prob = 0.0
+
+  config.rotnet.all_rotations = True
+  config.rotnet.head_layers = 1
+
+  config.optimizer.name = "sgd"
+  config.optimizer.base_lr = 0.1
+  config.optimizer.lr_scaling = "linear"
+  config.optimizer.warmup_epochs = 2.0
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.momentum = 0.9
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval.batch_size = 1024
+  config.eval.baselines = False
+  return config

@@ -1,0 +1,127 @@
+"""RotNet: exact rotations and labels, seeded random rotations, the loss against NumPy cross-
+entropy on NumPy-rotated inputs, and 8 devices == 1 device (loss, gradients, BN statistics)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from sslax import sharding, train
+from sslax.methods.rotnet import RotNet
+from sslax.pretext import rotation
+
+
+def rotnet_config(all_rotations=True):
+  c = tiny_config()
+  c.method = "rotnet"
+  c.rotnet.all_rotations = all_rotations
+  c.rotnet.head_hidden_dim = 16
+  return c
+
+
+def numpy_cross_entropy(logits, labels):
+  logits = np.asarray(logits, np.float64)
+  z = logits - logits.max(axis=1, keepdims=True)
+  log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+  return -log_probs[np.arange(len(labels)), labels].mean()
+
+
+def test_all_rotations_are_exact_quarter_turns_with_their_labels():
+  images = np.random.default_rng(0).normal(size=(3, 5, 5, 2)).astype(np.float32)
+  rotated, labels = rotation.all_rotations(jnp.asarray(images))
+  assert rotated.shape == (12, 5, 5, 2) and labels.dtype == jnp.int32
+  for b in range(3):
+    for k in range(4):
+      np.testing.assert_array_equal(rotated[4 * b + k], np.rot90(images[b], k))
+      assert labels[4 * b + k] == k
+  # 90 degrees counter-clockwise: the top row becomes the left column, read bottom-up.
+  np.testing.assert_array_equal(rotated[1][:, 0, 0], images[0][0, ::-1, 0])
+
+
+def test_random_rotations_are_seeded_and_labelled():
+  images = np.random.default_rng(1).normal(size=(32, 4, 4, 1)).astype(np.float32)
+  out, labels = rotation.random_rotations(jnp.asarray(images), jax.random.key(0))
+  again, labels_again = rotation.random_rotations(jnp.asarray(images), jax.random.key(0))
+  _, other = rotation.random_rotations(jnp.asarray(images), jax.random.key(1))
+  np.testing.assert_array_equal(out, again)
+  np.testing.assert_array_equal(labels, labels_again)
+  assert np.any(np.asarray(labels) != np.asarray(other))
+  assert set(np.asarray(labels).tolist()) == {0, 1, 2, 3}
+  for b in range(32):
+    np.testing.assert_array_equal(out[b], np.rot90(images[b], int(labels[b])))
+
+
+def test_non_square_images_are_refused():
+  with pytest.raises(ValueError, match=r"square images.*\(2, 4, 6, 1\)"):
+    rotation.all_rotations(jnp.zeros((2, 4, 6, 1)))
+
+
+def _images(batch=16, size=16, seed=0):
+  """Images with structure (a bright off-centre square on noise), so rotations differ."""
+  rng = np.random.default_rng(seed)
+  x = 0.2 * rng.uniform(size=(batch, size, size, 3))
+  x[:, 2:7, 3:9] += 0.7
+  return x.astype(np.float32)
+
+
+def _loss_and_grads(config, devices, images, seed=0):
+  s = train.setup(config, devices=devices)
+  state = train.init_state(s)
+  batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
+  fn = jax.jit(jax.value_and_grad(
+      lambda p: s.method.loss(p, state.batch_stats, state.method_state, batch,
+                              jax.random.key(seed)), has_aux=True))
+  (loss, (metrics, batch_stats, _)), grads = fn(state.params)
+  return s, state, jax.device_get((loss, metrics, batch_stats, grads))
+
+
+def test_loss_is_cross_entropy_over_the_four_numpy_rotations(devices):
+  images = _images()
+  s, state, (loss, metrics, _, _) = _loss_and_grads(rotnet_config(), devices[:1], images)
+  inputs = np.stack([np.rot90(im, k) for im in images for k in range(4)])[:, None]
+  labels = np.tile(np.arange(4), len(images))
+  (_, logits), _ = s.method.network().apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, jnp.asarray(inputs),
+      train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(loss, numpy_cross_entropy(logits, labels), rtol=1e-5)
+  np.testing.assert_allclose(metrics["pretext_accuracy"],
+                             np.mean(np.argmax(logits, axis=1) == labels), atol=1e-7)
+  assert metrics["pretext_chance"] == 0.25
+
+
+@pytest.mark.slow
+def test_eight_devices_equal_one_device_loss_and_grads(devices):
+  config, images = rotnet_config(), _images()
+  _, _, (l1, m1, bs1, g1) = _loss_and_grads(config, devices[:1], images)
+  _, _, (l8, m8, bs8, g8) = _loss_and_grads(config, devices, images)
+  np.testing.assert_allclose(l8, l1, rtol=1e-5)
+  np.testing.assert_allclose(m8["pretext_accuracy"], m1["pretext_accuracy"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g8, g1)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
+  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(g1["backbone"])) > 0
+
+
+def test_random_rotation_task_is_the_same_on_eight_devices(devices):
+  """The task's random draws do not depend on how the batch is sharded."""
+  images = _images()
+  outs = []
+  for devs in (devices[:1], devices):
+    method = RotNet(rotnet_config(all_rotations=False), sharding.make_mesh({"data": -1}, devs))
+    batch = sharding.make_global_batch(method.mesh, {"views": (images,)})
+    outs.append(jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), {}))(batch)))
+  # Per-tile normalisation may reduce in another order when sharded: ulp differences.
+  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(outs[0][1], outs[1][1])
+  assert outs[0][0].shape == (16, 1, 16, 16, 3)
+
+
+def test_backbone_embeds_whole_images(devices):
+  method = RotNet(rotnet_config(), sharding.make_mesh({"data": -1}, devices[:1]))
+  network = method.network()
+  variables = jax.jit(lambda k: network.init(k, *method.init_inputs(16, 3), train=False))(
+      jax.random.key(0))
+  features = network.backbone.apply(
+      {"params": variables["params"]["backbone"],
+       "batch_stats": variables["batch_stats"]["backbone"]},
+      jnp.asarray(_images(batch=2)), train=False)
+  assert features.shape == (2, 64)          # ResNet-10 x1/8: 512 / 8 features
