@@ -1,0 +1,56 @@
+r"""Context encoder (Pathak et al. 2016) with a ResNet-50 encoder on ImageNet-1k.
+
+Command (Cloud TPU pod slice, one process per host):
+  python -m sslax.main --config configs/inpainting_tpu.py --workdir gs://BUCKET/inpainting_r50
+
+Data: TFDS `imagenet2012`, `--config.dataset.data_dir=gs://BUCKET/tfds`.
+
+The paper's recipe where it carries over: 128 px images, the central 64x64 square hidden
+(mask_fraction 0.5), L2 reconstruction loss; Adam (the paper: lr 2e-4 for the L2-only model,
+trained on ImageNet / Paris StreetView). The paper's adversarial loss (weight 0.999 joint
+with L2 0.001) is not implemented: its feature-learning results use the L2 context encoder
+for ImageNet-pretrained AlexNet features as well; random-region masks are approximated by
+`mask="random_blocks"`.
+Differences: ResNet-50 (imagenet stem, stride-32 map at 128 px = 4x4, as the paper's 4x4
+bottleneck) + our convolutional upsampling decoder in place of the channel-wise fully
+connected layer and up-convolutions.
+
+Expected runtime: not measured by us.
+Expected accuracy (published; not reproduced): the paper's AlexNet encoder (random-region
+masks), PASCAL VOC 2007 classification 56.5% mAP (fine-tuned), detection 44.5% mAP
+(Fast R-CNN), segmentation 29.7% mIU (FCN); linear classifiers on frozen ImageNet features
+(conv1..conv5, as tabulated in DeepCluster's table 2): 14.1 / 20.7 / 21.0 / 19.8 / 15.5% top-1.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "inpainting"
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 128
+  config.batch_size = 1024
+  config.total_epochs = 100.0
+  config.dtype = "bfloat16"
+
+  config.model.name = "resnet"
+  config.model.depth = 50
+  config.model.stem = "imagenet"
+
+  config.inpainting.mask = "center"
+  config.inpainting.mask_fraction = 0.5
+  config.inpainting.fill_value = 0.5
+  config.inpainting.context_weight = 0.0
+  config.inpainting.decoder_upsamples = 5     # stride 32 -> full resolution
+  config.inpainting.decoder_width = 512
+  config.inpainting.crop_scale = (0.5, 1.0)
+
+  config.optimizer.name = "adamw"
+  config.optimizer.base_lr = 2e-4
+  config.optimizer.lr_scaling = "linear"
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.warmup_epochs = 2.0
+  config.checkpoint_every_steps = 2000
+  return config
