@@ -1,0 +1,134 @@
+"""MoCo v3 (Chen, Xie, He 2021, "An Empirical Study of Training Self-Supervised Vision
+Transformers").
+
+Query encoder (trained): backbone -> projector (3-layer MLP, Linear-BN-ReLU x 2 -> Linear -> BN
+without affine; 4096 -> 256 at ImageNet scale) -> predictor (2-layer MLP, Linear-BN-ReLU ->
+Linear). Momentum encoder: backbone + projector whose params are an EMA of the query encoder's
+(momentum from `momentum` to 1 with a cosine schedule over the run, as the reference's
+`adjust_moco_momentum`), held in `method_state`; it never gets a gradient (not a trained param,
+and its keys pass a stop-gradient). Its BatchNorm running statistics come from its own
+training-mode passes, like BYOL's target.
+
+Loss (`losses.mocov3`): ctr(q1, k2) + ctr(q2, k1), each 2 tau x the cross entropy over [b, B]
+logits whose negatives are all keys of the GLOBAL batch (gathered across devices) and whose
+positive is the key at the query's own global index. No queue, so the global (cross-replica)
+BatchNorm of our jit is what MoCo v3 uses (SyncBN) and leaks nothing.
+
+Frozen patch projection (`freeze_patch_embed`, MoCo v3 sec. 4.1, the stability trick for
+ViTs): the backbone's `patch_embed` submodule gets no update at all (no gradient step, no
+weight decay, no optimizer state) and stays at its random init; `wrap_optimizer` routes it to
+optax.set_to_zero. The gradient clip of `optimizer.grad_clip_norm` then sees only the trained
+params, as PyTorch's requires_grad=False does.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import optax
+
+from sslax import optim, sharding
+from sslax.losses.mocov3 import mocov3_loss
+from sslax.methods.base import Method
+from sslax.methods.dino import total_steps
+from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
+from sslax.models import ProjectionHead, get_dtype, make_backbone
+
+# The parts of the query encoder that the momentum encoder copies (no predictor twin).
+MOMENTUM_MODULES = ("backbone", "projector")
+PATCH_EMBED = "patch_embed"
+
+
+class MoCoV3(Method):
+  name = "mocov3"
+
+  @classmethod
+  def default_config(cls):
+    return ml_collections.ConfigDict(dict(
+        temperature=0.2,
+        momentum=0.99,            # m at step 0, cosine to 1 (ViT: 0.99; ResNet-50: 0.99 -> 1 too)
+        proj_hidden_dim=4096,
+        proj_dim=256,
+        pred_hidden_dim=4096,
+        freeze_patch_embed=False,  # ViTs: True keeps the random patch projection fixed
+        view_blur_prob=(1.0, 0.1),
+        view_solarize_prob=(0.0, 0.2),
+    ))
+
+  def __init__(self, config, mesh):
+    super().__init__(config, mesh)
+    cfg = config.mocov3
+    if cfg.temperature <= 0:
+      raise ValueError(f"config.mocov3.temperature={cfg.temperature} must be > 0 (MoCo v3: 0.2).")
+    if not 0.0 <= cfg.momentum <= 1.0:
+      raise ValueError(f"config.mocov3.momentum={cfg.momentum} must be in [0, 1] (MoCo v3: 0.99).")
+
+  def views(self):
+    cfg = self.config.mocov3
+    return two_views(self.config, cfg.view_blur_prob, cfg.view_solarize_prob)
+
+  def network(self):
+    cfg, dtype = self.config.mocov3, get_dtype(self.config.dtype)
+    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=3,
+                               last_bn=True, dtype=dtype)
+    predictor = ProjectionHead(hidden_dim=cfg.pred_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
+                               dtype=dtype)
+    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
+                          projector=projector, predictor=predictor)
+
+  def wrap_optimizer(self, tx):
+    if not self.config.mocov3.freeze_patch_embed:
+      return tx
+
+    def labels(params):
+      backbone = params.get("backbone", {})
+      if PATCH_EMBED not in backbone:
+        raise ValueError(
+            f"config.mocov3.freeze_patch_embed=True, but the backbone "
+            f"(config.model.name={self.config.model.name!r}) has no '{PATCH_EMBED}' submodule "
+            f"(it has {sorted(backbone)}); use a ViT or set "
+            f"--config.mocov3.freeze_patch_embed=False.")
+      is_patch_embed = lambda path: (len(path) > 1 and path[0].key == "backbone"
+                                     and path[1].key == PATCH_EMBED)
+      return jax.tree_util.tree_map_with_path(
+          lambda path, _: "frozen" if is_patch_embed(path) else "trained", params)
+
+    return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+  def init_state(self, rng, variables):
+    # The momentum encoder starts as a copy of the query encoder's backbone + projector.
+    stats = variables.get("batch_stats", {})
+    return {"params": {k: variables["params"][k] for k in MOMENTUM_MODULES},
+            "batch_stats": {k: stats[k] for k in MOMENTUM_MODULES if k in stats}}
+
+  @functools.cached_property
+  def total_steps(self) -> int:
+    return total_steps(self.config)
+
+  def momentum(self, step):
+    """m_k = 1 - (1 - m_0) (cos(pi k / K) + 1) / 2 for the update after k steps; 1 at k = K."""
+    return optim.cosine_increase(self.config.mocov3.momentum, 1.0, self.total_steps)(step)
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    net = self.network()
+    ((_, z1, q1), (_, _, q2)), batch_stats = forward_views(net, params, batch_stats,
+                                                            batch["views"])
+    momentum_encoder = jax.lax.stop_gradient(method_state)
+    (k1, k2), key_batch_stats = forward_views(net, momentum_encoder["params"],
+                                              momentum_encoder["batch_stats"], batch["views"],
+                                              method="project")
+    loss_fn = sharding.shard_over_batch(
+        lambda a, b, c, d, axis_name: mocov3_loss(a, b, c, d, self.config.mocov3.temperature,
+                                                  axis_name=axis_name),
+        self.mesh, num_args=4)
+    loss, metrics = loss_fn(q1, q2, k1, k2)
+    metrics = dict(metrics, embedding_std=embedding_std(z1))
+    new_state = {"params": method_state["params"], "batch_stats": key_batch_stats}
+    return loss, (metrics, batch_stats, new_state)
+
+  def after_update(self, method_state, params, step):
+    """momentum encoder <- m k + (1 - m) query encoder, m = momentum(step); step = steps taken."""
+    online = {k: params[k] for k in MOMENTUM_MODULES}
+    return dict(method_state, params=optim.ema_update(method_state["params"], online,
+                                                      self.momentum(step)))
