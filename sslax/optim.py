@@ -80,7 +80,8 @@ class _StartAfterState(NamedTuple):
 
 
 def _start_after(inner: optax.GradientTransformation, num_steps: int) -> optax.GradientTransformation:
-  """inner, but its first num_steps updates are zero and leave inner's state untouched."""
+  """inner, but its first num_steps updates are zero and leave inner's state untouched, except
+  the lr schedule's step counter, which keeps counting."""
   def init(params):
     return _StartAfterState(jnp.zeros([], jnp.int32), inner.init(params))
 
@@ -88,7 +89,13 @@ def _start_after(inner: optax.GradientTransformation, num_steps: int) -> optax.G
     new_updates, new_inner = inner.update(updates, state.inner, params)
     active = state.count >= num_steps
     new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)
-    new_inner = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_inner, state.inner)
+    held = jax.tree.map(lambda n, o: jnp.where(active, n, o), new_inner, state.inner)
+    # The lr schedule is global (a PyTorch scheduler steps every param group), so its step
+    # counter keeps running while frozen; the moments and Adam's bias-correction count start
+    # at the first unfrozen step, as for a param whose .grad was None.
+    is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
+    new_inner = jax.tree.map(lambda h, n: n if is_schedule(n) else h, held, new_inner,
+                             is_leaf=is_schedule)
     return new_updates, _StartAfterState(jnp.minimum(state.count + 1, num_steps), new_inner)
 
   return optax.GradientTransformation(init, update)

@@ -89,6 +89,23 @@ def test_optimizer_really_leaves_frozen_params_unchanged():
   assert optim.freeze_for_steps(base, frozen, 0) is base
 
 
+def test_frozen_params_follow_the_global_lr_schedule_once_unfrozen():
+  """The schedule is global: after a freeze of 2 steps, the first update uses lr(2), not lr(0)."""
+  params = {"a": jnp.zeros((2, 2)), "b": jnp.zeros((2, 2))}
+  grads = {"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))}
+  schedule = lambda step: 1.0 + step   # lr 1, 2, 3, ...
+  opt = ml_collections.ConfigDict(dict(name="sgd", weight_decay=0.0, momentum=0.0,
+                                       grad_clip_norm=0.0))
+  tx = optim.freeze_for_steps(optim.make_optimizer(opt, schedule),
+                              lambda p: {"a": False, "b": True}, 2)
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+  # Step index 2 -> lr 3 for both groups (plain SGD: update = -lr * grad).
+  np.testing.assert_allclose(updates["a"], -3.0)
+  np.testing.assert_allclose(updates["b"], -3.0)
+
+
 @pytest.fixture(scope="module")
 def network_and_variables(devices):
   net = _method(swav_config(), devices[:1]).network()
