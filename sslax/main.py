@@ -14,6 +14,12 @@ import sys
 # TensorFlow is only the input pipeline: keep it off GPUs/TPUs and quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The measured-best XLA:CPU options (sslax/perf.py), added to XLA_FLAGS before jax creates its
+# backend; only on CPU and only for flags the user has not set (SSLAX_NO_CPU_XLA_DEFAULTS=1: none).
+from sslax import perf  # noqa: E402
+
+perf.apply_cpu_xla_defaults()
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
