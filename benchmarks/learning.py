@@ -21,6 +21,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Table order: row name -> config file. Add new methods here.
 CONFIGS = {m: f"configs/{m}_fashion_mnist.py"
            for m in ("simclr", "mocov2", "byol", "simsiam", "barlow_twins", "vicreg", "swav")}
+CONFIGS.update({"mae": "configs/mae_vit_fashion_mnist.py"})
+CONFIGS.update({"mocov3": "configs/mocov3_vit_fashion_mnist.py",
+                "dino": "configs/dino_fashion_mnist.py"})
+CONFIGS.update({m: f"configs/{m}_fashion_mnist.py" for m in ("rotnet", "jigsaw", "relative_patch")})
+# Pretext II; colorization needs colour: it runs on Open Clip Art (its own test set and baselines).
+CONFIGS.update({"inpainting": "configs/inpainting_fashion_mnist.py",
+                "deepcluster": "configs/deepcluster_fashion_mnist.py",
+                "colorization (openclipart)": "configs/colorization_openclipart.py"})
+# Image-text: Fashion-MNIST images with label-templated captions (zero-shot: sslax.evaluate).
+CONFIGS.update({"clip": "configs/clip_fashion_mnist_templates.py",
+                "siglip": "configs/clip_fashion_mnist_templates.py:siglip"})
 
 
 def run_method(method: str, args) -> dict:

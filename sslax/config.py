@@ -41,6 +41,20 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.image_size = 28       # side of the crops fed to the network
   c.dataset.num_train_examples = 0  # 0 = whole split; n = first n (quick runs)
   c.dataset.verify_images = True  # image folders: skip corrupt files up front
+  # Image-text datasets (sslax/data/image_text.py) and `--protocol zero_shot`:
+  c.dataset.zero_shot_dataset = ""  # labelled dataset whose class names are prompted; "" = dataset.name
+  c.dataset.zero_shot_split = "test"
+  c.dataset.zero_shot_templates = ("a photo of a {label}.",)  # prompt ensemble (CLIP sec. 3.1.4)
+
+  # Text tower of the image-text methods (clip, siglip; sslax/models/text.py). Tokens are
+  # UTF-8 bytes (sslax/data/text.py): context_length counts bytes + start + end token.
+  c.text = ml_collections.ConfigDict()
+  c.text.context_length = 77
+  c.text.width = 512
+  c.text.depth = 12
+  c.text.heads = 8
+  c.text.causal = True            # CLIP: causal mask, pooled at the end-of-text token
+  c.text.pooling = "eot"          # eot | mean (over non-padding tokens)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_scale = (0.08, 1.0)
@@ -52,10 +66,27 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.solarize_prob = 0.0
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet"
+  c.model.name = "resnet"         # resnet | vit
+  # model.name = "resnet":
   c.model.depth = 18
-  c.model.width = 1.0
+  c.model.width = 1.0             # channel multiplier
   c.model.stem = "small"
+  # model.name = "vit" (sslax/models/vit.py):
+  c.model.variant = "S"           # Ti | S | B | L (widths 192/384/768/1024) | custom
+  c.model.hidden_size = 0         # nonzero overrides the variant's width ("custom": required)
+  c.model.num_layers = 0          # nonzero overrides the variant's depth ("custom": required)
+  c.model.num_heads = 0           # nonzero overrides the variant's heads ("custom": required)
+  c.model.mlp_dim = 0             # 0 = 4 * hidden size
+  c.model.patch_size = 16         # 4 | 8 | 14 | 16 | 32; must divide dataset.image_size
+  c.model.posemb = "learn"        # learn | sincos2d (fixed, as MAE / MoCo v3)
+  c.model.pool = "cls"            # cls (class token) | gap (mean of the patch tokens)
+  c.model.class_token = True
+  c.model.drop_path_rate = 0.0    # stochastic depth of the last block (linear from 0)
+  c.model.remat_policy = "none"   # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  c.model.scan = False            # nn.scan over blocks (params stacked on a [depth] axis)
+  # Any model: with config.mesh.fsdp > 1, params (and their optimizer state) with at least this
+  # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
+  c.model.fsdp_min_size = 2**14
 
   # One section per registered method, e.g. c.simclr.temperature (see Method.default_config).
   from sslax.methods import METHODS
@@ -72,6 +103,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.momentum = 0.9
   c.optimizer.trust_coefficient = 1e-3
   c.optimizer.grad_clip_norm = 0.0
+  c.optimizer.b1 = 0.9              # adamw betas (read by sslax/optim.py; CLIP uses b2 = 0.98)
+  c.optimizer.b2 = 0.999
 
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
@@ -102,6 +135,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.finetune_lr = 0.01
   c.eval.finetune_weight_decay = 0.0
   c.eval.finetune_crop_scale = (0.08, 1.0)
+  # MAE's fine-tuning recipe (sslax/evaluation/finetune.py); the defaults leave it off.
+  c.eval.finetune_layer_decay = 1.0     # lr of layer i x decay^(L+1-i); MAE ViT-B: 0.65
+  c.eval.finetune_label_smoothing = 0.0  # MAE: 0.1
+  c.eval.finetune_warmup_epochs = 0.0    # MAE: 5
+  c.eval.finetune_drop_path_rate = 0.0   # ViT stochastic depth while fine-tuning; MAE ViT-B: 0.1
+  c.eval.finetune_b2 = 0.999             # AdamW beta2 while fine-tuning
   return c
 
 
@@ -161,6 +200,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.model.depth={config.model.depth} is not a ResNet depth; choose one of {models.DEPTHS}.")
     if config.model.stem not in models.STEMS:
       raise ValueError(f"config.model.stem={config.model.stem!r}; choose one of {models.STEMS}.")
+  if config.model.name == "vit":
+    _validate_vit(config)
   models.get_dtype(config.dtype)
   if config.optimizer.name not in optim.OPTIMIZERS:
     raise ValueError(f"Unknown config.optimizer.name {config.optimizer.name!r}; choose one of {optim.OPTIMIZERS}.")
@@ -179,6 +220,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
   if config.total_steps <= 0 and config.total_epochs <= 0:
     raise ValueError("Set config.total_steps or config.total_epochs to a positive number.")
+
+
+def _validate_vit(config: ml_collections.ConfigDict) -> None:
+  from sslax.models import vit
+  m = config.model
+  vit.vit_dims(m.variant, m.hidden_size, m.num_layers, m.num_heads)  # raises with the fix
+  if m.patch_size not in vit.PATCH_SIZES:
+    raise ValueError(f"config.model.patch_size={m.patch_size}; choose one of {vit.PATCH_SIZES}.")
+  size = config.dataset.image_size
+  if size % m.patch_size:
+    divisors = [p for p in vit.PATCH_SIZES if size % p == 0]
+    raise ValueError(f"config.dataset.image_size={size} is not divisible by "
+                     f"config.model.patch_size={m.patch_size}; use a patch size from {divisors} "
+                     f"or an image size that is a multiple of {m.patch_size}.")
+  for key, allowed in (("posemb", vit.POSEMBS), ("pool", vit.POOLS),
+                       ("remat_policy", tuple(vit.REMAT_POLICIES))):
+    if m[key] not in allowed:
+      raise ValueError(f"config.model.{key}={m[key]!r}; choose one of {allowed}.")
+  if m.pool == "cls" and not m.class_token:
+    raise ValueError("config.model.pool='cls' needs config.model.class_token=True; or set "
+                     "config.model.pool='gap'.")
+  if not 0 <= m.drop_path_rate < 1:
+    raise ValueError(f"config.model.drop_path_rate={m.drop_path_rate} must be in [0, 1).")
 
 
 def _is_tfds_name(name: str) -> bool:

@@ -10,7 +10,10 @@ Protocols (see sslax/evaluation/runner.py):
              chosen ids are saved to DIR/lowshot/
   retrieval  test images as queries against the train gallery (cosine): mAP, precision@k
   pictures   PNGs in DIR/pictures/: augmented views, PCA map of test features, retrieval grid
-  zero_shot  belongs to image-text models (fails with a message)
+  zero_shot  image-text models (clip, siglip): prompt-ensemble zero-shot accuracy on
+             dataset.zero_shot_dataset (templates: dataset.zero_shot_templates), vs random init
+  image_text_retrieval  image-text models: image->text and text->image Recall@1/5/10 on the
+             held-out pairs of dataset.test_split, vs random init
 
 The run's config is rebuilt from DIR/config.json (written by the trainer); any key can be
 overridden with --config.<key>=<value> (e.g. --config.eval.knn_temperature=0.1). The newest

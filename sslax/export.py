@@ -161,11 +161,28 @@ def export(workdir: str, out: str, fmt: str, *, config=None, input_size: int | N
   backbone = models.make_backbone(config.model, config.dtype)
   size = config.dataset.image_size
   spec = preprocessing_spec(size, infer_channels(backbone, variables, size))
-  return export_encoder(out, fmt, model=config.model.to_dict(), dtype=config.dtype,
+  spec = export_encoder(out, fmt, model=config.model.to_dict(), dtype=config.dtype,
                         variables=variables, preprocessing=spec, input_size=input_size,
                         platforms=platforms,
                         source={"workdir": os.path.abspath(workdir), "step": step,
                                 "method": config.method, "dataset": config.dataset.name})
+  save_tokenizer(out, tree.get("method_state"))
+  return spec
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def save_tokenizer(out: str, method_state) -> str | None:
+  """Image-text models (clip, siglip) keep their tokenizer's JSON spec in the checkpoint's
+  method state; it goes beside the exported model as PATH/tokenizer.json (read it with
+  `sslax.data.text.ByteTokenizer.from_json`). Returns the path, or None for other methods."""
+  if not method_state or "tokenizer" not in method_state:
+    return None
+  path = os.path.join(out, TOKENIZER_FILE)
+  with open(path, "w") as f:
+    f.write(np.asarray(method_state["tokenizer"], np.uint8).tobytes().decode("utf-8"))
+  return path
 
 
 class LoadedEncoder:

@@ -1,8 +1,8 @@
 """Device mesh, sharding rules, and host -> global array assembly.
 
 One mesh over all devices of all processes. The batch is split over every mesh axis
-(`BATCH_AXES`), so data parallelism and (later) FSDP share it; params are replicated unless a
-rule shards them. The mesh uses `AxisType.Auto`, so `jax.jit` propagates shardings and
+(`BATCH_AXES`), so data parallelism and FSDP share it; params are replicated unless the FSDP
+rule (`state_sharding`) shards them over the "fsdp" axis. The mesh uses `AxisType.Auto`, so `jax.jit` propagates shardings and
 only losses that need explicit collectives use `jax.shard_map`.
 """
 from __future__ import annotations
@@ -45,6 +45,36 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp_size: int, min_size: int) -> P:
+  """Where an array of `shape` lives under FSDP: P() (replicated), or "fsdp" on one dimension.
+
+  Arrays with at least `min_size` elements are split over the "fsdp" axis along their largest
+  dimension divisible by `fsdp_size` (the first such on ties); smaller ones, and ones with no
+  divisible dimension, stay replicated (sharding them would cost more in collectives than it
+  saves in memory).
+  """
+  if fsdp_size <= 1 or math.prod(shape) < min_size:
+    return P()
+  divisible = [d for d, n in enumerate(shape) if n % fsdp_size == 0]
+  if not divisible:
+    return P()
+  dim = max(divisible, key=lambda d: (shape[d], -d))
+  return P(*[("fsdp" if d == dim else None) for d in range(len(shape))])
+
+
+def state_sharding(shapes: Any, mesh: Mesh, min_size: int) -> Any:
+  """Shardings for a pytree of arrays (or ShapeDtypeStructs): FSDP rules by shape.
+
+  Applied to the whole train state, so a param and its optimizer moments (same shape) get the
+  same sharding, and so do EMA teachers. With mesh "fsdp" = 1 everything is replicated. Under
+  `jax.jit` XLA all-gathers sharded params where the computation needs them and reduce-scatters
+  their gradients; the batch stays split over every mesh axis (BATCH_AXES).
+  """
+  fsdp_size = mesh.shape.get("fsdp", 1)
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp_size, min_size)),
+                      shapes)
 
 
 def num_batch_shards(mesh: Mesh) -> int:

@@ -20,8 +20,8 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sslax import checkpoint, config as config_lib, optim, sharding
-from sslax.data import pipeline, sources
+from sslax import checkpoint, config as config_lib, optim, perf, sharding
+from sslax.data import pipeline, prefetch, sources
 from sslax.methods import get_method
 from sslax.state import TrainState
 
@@ -93,7 +93,8 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
                       rng=jax.random.key_data(rng))
 
   shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
-  state_sharding = jax.tree.map(lambda _: sharding.replicated(mesh), shapes)
+  # FSDP: large params and their optimizer state split over mesh "fsdp"; the rest replicated.
+  state_sharding = sharding.state_sharding(shapes, mesh, config.model.fsdp_min_size)
   abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                                 shapes, state_sharding)
   return Setup(config, mesh, method, train_source, total_steps, steps_per_epoch, schedule, tx, init_fn,
@@ -129,9 +130,44 @@ def make_train_step(s: Setup):
                  donate_argnums=(0,))
 
 
-def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-  host = jax.device_get(pending)
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+# Device batches held ahead of the step by the prefetch thread (sslax/data/prefetch.py).
+PREFETCH_BATCHES = 2
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _add_metrics(sums: dict, metrics: dict) -> dict:
+  """Running metric sums stay on device: one tiny async op per step, no host sync."""
+  return jax.tree.map(jnp.add, sums, metrics)
+
+
+def _fetch_means(sums: dict, count: int) -> dict[str, float]:
+  """The loop's one device -> host transfer: metric means over the `count` steps summed."""
+  host = jax.device_get(sums)
+  return {k: float(np.mean(v)) / count for k, v in host.items()}
+
+
+class _StepPerf:
+  """Step FLOPs and compiled memory (from XLA's analyses) and the machine's measured peak.
+
+  Computed once, at the first log step: re-lowering the step hits jax's compilation cache
+  (no second compile), and the peak matmul is cached per process (sslax/perf.py).
+  """
+
+  def __init__(self, train_step, num_devices: int, dtype: str):
+    self._train_step, self._num_devices, self._dtype = train_step, num_devices, dtype
+    self.flops = self.peak_flops = self.memory = None
+    self._done = False
+
+  def measure(self, state, batch) -> None:
+    if self._done:
+      return
+    self._done = True
+    try:
+      compiled = self._train_step.lower(state, batch).compile()
+      self.flops, self.memory = perf.step_flops(compiled), perf.memory_stats(compiled)
+      self.peak_flops = perf.machine_peak_flops(self._num_devices, self._dtype)
+    except Exception as e:  # MFU is a report, never a reason to stop training
+      logging.warning("No MFU: step cost analysis or peak FLOP/s failed: %s", e)
 
 
 def _format_eta(seconds: float) -> str:
@@ -146,6 +182,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   Returns {"state": TrainState, "status": "done"|"preempted", "results": dict, "step": int,
   "train_step_compiles": how many times the step was compiled (1: no recompiles)}.
   step_hook(step) is called after each step (tests use it to inject a SIGTERM).
+
+  The device is never waited on between log steps: batches arrive through a prefetch thread,
+  metrics are summed on device, and the host reads them (`_fetch_means`) only at log,
+  checkpoint and preemption steps.
   """
   s = setup(config)
   is_chief = jax.process_index() == 0
@@ -167,30 +207,42 @@ def train(config: ml_collections.ConfigDict, workdir: str,
           + (f"resumed at step {start_step}" if start_step else "starting from scratch")
           + f"; workdir {workdir}", flush=True)
 
-  # ---- Input: the stream continues at start_step exactly where it stopped.
+  # ---- Input: the stream continues at start_step exactly where it stopped; a background
+  # thread reads and places the next batches on the mesh while the current step runs.
   dataset = pipeline.train_dataset(
       s.train_source, s.method.views(), global_batch=config.batch_size, seed=config.seed,
       start_step=start_step, process_index=jax.process_index(),
       process_count=jax.process_count())
-  batches = dataset.as_numpy_iterator()
+  batches = prefetch.DevicePrefetcher(
+      dataset.as_numpy_iterator(), lambda b: sharding.make_global_batch(s.mesh, b),
+      size=PREFETCH_BATCHES)
 
   train_step = make_train_step(s)
+  step_perf = _StepPerf(train_step, s.mesh.devices.size, config.dtype)
   # TensorBoard on the chief; the readable stdout line below replaces clu's logging writer.
   writer = (metric_writers.SummaryWriter(workdir) if is_chief
             else metric_writers.MultiWriter([]))
   progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer)
   watcher = checkpoint.PreemptionWatcher()
-  pending, status = [], "done"
-  t_log, input_wait, step = time.perf_counter(), 0.0, start_step
+  sums, num_summed, status = None, 0, "done"
+  # Throughput counts the steps dispatched after t_log; the first step's dispatch includes
+  # its compilation, so the clock starts after it.
+  t_log, timed_steps, wait_at_log, compile_s = time.perf_counter(), 0, 0.0, None
+  step = start_step
   try:
     for step in range(start_step + 1, s.total_steps + 1):
       if step == start_step + 1 or (step - 1) % s.steps_per_epoch == 0:
         state = s.method.before_epoch(state, (step - 1) // s.steps_per_epoch, s)
-      t0 = time.perf_counter()
-      local_batch = next(batches)
-      input_wait += time.perf_counter() - t0
-      state, metrics = train_step(state, sharding.make_global_batch(s.mesh, local_batch))
-      pending.append(metrics)  # stays on device: no host sync between log steps
+      batch = next(batches)
+      t_dispatch = time.perf_counter()
+      state, metrics = train_step(state, batch)
+      sums = metrics if sums is None else _add_metrics(sums, metrics)
+      num_summed += 1
+      if compile_s is None:
+        compile_s = time.perf_counter() - t_dispatch
+        t_log, wait_at_log = time.perf_counter(), batches.wait_seconds
+      else:
+        timed_steps += 1
       progress(step)
       if step_hook is not None:
         step_hook(step)
@@ -198,28 +250,39 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
       stopping = watcher.should_stop(step)  # every process asks, at every step, in order
       if is_log_step or stopping or manager.should_save(step):
-        summary = _mean_metrics(pending)  # host sync only here: never checkpoint a NaN state
+        summary = _fetch_means(sums, num_summed)  # host sync only here: never checkpoint a NaN state
         if not np.isfinite(summary["loss"]):
           raise FloatingPointError(
-              f"Loss became {summary['loss']} between steps {step - len(pending) + 1} and {step}. "
+              f"Loss became {summary['loss']} between steps {step - num_summed + 1} and {step}. "
               f"The last finite checkpoint in {manager.directory} (step {manager.latest_step()}) "
               f"is kept and resumed from on restart; lower optimizer.base_lr, raise "
               f"optimizer.warmup_epochs, or set optimizer.grad_clip_norm.")
       if is_log_step:
+        step_perf.measure(state, batch)
         elapsed = time.perf_counter() - t_log
-        images_per_s = len(pending) * config.batch_size / elapsed
-        summary.update(images_per_s=images_per_s, input_wait_frac=input_wait / elapsed)
+        step_s = elapsed / timed_steps if timed_steps else compile_s
+        images_per_s = config.batch_size / step_s
+        summary.update(images_per_s=images_per_s, step_s=step_s,
+                       input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0))
+        step_mfu = perf.mfu(step_perf.flops, step_s, step_perf.peak_flops)
+        if step_mfu is not None and timed_steps:
+          summary["mfu"] = step_mfu
         writer.write_scalars(step, summary)
         if is_chief:  # one JSON line per log step: easy to read back (benchmarks, notebooks)
           with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **summary}) + "\n")
         if is_chief:
-          eta = (s.total_steps - step) * config.batch_size / images_per_s
+          eta = (s.total_steps - step) * step_s
+          mfu_text = f"MFU {100 * summary['mfu']:.1f}%  " if "mfu" in summary else ""
+          first = (f"  (compile {compile_s:.1f}s, step peak memory "
+                   f"{step_perf.memory['peak_mb']:.0f} MiB/device)"
+                   if step_perf.memory and step == start_step + num_summed else "")
           print(f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
-                f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  "
-                f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}",
+                f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
+                f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}",
                 flush=True)
-        pending, t_log, input_wait = [], time.perf_counter(), 0.0
+        sums, num_summed, timed_steps = None, 0, 0
+        t_log, wait_at_log = time.perf_counter(), batches.wait_seconds
 
       if stopping:
         checkpoint.save(manager, step, state, force=True)
@@ -230,6 +293,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         break
       checkpoint.save(manager, step, state, force=step == s.total_steps)
   finally:
+    batches.close()
     manager.wait_until_finished()
     watcher.close()
   writer.flush()

@@ -29,6 +29,12 @@ def _example_reader(source: Source):
   return lambda i: source.decode(tf.gather(paths, i))
 
 
+def _tokens_of(source: Source):
+  """The [N, L] int32 caption tokens of an image-text source as a constant, else None."""
+  tokens = getattr(source, "tokens", None)
+  return None if tokens is None else tf.constant(np.asarray(tokens, np.int32))
+
+
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
   return max(num_examples // global_batch, 1)
 
@@ -60,7 +66,8 @@ def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_b
   """Infinite dataset of this process's batches.
 
   Yields {"views": ([b,S,S,C] float32, ...), "label": [b] int32, "index": [b] int32 example
-  ids} with b = global_batch / process_count.
+  ids} with b = global_batch / process_count; image-text sources (a `tokens` [N, L] array,
+  see sslax/data/image_text.py) add "tokens": [b, L] int32, the caption of each image.
   """
   local_batch = global_batch // process_count
   if isinstance(source, TFDSSource):
@@ -78,19 +85,25 @@ def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_b
     n = len(source.labels)
     labels = tf.constant(source.labels.astype(np.int32))
     read = _example_reader(source)
+    tokens = _tokens_of(source)
 
     def lookup(pos):
       i = example_index(pos, num_examples=n, global_batch=global_batch, seed=seed)
+      if tokens is not None:  # the caption rides with its image's index
+        return pos, read(i), tf.gather(labels, i), i, tf.gather(tokens, i)
       return pos, read(i), tf.gather(labels, i), i
 
     ds = local_positions(start_step, global_batch=global_batch, process_index=process_index,
                          process_count=process_count)
     ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  def make_example(pos, image, label, index):
+  def make_example(pos, image, label, index, *caption_tokens):
     view_seed = tf.stack([tf.constant(seed, tf.int64), pos])   # same on any process layout
-    return {"views": augment.make_views(image, view_seed, views),
-            "label": tf.cast(label, tf.int32), "index": tf.cast(index, tf.int32)}
+    example = {"views": augment.make_views(image, view_seed, views),
+               "label": tf.cast(label, tf.int32), "index": tf.cast(index, tf.int32)}
+    if caption_tokens:
+      example["tokens"] = caption_tokens[0]
+    return example
 
   ds = ds.map(make_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(local_batch, drop_remainder=True)

@@ -38,6 +38,11 @@ if TYPE_CHECKING:  # TensorFlow and TFDS are imported lazily: reading idx/CIFAR 
 
 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "image_folder", "fake")
+DATASETS += ("openclipart", "tuxpaint_stamps")  # labelled colour images, see COLOUR_FOLDER_DATASETS
+# Image-text pairs (captions + tokens), see sslax/data/image_text.py.
+IMAGE_TEXT_DATASETS = ("image_text_pairs", "openclipart_captions", "tuxpaint_captions",
+                       "fashion_mnist_captions", "coco_captions")
+DATASETS += IMAGE_TEXT_DATASETS
 
 # Where datasets are searched for, after an explicit `data_dir` and `$SSLAX_DATA_DIR`.
 # Module-level so that tests (and unusual installs) can replace them.
@@ -212,13 +217,19 @@ def get_source(name: str, split: str, *, data_dir: str | None = None, image_size
   if num_examples is not None and num_examples < 1:
     raise ValueError(f"num_examples must be >= 1, got {num_examples}")
   key = name.strip().lower().replace("-", "_")
-  if key in ("fashion_mnist", "mnist"):
+  if key in IMAGE_TEXT_DATASETS:
+    from sslax.data import image_text  # pylint: disable=g-import-not-at-top
+    return image_text.get_image_text_source(key, split, data_dir=data_dir, image_size=image_size,
+                                            num_examples=num_examples, seed=seed)
+  elif key in ("fashion_mnist", "mnist"):
     source = _idx_source(key, split, data_dir)
   elif key in ("cifar10", "cifar100"):
     source = _cifar_source(key, split, data_dir)
   elif key == "image_folder":
     return _image_folder_source(split, data_dir, num_examples=num_examples, seed=seed,
                                 verify_images=verify_images)
+  elif key in COLOUR_FOLDER_DATASETS:
+    source = _colour_folder_source(key, split, data_dir, image_size=image_size)
   elif key == "fake":
     return _fake_source(split, image_size=image_size,
                         num_examples=num_examples or FAKE_DEFAULT_NUM_EXAMPLES, seed=seed)
@@ -947,3 +958,102 @@ def _tfds_source(name: str, split: str, data_dir: str | None, *, num_examples: i
   logging.info("%s/%s: %d examples loaded from TFDS", name, split, len(labels))
   return ArraySource(images=np.ascontiguousarray(images), labels=labels.astype(np.int32),
                      num_classes=num_classes, class_names=class_names, name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Labelled colour clip-art / photo cut-outs from Debian packages (scripts/get_image_text_data.sh)
+# --------------------------------------------------------------------------------------------
+
+# name -> the folder (under a search root) whose sub-directories are the categories.
+COLOUR_FOLDER_DATASETS = {
+    "openclipart": os.path.join("openclipart", "png"),         # 8,121 PNGs, 22 categories
+    "tuxpaint_stamps": os.path.join("tuxpaint-stamps", "stamps"),  # 796 PNGs, 16 categories
+}
+COLOUR_FOLDER_TEST_PERCENT = 20   # a file is in "test" iff crc32(its relative path) % 100 < this
+COLOUR_FOLDER_MIN_STORED_SIZE = 64  # decoded once to a square of max(this, image_size) px
+
+
+def _colour_folder_files(folder: str) -> tuple[list[str], list[str], tuple[str, ...]]:
+  """-> (relative paths, their top-level category, sorted category names)."""
+  categories = tuple(_list_class_dirs(folder))
+  paths, cats = [], []
+  for c in categories:
+    for dirpath, dirnames, filenames in os.walk(os.path.join(folder, c)):
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+      for fn in sorted(filenames):
+        if fn.lower().endswith(IMAGE_EXTENSIONS):
+          paths.append(os.path.relpath(os.path.join(dirpath, fn), folder))
+          cats.append(c)
+  return paths, cats, categories
+
+
+def _decode_on_white(path: str, size: int) -> np.ndarray | None:
+  """A PNG/JPEG (any mode, transparency composited on white) -> uint8 [size, size, 3], its
+  longer side scaled to `size` and centred on a white square; None if unreadable."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      im = im.convert("RGBA")
+      canvas = Image.new("RGBA", im.size, (255, 255, 255, 255))
+      im = Image.alpha_composite(canvas, im).convert("RGB")
+      scale = size / max(im.size)
+      w, h = max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))
+      im = im.resize((w, h), Image.BICUBIC)
+      square = Image.new("RGB", (size, size), (255, 255, 255))
+      square.paste(im, ((size - w) // 2, (size - h) // 2))
+      return np.asarray(square, np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.warning("skipping unreadable image %s: %s", path, e)
+    return None
+
+
+def _colour_folder_source(key: str, split: str, data_dir: str | None, *,
+                          image_size: int) -> ArraySource:
+  """Every image of one split, decoded once into memory (and cached beside the data as .npz)."""
+  _check_split(key, split, ("train", "test"))
+  sub = COLOUR_FOLDER_DATASETS[key]
+  searched = []
+  for root in _search_roots(data_dir):
+    folder = os.path.join(root, sub)
+    if _list_class_dirs(folder):
+      break
+    searched.append(folder)
+  else:
+    raise DatasetNotFoundError(
+        f"{key}: no category folders found; searched:\n" + "".join(f"  - {s}\n" for s in searched)
+        + "Get the data (Debian packages, no root needed) with `bash scripts/get_image_text_data.sh` "
+        f"(it unpacks into ${DATA_DIR_ENV} or {USER_CACHE_DIR}), or pass --config.dataset.data_dir.")
+  paths, cats, categories = _colour_folder_files(folder)
+  test = np.array([zlib.crc32(p.encode()) % 100 < COLOUR_FOLDER_TEST_PERCENT for p in paths])
+  # Order by a hash of the path, not by category, so "the first n" is a mixed subset.
+  keep = [i for i in sorted(range(len(paths)), key=lambda i: (zlib.crc32(paths[i].encode()), paths[i]))
+          if test[i] == (split == "test")]
+  size = max(COLOUR_FOLDER_MIN_STORED_SIZE, int(image_size))
+  fingerprint = zlib.crc32("\n".join(paths[i] for i in keep).encode())
+  cache = os.path.join(os.path.dirname(folder.rstrip(os.sep)),
+                       f".sslax_{key}_{split}_{size}px_{fingerprint:08x}.npz")
+  images = None
+  if os.path.exists(cache):
+    try:
+      with np.load(cache, allow_pickle=False) as f:
+        images, ok = f["images"], f["ok"]
+    except (OSError, ValueError, KeyError) as e:
+      logging.warning("ignoring unreadable cache %s: %s", cache, e)
+  if images is None:
+    workers = min(16, 2 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+      decoded = list(pool.map(lambda i: _decode_on_white(os.path.join(folder, paths[i]), size), keep))
+    ok = np.array([d is not None for d in decoded])
+    images = np.stack([d for d in decoded if d is not None]) if ok.any() else np.zeros((0, size, size, 3), np.uint8)
+    try:
+      tmp = cache + f".tmp{os.getpid()}.npz"
+      np.savez(tmp, images=images, ok=ok)
+      os.replace(tmp, cache)
+    except OSError as e:  # read-only data dir: decode again next time
+      logging.info("not caching %s: %s", cache, e)
+  index = {c: i for i, c in enumerate(categories)}
+  labels = np.array([index[cats[i]] for i, good in zip(keep, ok) if good], np.int32)
+  if not len(labels):
+    raise DatasetNotFoundError(f"{key}: no readable images in the {split!r} split of {folder}.")
+  return ArraySource(images=images, labels=labels, num_classes=len(categories),
+                     class_names=categories, name=key)

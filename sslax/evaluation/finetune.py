@@ -7,6 +7,10 @@ chosen from a seed), report top-1 on the test split. `fraction=1.0` is plain fin
 The head is zero-initialised, BatchNorm runs in train mode (batch statistics over the global
 batch, running averages updated), and training uses the trainer's input pipeline (stateless,
 per-process, replayable) with random-resized-crop + flip views.
+
+MAE's fine-tuning recipe is available for any backbone: layer-wise lr decay (`layer_decay`:
+the lr of layer i is scaled by decay^(L + 1 - i), see `layer_ids`), label smoothing, warmup,
+AdamW and (ViT) stochastic depth.
 """
 from __future__ import annotations
 
@@ -79,6 +83,88 @@ def require_random_access(source) -> None:
       f"on all labels (fraction 1.0), or prepare the subset as an image_folder.")
 
 
+def _key_name(entry) -> str:
+  return str(getattr(entry, "key", getattr(entry, "name", entry)))
+
+
+def layer_ids(params) -> tuple[dict, int]:
+  """Layer index of every parameter of a Classifier's params {"backbone", "head"}.
+
+  -> (tree like params whose leaves are ints, or int arrays broadcastable against the leaf for
+  scanned ViT blocks, num_layers). With L the backbone's depth in "layers":
+    ViT (MAE's assignment): patch_embed, pos_embedding, cls_token -> 0; encoder block i -> i + 1;
+      encoder_norm and the head -> L + 1, L = number of blocks.
+    ResNet: stem -> 0; every block of stage s -> s (1..4); the head -> L + 1, L = 4 stages.
+  num_layers = L + 1, so that lr scale = layer_decay ** (num_layers - id) is 1 for the head.
+  """
+  backbone = params["backbone"]
+  if "patch_embed" in backbone:                                       # ViT
+    encoder = backbone["encoder"]
+    if "blocks" in encoder:                                           # nn.scan: [depth, ...]
+      depth = jax.tree.leaves(encoder["blocks"])[0].shape[0]
+    else:
+      depth = sum(1 for k in encoder if k.startswith("block"))
+    last = depth + 1
+
+    def vit_id(path, leaf):
+      names = [_key_name(e) for e in path]
+      if names[0] == "head":
+        return last
+      top = names[1]
+      if top in ("patch_embed", "pos_embedding", "cls_token"):
+        return 0
+      if top == "encoder_norm":
+        return last
+      if top == "encoder" and names[2] == "blocks":
+        return np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
+      if top == "encoder" and names[2].startswith("block"):
+        return int(names[2][len("block"):]) + 1
+      raise ValueError(f"layer_ids: no layer for ViT parameter {'/'.join(names)}")
+
+    return jax.tree_util.tree_map_with_path(vit_id, params), last
+  if "stem_conv" in backbone:                                         # ResNet
+    stages = sorted({int(k[len("stage"):].split("_")[0]) for k in backbone if k.startswith("stage")})
+    last = len(stages) + 1
+
+    def resnet_id(path, leaf):
+      names = [_key_name(e) for e in path]
+      if names[0] == "head":
+        return last
+      if names[1].startswith("stem"):
+        return 0
+      if names[1].startswith("stage"):
+        return stages.index(int(names[1][len("stage"):].split("_")[0])) + 1
+      raise ValueError(f"layer_ids: no layer for ResNet parameter {'/'.join(names)}")
+
+    return jax.tree_util.tree_map_with_path(resnet_id, params), last
+  raise ValueError(f"layer_ids: unknown backbone (top-level params {sorted(backbone)}); "
+                   f"layer-wise lr decay knows ViT and ResNet, set eval.finetune_layer_decay=1.0.")
+
+
+def layer_decay_scales(params, decay: float):
+  """Per-parameter lr multipliers decay ** (num_layers - layer_id) (MAE's layer-wise decay)."""
+  ids, num_layers = layer_ids(params)
+  return jax.tree.map(lambda i: np.asarray(decay, np.float64) ** (num_layers - np.asarray(i)), ids)
+
+
+def scale_updates(scales) -> optax.GradientTransformation:
+  """Multiplies each update by its scale: a per-parameter learning rate (after the optimizer,
+  so weight decay and momentum are scaled as PyTorch param-group lrs scale them)."""
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.0):
+  """Mean cross entropy against (1 - a) one_hot(labels) + a / K (Szegedy et al. 2016).
+
+  logits [B, K], labels [B] int -> scalar.
+  """
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+
+
 class Classifier(nn.Module):
   """backbone -> linear head: images [B, H, W, C] -> logits [B, num_classes]."""
   backbone: nn.Module
@@ -94,13 +180,18 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
              num_classes: int, image_size: int, mesh, epochs: int = 10, batch_size: int = 256,
              eval_batch_size: int = 512, optimizer: str = "sgd", learning_rate: float = 0.01,
              weight_decay: float = 0.0, momentum: float = 0.9, crop_scale=(0.08, 1.0),
-             seed: int = 0) -> dict:
+             seed: int = 0, layer_decay: float = 1.0, label_smoothing: float = 0.0,
+             warmup_epochs: float = 0.0, drop_path_rate: float = 0.0, b2: float = 0.999) -> dict:
   """Fine-tunes backbone + a zero-initialised linear head on all of `train_source`.
 
   backbone_variables: {"params": ..., "batch_stats": ...} of the pretrained backbone.
   batch_size: global batch, lowered (to a multiple of the devices) for small train sets;
     a train set smaller than the batch is repeated to fill it.
-  optimizer: "sgd" | "lars" | "adamw" (sslax.optim), cosine decay to 0 without warmup.
+  optimizer: "sgd" | "lars" | "adamw" (sslax.optim); linear warmup over `warmup_epochs`, then
+    cosine decay to 0.
+  layer_decay: < 1 scales the lr of layer i by layer_decay ** (L + 1 - i) (`layer_ids`).
+  label_smoothing: a in the targets (1 - a) one_hot + a / K.
+  drop_path_rate: ViT backbones: stochastic depth while fine-tuning (MAE: 0.1 for ViT-B).
   Returns {"top1", "train_examples", "steps", "final_loss"}.
   """
   from sslax.train import image_channels  # local: the trainer imports the evaluation package
@@ -116,6 +207,11 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
   total_steps = max(int(epochs * pipeline.steps_per_epoch(pipeline.num_examples(train_source),
                                                           global_batch)), 1)
 
+  if drop_path_rate:
+    if not hasattr(backbone, "drop_path_rate"):
+      raise ValueError(f"eval.finetune_drop_path_rate={drop_path_rate} needs a backbone with "
+                       f"stochastic depth (ViT), not {type(backbone).__name__}; set it to 0.")
+    backbone = backbone.clone(drop_path_rate=drop_path_rate)
   model = Classifier(backbone, num_classes)
   dim = jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), backbone_variables,
                        jax.ShapeDtypeStruct((1, image_size, image_size, image_channels(train_source)),
@@ -123,19 +219,25 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
   params = {"backbone": backbone_variables["params"],
             "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}}
   batch_stats = {"backbone": backbone_variables.get("batch_stats", {})}
-  schedule = optax.cosine_decay_schedule(learning_rate, total_steps)
+  steps_per_epoch = total_steps / max(epochs, 1e-9)
+  schedule = optim.warmup_cosine(learning_rate, total_steps, int(warmup_epochs * steps_per_epoch))
   tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
-      name=optimizer, weight_decay=weight_decay, momentum=momentum)), schedule)
+      name=optimizer, weight_decay=weight_decay, momentum=momentum, b2=b2)), schedule)
+  if layer_decay != 1.0:
+    tx = optax.chain(tx, scale_updates(layer_decay_scales(params, layer_decay)))
   replicated = sharding.replicated(mesh)
   state = jax.device_put((params, batch_stats, tx.init(params)), replicated)
 
-  def train_step(state, images, labels):
+  dropout_key = jax.random.key(seed)
+
+  def train_step(state, images, labels, step):
     params, batch_stats, opt_state = state
+    rngs = {"dropout": jax.random.fold_in(dropout_key, step)}  # stochastic depth (ViT)
 
     def loss_fn(params):
       logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                    train=True, mutable=["batch_stats"])
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+                                    train=True, mutable=["batch_stats"], rngs=rngs)
+      loss = smoothed_cross_entropy(logits, labels, label_smoothing)
       return loss, updates["batch_stats"]
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -143,7 +245,7 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
   step_fn = jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh),
-                                              sharding.batch_sharding(mesh)),
+                                              sharding.batch_sharding(mesh), replicated),
                     out_shardings=(replicated, replicated), donate_argnums=(0,))
   view = augment.ViewSpec(size=image_size, crop_scale=tuple(crop_scale), flip_prob=0.5,
                           jitter_prob=0.0, grayscale_prob=0.0)
@@ -151,10 +253,10 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
                                    process_index=jax.process_index(),
                                    process_count=jax.process_count()).as_numpy_iterator()
   loss = None
-  for _ in range(total_steps):
+  for i in range(total_steps):
     local = next(batches)
     batch = sharding.make_global_batch(mesh, {"image": local["views"][0], "label": local["label"]})
-    state, loss = step_fn(state, batch["image"], batch["label"])
+    state, loss = step_fn(state, batch["image"], batch["label"], np.int32(i))
 
   params, batch_stats, _ = state
   logits, labels = features_lib.extract_features(

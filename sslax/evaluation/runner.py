@@ -111,7 +111,8 @@ def format_table(record: dict) -> str:
 # One protocol at a time (python -m sslax.evaluate), on cached features
 # ------------------------------------------------------------------------------------------
 
-PROTOCOLS = ("knn", "linear", "finetune", "lowshot", "retrieval", "pictures", "zero_shot")
+PROTOCOLS = ("knn", "linear", "finetune", "lowshot", "retrieval", "pictures", "zero_shot",
+             "image_text_retrieval")
 
 
 @dataclasses.dataclass
@@ -184,7 +185,10 @@ def _finetune(enc: Encoder, train_src, test_src, seed: int) -> dict:
       image_size=enc.config.dataset.image_size, mesh=enc.mesh, epochs=ev.finetune_epochs,
       batch_size=ev.finetune_batch_size, eval_batch_size=ev.batch_size,
       optimizer=ev.finetune_optimizer, learning_rate=ev.finetune_lr,
-      weight_decay=ev.finetune_weight_decay, crop_scale=tuple(ev.finetune_crop_scale), seed=seed)
+      weight_decay=ev.finetune_weight_decay, crop_scale=tuple(ev.finetune_crop_scale), seed=seed,
+      layer_decay=ev.finetune_layer_decay, label_smoothing=ev.finetune_label_smoothing,
+      warmup_epochs=ev.finetune_warmup_epochs, drop_path_rate=ev.finetune_drop_path_rate,
+      b2=ev.finetune_b2)
 
 
 def _lowshot(enc: Encoder, workdir: str) -> dict:
@@ -266,11 +270,6 @@ def images_at(source, indices) -> list[np.ndarray]:
 
 def check_protocol(protocol: str) -> None:
   """Fails (before any checkpoint is read) on a protocol this version cannot run."""
-  if protocol == "zero_shot":
-    raise NotImplementedError(
-        "--protocol zero_shot needs an image-text model (a text tower and class-name prompts); "
-        "it arrives with the image-text (CLIP/SigLIP) issue. For image-only checkpoints use "
-        "knn, linear, finetune, lowshot or retrieval.")
   if protocol not in PROTOCOLS:
     raise ValueError(f"Unknown protocol {protocol!r}; choose one of {PROTOCOLS}.")
 
@@ -289,6 +288,18 @@ def check_eval_config(config) -> None:
   if ev.finetune_optimizer not in optim.OPTIMIZERS:
     raise ValueError(f"config.eval.finetune_optimizer={ev.finetune_optimizer!r}; choose one of "
                      f"{optim.OPTIMIZERS}.")
+  if not 0 < ev.finetune_layer_decay <= 1:
+    raise ValueError(f"config.eval.finetune_layer_decay={ev.finetune_layer_decay} must be in "
+                     f"(0, 1]; 1 turns layer-wise lr decay off, MAE uses 0.65-0.75.")
+  if not 0 <= ev.finetune_label_smoothing < 1:
+    raise ValueError(f"config.eval.finetune_label_smoothing={ev.finetune_label_smoothing} must "
+                     f"be in [0, 1); 0 is plain cross entropy, MAE uses 0.1.")
+  if not 0 <= ev.finetune_drop_path_rate < 1:
+    raise ValueError(f"config.eval.finetune_drop_path_rate={ev.finetune_drop_path_rate} must be "
+                     f"in [0, 1).")
+  if ev.finetune_warmup_epochs < 0 or ev.finetune_warmup_epochs > ev.finetune_epochs:
+    raise ValueError(f"config.eval.finetune_warmup_epochs={ev.finetune_warmup_epochs} must be in "
+                     f"[0, eval.finetune_epochs={ev.finetune_epochs}].")
   if not 0 < ev.linear_val_fraction < 1:
     raise ValueError(f"config.eval.linear_val_fraction={ev.linear_val_fraction} must be in (0, 1).")
 
@@ -315,7 +326,46 @@ def run_protocol(enc: Encoder, workdir: str, protocol: str) -> dict:
                      config.seed)
   if protocol == "lowshot":
     return _lowshot(enc, workdir)
+  if protocol in ("zero_shot", "image_text_retrieval"):
+    return _image_text_protocol(enc, workdir, protocol)
   return _pictures(enc, workdir)
+
+
+def _image_text_protocol(enc: Encoder, workdir: str, protocol: str) -> dict:
+  """zero_shot: prompt-ensemble classification of dataset.zero_shot_dataset (default: the
+  training dataset's labels) on dataset.zero_shot_split. image_text_retrieval: Recall@K both
+  ways on the (image, caption) pairs of dataset.test_split. Both for the trained model and,
+  with eval.baselines, the same network at its random initialisation."""
+  from sslax import train as train_lib
+  from sslax.data import image_text, sources
+  from sslax.evaluation import image_text_retrieval, zero_shot
+  config, ds = enc.config, enc.config.dataset
+  trained = zero_shot.restore_model(config, workdir, enc.method)
+  if protocol == "zero_shot":
+    name = ds.zero_shot_dataset or ds.name
+    source = sources.get_source(name, ds.zero_shot_split,
+                                data_dir=(ds.data_dir or None) if name == ds.name else None,
+                                image_size=ds.image_size, seed=config.seed)
+
+    def run(model):
+      return zero_shot.zero_shot(model, source, image_text.prompt_class_names(source),
+                                 tuple(ds.zero_shot_templates), config=config, mesh=enc.mesh)
+  else:
+    source = train_lib.load_source(config, ds.test_split)
+    if getattr(source, "tokens", None) is None:
+      raise ValueError(f"--protocol image_text_retrieval needs captions: config.dataset.name="
+                       f"{ds.name!r} is not an image-text dataset ({sources.IMAGE_TEXT_DATASETS}).")
+
+    def run(model):
+      images, _ = zero_shot.image_embeddings(model, source, image_size=ds.image_size,
+                                             batch_size=config.eval.batch_size, mesh=enc.mesh)
+      texts = zero_shot.text_embeddings_of_tokens(model, source.tokens, config.text.context_length)
+      return image_text_retrieval.image_text_retrieval(images, texts, tuple(config.eval.retrieval_ks))
+  results = {"pretrained": run(trained)}
+  if config.eval.baselines:
+    channels = train_lib.image_channels(source)
+    results["random_init"] = run(zero_shot.random_init_model(config, enc.method, channels))
+  return results
 
 
 def protocol_record(enc: Encoder, protocol: str, results: dict, seconds: float) -> dict:

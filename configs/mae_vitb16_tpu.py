@@ -1,0 +1,81 @@
+r"""MAE ViT-B/16 on ImageNet-1k, the paper's 1600-epoch recipe (He et al. 2021, appendix A.1).
+
+Command (Cloud TPU v3-64 / v4-32 pod slice, one process per host; see README "Scaling out"):
+  python -m sslax.main --config configs/mae_vitb16_tpu.py --workdir gs://BUCKET/mae_vitb16
+Fine-tune (appendix A.2 without mixup / cutmix / RandAugment / random erasing, which sslax's
+fine-tuning does not implement, so expect somewhat lower than the paper's number):
+  python -m sslax.evaluate --workdir gs://BUCKET/mae_vitb16 --protocol finetune
+
+Data: TFDS `imagenet2012`, prepared once with the manual-download archives
+(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+
+Pretraining recipe: ViT-B/16 encoder (768 wide, 12 blocks, 12 heads, fixed 2D sin-cos position
+embeddings, class token), mask ratio 0.75, decoder 512 wide, 8 blocks, 16 heads, loss on
+per-patch-normalised pixels (norm_pix_loss), batch 4096, AdamW (b1 0.9, b2 0.95, weight decay
+0.05), lr = 1.5e-4 x B/256 = 2.4e-3, 40 warmup epochs then cosine, 1600 epochs, random resized
+crop (0.2, 1) + flip only. bfloat16 compute (params float32), remat of each block (saves the
+matmul outputs, recomputes the rest). Params are small enough (86M) for plain data
+parallelism; for ViT-L/H set --config.mesh.fsdp=N to shard params and optimizer state.
+
+Expected runtime: not measured by us (the paper reports ~31 h for 1600 epochs of ViT-L on 128
+TPU v3 cores; ViT-B is about 2x cheaper per step).
+Expected accuracy (published by the MAE paper, table 3 / sec. 4, not measured by us):
+fine-tuning top-1 83.6% (ViT-B/16, 1600 epochs, 100 fine-tuning epochs with layer decay 0.65);
+linear probing 68.0%. Our end-of-training evaluation is kNN and a linear probe on frozen
+features (mean of the patch tokens here), which for MAE is far below fine-tuning.
+"""
+from sslax.config import base_config
+
+
+def get_config():
+  config = base_config()
+  config.method = "mae"
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 224
+  config.batch_size = 4096
+  config.total_epochs = 1600.0
+  config.dtype = "bfloat16"
+
+  config.model.name = "vit"
+  config.model.variant = "B"
+  config.model.patch_size = 16
+  config.model.posemb = "sincos2d"
+  config.model.pool = "gap"          # MAE fine-tunes with global pooling
+  config.model.class_token = True
+  config.model.remat_policy = "dots_with_no_batch_dims_saveable"
+
+  config.augment.crop_scale = (0.2, 1.0)
+
+  config.mae.mask_ratio = 0.75
+  config.mae.norm_pix_loss = True
+  config.mae.decoder_width = 512
+  config.mae.decoder_depth = 8
+  config.mae.decoder_heads = 16
+
+  config.optimizer.name = "adamw"
+  config.optimizer.base_lr = 1.5e-4
+  config.optimizer.lr_scaling = "linear"   # 1.5e-4 x 4096 / 256 = 2.4e-3
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.95
+  config.optimizer.weight_decay = 0.05
+  config.optimizer.warmup_epochs = 40.0
+
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  config.eval.batch_size = 1024
+  config.eval.baselines = False
+  # Fine-tuning, appendix A.2 (ViT-B): 100 epochs, batch 1024, lr 5e-4 x 1024/256, layer decay
+  # 0.65, weight decay 0.05, drop path 0.1, label smoothing 0.1, 5 warmup epochs.
+  config.eval.finetune_epochs = 100
+  config.eval.finetune_batch_size = 1024
+  config.eval.finetune_optimizer = "adamw"
+  config.eval.finetune_lr = 2e-3
+  config.eval.finetune_weight_decay = 0.05
+  config.eval.finetune_layer_decay = 0.65
+  config.eval.finetune_label_smoothing = 0.1
+  config.eval.finetune_warmup_epochs = 5.0
+  config.eval.finetune_drop_path_rate = 0.1
+  config.eval.finetune_crop_scale = (0.08, 1.0)
+  return config
