@@ -11,6 +11,9 @@ Expected accuracy: not yet measured at the benchmark budget (300 steps x 256). A
 (100 steps x batch 64, last layer frozen 0.02 epoch) ended with the teacher's entropy at
 6.91 ~ log 1024 and the loss at 6.93 ~ log K: uniform collapse, so these settings are NOT yet
 a working demo; they need tuning (e.g. more steps, teacher momentum, lr, out_dim).
+The DINO row of benchmarks/learning.py runs configs/dino_fashion_mnist.py (ResNet-10 x1/4,
+BatchNorm in the head), which learns at that budget; the same fixes (--config.dino.head_use_bn
+=True, lr 1e-3, momentum 0.99) are untried on this ViT.
 
 Network: ViT "custom" width 128, depth 4, 4 heads, patch 4 (7 x 7 = 49 tokens at 28 px,
 3 x 3 = 9 for the 12 px local crops), learned position embeddings (resized for the local crops)
