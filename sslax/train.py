@@ -262,7 +262,7 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         elapsed = time.perf_counter() - t_log
         step_s = elapsed / timed_steps if timed_steps else compile_s
         images_per_s = config.batch_size / step_s
-        summary.update(images_per_s=images_per_s, step_s=step_s,
+        summary.update(epoch=step / s.steps_per_epoch, images_per_s=images_per_s, step_s=step_s,
                        input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0))
         step_mfu = perf.mfu(step_perf.flops, step_s, step_perf.peak_flops)
         if step_mfu is not None and timed_steps:

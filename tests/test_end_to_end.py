@@ -20,7 +20,6 @@ def _env():
   return env
 
 
-@pytest.mark.slow
 def test_short_pretraining_beats_random_init_on_fashion_mnist(tmp_path):
   try:
     sources.get_source("fashion_mnist", "test")

@@ -73,7 +73,6 @@ def _assert_close(a, b, tol=1e-5):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
   rcs, outs = _wait(_start(tmp_path / "one", num_processes=1, devices_per_process=4, steps=4))
   assert rcs == [0], outs
