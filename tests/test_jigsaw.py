@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from sslax import sharding, train
+from pretext_testing import (check_eight_devices_equal_one, check_task_same_on_eight_devices,
+                             loss_and_grads, numpy_cross_entropy)
+from sslax import sharding
 from sslax.methods.jigsaw import Jigsaw
 from sslax.pretext import jigsaw
 
@@ -139,28 +141,9 @@ def _images(batch=16, size=16, seed=0):
   return rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
 
 
-def _loss_and_grads(config, devices, images, seed=0, method_state=None):
-  s = train.setup(config, devices=devices)
-  state = train.init_state(s)
-  method_state = state.method_state if method_state is None else method_state
-  batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
-      lambda p, ms: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(seed)),
-      has_aux=True))
-  (loss, (metrics, batch_stats, _)), grads = fn(state.params, method_state)
-  return s, state, jax.device_get((loss, metrics, batch_stats, grads))
-
-
-def numpy_cross_entropy(logits, labels):
-  logits = np.asarray(logits, np.float64)
-  z = logits - logits.max(axis=1, keepdims=True)
-  log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-  return -log_probs[np.arange(len(labels)), labels].mean()
-
-
 def test_permutation_set_lives_in_method_state_and_drives_the_loss(devices):
   config, images = jigsaw_config(), _images()
-  s, state, (loss, metrics, _, _) = _loss_and_grads(config, devices[:1], images)
+  s, state, (loss, metrics, _, _) = loss_and_grads(config, devices[:1], images)
   expected, _ = jigsaw.hamming_permutations(10, 9, seed=config.jigsaw.permutation_seed)
   np.testing.assert_array_equal(state.method_state["permutations"], expected)
   # The loss is cross-entropy of the network on the puzzles cut with the stored set ...
@@ -175,31 +158,17 @@ def test_permutation_set_lives_in_method_state_and_drives_the_loss(devices):
   assert metrics["pretext_chance"] == pytest.approx(0.1)
   # ... and it is read from method_state, not rebuilt (a resumed run keeps its set).
   other = {"permutations": jnp.asarray(expected[::-1].copy())}
-  _, _, (loss_other, _, _, _) = _loss_and_grads(config, devices[:1], images, method_state=other)
+  _, _, (loss_other, _, _, _) = loss_and_grads(config, devices[:1], images, method_state=other)
   assert abs(float(loss_other) - float(loss)) > 1e-6
 
 
 @pytest.mark.slow
 def test_eight_devices_equal_one_device_loss_and_grads(devices):
-  config, images = jigsaw_config(), _images()
-  _, _, (l1, m1, bs1, g1) = _loss_and_grads(config, devices[:1], images)
-  _, _, (l8, m8, bs8, g8) = _loss_and_grads(config, devices, images)
-  np.testing.assert_allclose(l8, l1, rtol=1e-5)
-  np.testing.assert_allclose(m8["pretext_accuracy"], m1["pretext_accuracy"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g8, g1)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
-  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(g1["backbone"])) > 0
+  check_eight_devices_equal_one(jigsaw_config(), _images(), devices)
 
 
 def test_puzzle_task_is_the_same_on_eight_devices(devices):
   """The task's random draws do not depend on how the batch is sharded."""
-  images, outs = _images(), []
-  for devs in (devices[:1], devices):
-    method = Jigsaw(jigsaw_config(), sharding.make_mesh({"data": -1}, devs))
-    state = {"permutations": jnp.asarray(method.permutations())}
-    batch = sharding.make_global_batch(method.mesh, {"views": (images,)})
-    outs.append(jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), state))(batch)))
-  # Per-tile normalisation may reduce in another order when sharded: ulp differences.
-  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(outs[0][1], outs[1][1])
-  assert outs[0][0].shape == (16, 9, 4, 4, 3)
+  inputs, _ = check_task_same_on_eight_devices(
+      lambda mesh: Jigsaw(jigsaw_config(), mesh), _images(), devices, method_state=lambda m: {"permutations": jnp.asarray(m.permutations())})
+  assert inputs.shape == (16, 9, 4, 4, 3)

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from sslax import sharding, train
+from pretext_testing import (check_eight_devices_equal_one, check_task_same_on_eight_devices,
+                             loss_and_grads, numpy_cross_entropy)
+from sslax import sharding
 from sslax.methods.relative_patch import RelativePatch
 from sslax.pretext import patches
 
@@ -71,27 +73,9 @@ def _images(batch=16, size=16, seed=0):
   return np.random.default_rng(seed).uniform(size=(batch, size, size, 3)).astype(np.float32)
 
 
-def _loss_and_grads(config, devices, images, seed=0):
-  s = train.setup(config, devices=devices)
-  state = train.init_state(s)
-  batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
-      lambda p: s.method.loss(p, state.batch_stats, state.method_state, batch,
-                              jax.random.key(seed)), has_aux=True))
-  (loss, (metrics, batch_stats, _)), grads = fn(state.params)
-  return s, state, jax.device_get((loss, metrics, batch_stats, grads))
-
-
-def numpy_cross_entropy(logits, labels):
-  logits = np.asarray(logits, np.float64)
-  z = logits - logits.max(axis=1, keepdims=True)
-  log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-  return -log_probs[np.arange(len(labels)), labels].mean()
-
-
 def test_loss_is_cross_entropy_on_concatenated_patch_features(devices):
   images = _images()
-  s, state, (loss, metrics, _, _) = _loss_and_grads(relative_patch_config(), devices[:1], images)
+  s, state, (loss, metrics, _, _) = loss_and_grads(relative_patch_config(), devices[:1], images)
   pairs, labels = patches.relative_patch_pairs(jnp.asarray(images), jax.random.key(0), 4)
   network = s.method.network()
   variables = {"params": state.params, "batch_stats": state.batch_stats}
@@ -112,23 +96,11 @@ def test_loss_is_cross_entropy_on_concatenated_patch_features(devices):
 
 @pytest.mark.slow
 def test_eight_devices_equal_one_device_loss_and_grads(devices):
-  config, images = relative_patch_config(), _images()
-  _, _, (l1, m1, bs1, g1) = _loss_and_grads(config, devices[:1], images)
-  _, _, (l8, m8, bs8, g8) = _loss_and_grads(config, devices, images)
-  np.testing.assert_allclose(l8, l1, rtol=1e-5)
-  np.testing.assert_allclose(m8["pretext_accuracy"], m1["pretext_accuracy"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g8, g1)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
-  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(g1["backbone"])) > 0
+  check_eight_devices_equal_one(relative_patch_config(), _images(), devices)
 
 
 def test_pair_task_is_the_same_on_eight_devices(devices):
   """The task's random draws do not depend on how the batch is sharded."""
-  images, outs = _images(), []
-  for devs in (devices[:1], devices):
-    method = RelativePatch(relative_patch_config(), sharding.make_mesh({"data": -1}, devs))
-    batch = sharding.make_global_batch(method.mesh, {"views": (images,)})
-    outs.append(jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), {}))(batch)))
-  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(outs[0][1], outs[1][1])
-  assert outs[0][0].shape == (16, 2, 4, 4, 3)
+  inputs, _ = check_task_same_on_eight_devices(
+      lambda mesh: RelativePatch(relative_patch_config(), mesh), _images(), devices)
+  assert inputs.shape == (16, 2, 4, 4, 3)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from sslax import sharding, train
+from pretext_testing import (check_eight_devices_equal_one, check_task_same_on_eight_devices,
+                             loss_and_grads, numpy_cross_entropy)
+from sslax import sharding
 from sslax.methods.rotnet import RotNet
 from sslax.pretext import rotation
 
@@ -17,13 +19,6 @@ def rotnet_config(all_rotations=True):
   c.rotnet.all_rotations = all_rotations
   c.rotnet.head_hidden_dim = 16
   return c
-
-
-def numpy_cross_entropy(logits, labels):
-  logits = np.asarray(logits, np.float64)
-  z = logits - logits.max(axis=1, keepdims=True)
-  log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-  return -log_probs[np.arange(len(labels)), labels].mean()
 
 
 def test_all_rotations_are_exact_quarter_turns_with_their_labels():
@@ -64,20 +59,9 @@ def _images(batch=16, size=16, seed=0):
   return x.astype(np.float32)
 
 
-def _loss_and_grads(config, devices, images, seed=0):
-  s = train.setup(config, devices=devices)
-  state = train.init_state(s)
-  batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
-      lambda p: s.method.loss(p, state.batch_stats, state.method_state, batch,
-                              jax.random.key(seed)), has_aux=True))
-  (loss, (metrics, batch_stats, _)), grads = fn(state.params)
-  return s, state, jax.device_get((loss, metrics, batch_stats, grads))
-
-
 def test_loss_is_cross_entropy_over_the_four_numpy_rotations(devices):
   images = _images()
-  s, state, (loss, metrics, _, _) = _loss_and_grads(rotnet_config(), devices[:1], images)
+  s, state, (loss, metrics, _, _) = loss_and_grads(rotnet_config(), devices[:1], images)
   inputs = np.stack([np.rot90(im, k) for im in images for k in range(4)])[:, None]
   labels = np.tile(np.arange(4), len(images))
   (_, logits), _ = s.method.network().apply(
@@ -91,28 +75,14 @@ def test_loss_is_cross_entropy_over_the_four_numpy_rotations(devices):
 
 @pytest.mark.slow
 def test_eight_devices_equal_one_device_loss_and_grads(devices):
-  config, images = rotnet_config(), _images()
-  _, _, (l1, m1, bs1, g1) = _loss_and_grads(config, devices[:1], images)
-  _, _, (l8, m8, bs8, g8) = _loss_and_grads(config, devices, images)
-  np.testing.assert_allclose(l8, l1, rtol=1e-5)
-  np.testing.assert_allclose(m8["pretext_accuracy"], m1["pretext_accuracy"])
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g8, g1)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
-  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(g1["backbone"])) > 0
+  check_eight_devices_equal_one(rotnet_config(), _images(), devices)
 
 
 def test_random_rotation_task_is_the_same_on_eight_devices(devices):
   """The task's random draws do not depend on how the batch is sharded."""
-  images = _images()
-  outs = []
-  for devs in (devices[:1], devices):
-    method = RotNet(rotnet_config(all_rotations=False), sharding.make_mesh({"data": -1}, devs))
-    batch = sharding.make_global_batch(method.mesh, {"views": (images,)})
-    outs.append(jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), {}))(batch)))
-  # Per-tile normalisation may reduce in another order when sharded: ulp differences.
-  np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
-  np.testing.assert_array_equal(outs[0][1], outs[1][1])
-  assert outs[0][0].shape == (16, 1, 16, 16, 3)
+  inputs, _ = check_task_same_on_eight_devices(
+      lambda mesh: RotNet(rotnet_config(all_rotations=False), mesh), _images(), devices)
+  assert inputs.shape == (16, 1, 16, 16, 3)
 
 
 def test_backbone_embeds_whole_images(devices):
