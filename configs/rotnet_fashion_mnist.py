@@ -3,8 +3,10 @@ r"""RotNet on Fashion-MNIST: a CPU demo on the SimCLR demo's network.
 Command:
   python -m sslax.main --config configs/rotnet_fashion_mnist.py --workdir runs/rotnet_fashion_mnist
 
-Runtime and accuracy of this config: not yet measured (the 300-step learning benchmark run
-was still in progress at the time of writing; see benchmarks/results/learning.md).
+Runtime and accuracy: the full 900-step run is not measured. At 300 steps (benchmarks/learning.py,
+1.28 epochs, measured 2026-11-25 on the 2-core CPU while other jobs shared it): kNN k=20 77.8%,
+k=200 71.2%, linear 79.1% (random init 51.1 / 44.2 / 55.1; raw pixels 80.1 / 73.4 / 83.3);
+rotation accuracy 93.3% (chance 25%); 22.5 min wall on the loaded machine.
 
 Choices: all four rotations of every image (4B = 1024 inputs per step of 256 images, the
 paper's best setting), so a step costs about twice SimCLR's two views. Augmentation as in the
