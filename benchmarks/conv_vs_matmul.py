@@ -6,6 +6,7 @@ same FLOPs, forward + backward, in jax and in torch eager on the same threads.
 Writes benchmarks/results/conv_vs_matmul.{json,md}. The matmul is the convolution's im2col
 form ([B*H*W, 9*C] x [9*C, C]), so both do the same multiply-adds.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,14 +32,17 @@ def _median_time(fn, repeats: int = 5) -> float:
 
 def measure(channels: int, batch: int = 512, size: int = 32) -> list[dict]:
   import torch
+
   torch.set_num_threads(os.cpu_count())
   rng = np.random.default_rng(0)
   x = rng.random((batch, size, size, channels), np.float32)
   w = 0.1 * rng.random((3, 3, channels, channels), np.float32)
 
   def conv_loss(x, w):
-    y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return jnp.sum(y ** 2)
+    y = jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    return jnp.sum(y**2)
 
   conv_grad = jax.jit(jax.grad(conv_loss, argnums=(0, 1)))
   xj, wj = jnp.asarray(x), jnp.asarray(w)
@@ -61,12 +65,21 @@ def measure(channels: int, batch: int = 512, size: int = 32) -> list[dict]:
 
   rows = []
   for op, jax_fn, torch_fn in (
-      ("conv3x3", lambda: jax.block_until_ready(conv_grad(xj, wj)), torch_conv),
-      ("matmul (im2col size)", lambda: jax.block_until_ready(mm_grad(aj, bj)), torch_mm)):
+    ("conv3x3", lambda: jax.block_until_ready(conv_grad(xj, wj)), torch_conv),
+    ("matmul (im2col size)", lambda: jax.block_until_ready(mm_grad(aj, bj)), torch_mm),
+  ):
     tj, tt = _median_time(jax_fn), _median_time(torch_fn)
-    rows.append({"op": op, "channels": channels, "batch": batch, "size": size,
-                 "jax_ms": round(1e3 * tj, 1), "torch_ms": round(1e3 * tt, 1),
-                 "jax_speed_over_torch": round(tt / tj, 2)})
+    rows.append(
+      {
+        "op": op,
+        "channels": channels,
+        "batch": batch,
+        "size": size,
+        "jax_ms": round(1e3 * tj, 1),
+        "torch_ms": round(1e3 * tt, 1),
+        "jax_speed_over_torch": round(tt / tj, 2),
+      }
+    )
     print(json.dumps(rows[-1]), flush=True)
   return rows
 
@@ -74,15 +87,25 @@ def measure(channels: int, batch: int = 512, size: int = 32) -> list[dict]:
 def main():
   rows = [r for c in (16, 64) for r in measure(c)]
   out = os.path.join(HERE, "results", "conv_vs_matmul")
-  meta = {"cpu_count": os.cpu_count(), "jax": jax.__version__,
-          "load_average": os.getloadavg()[0], "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+  meta = {
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "load_average": os.getloadavg()[0],
+    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+  }
   with open(out + ".json", "w") as f:
     json.dump({"meta": meta, "rows": rows}, f, indent=2)
-  lines = [f"# Forward + backward of one op, jax (XLA:CPU) vs torch eager; {meta['cpu_count']} cores, "
-           f"load {meta['load_average']:.1f}, {meta['timestamp']}", "",
-           "| op | channels | jax ms | torch ms | jax speed / torch |", "|---|---|---|---|---|"]
-  lines += [f"| {r['op']} | {r['channels']} | {r['jax_ms']} | {r['torch_ms']} | {r['jax_speed_over_torch']}x |"
-            for r in rows]
+  lines = [
+    f"# Forward + backward of one op, jax (XLA:CPU) vs torch eager; {meta['cpu_count']} cores, "
+    f"load {meta['load_average']:.1f}, {meta['timestamp']}",
+    "",
+    "| op | channels | jax ms | torch ms | jax speed / torch |",
+    "|---|---|---|---|---|",
+  ]
+  lines += [
+    f"| {r['op']} | {r['channels']} | {r['jax_ms']} | {r['torch_ms']} | {r['jax_speed_over_torch']}x |"
+    for r in rows
+  ]
   with open(out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))

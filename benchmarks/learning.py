@@ -8,6 +8,7 @@ probe train set: the first --eval_train examples of the train split), and writes
 learning.json and learning.md (the README's table) to --out. Each method must beat the
 random-init encoder of its own network; the script exits 1 if one does not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,27 +20,48 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Table order: row name -> config file. Add new methods here.
-CONFIGS = {m: f"configs/{m}_fashion_mnist.py"
-           for m in ("simclr", "mocov2", "byol", "simsiam", "barlow_twins", "vicreg", "swav")}
+CONFIGS = {
+  m: f"configs/{m}_fashion_mnist.py"
+  for m in ("simclr", "mocov2", "byol", "simsiam", "barlow_twins", "vicreg", "swav")
+}
 CONFIGS.update({"mae": "configs/mae_vit_fashion_mnist.py"})
-CONFIGS.update({"mocov3": "configs/mocov3_vit_fashion_mnist.py",
-                "dino": "configs/dino_fashion_mnist.py"})
+CONFIGS.update(
+  {"mocov3": "configs/mocov3_vit_fashion_mnist.py", "dino": "configs/dino_fashion_mnist.py"}
+)
 CONFIGS.update({m: f"configs/{m}_fashion_mnist.py" for m in ("rotnet", "jigsaw", "relative_patch")})
 # Pretext II; colorization needs colour: it runs on Open Clip Art (its own test set and baselines).
-CONFIGS.update({"inpainting": "configs/inpainting_fashion_mnist.py",
-                "deepcluster": "configs/deepcluster_fashion_mnist.py",
-                "colorization (openclipart)": "configs/colorization_openclipart.py"})
+CONFIGS.update(
+  {
+    "inpainting": "configs/inpainting_fashion_mnist.py",
+    "deepcluster": "configs/deepcluster_fashion_mnist.py",
+    "colorization (openclipart)": "configs/colorization_openclipart.py",
+  }
+)
 # Image-text: Fashion-MNIST images with label-templated captions (zero-shot: sslax.evaluate).
-CONFIGS.update({"clip": "configs/clip_fashion_mnist_templates.py",
-                "siglip": "configs/clip_fashion_mnist_templates.py:siglip"})
+CONFIGS.update(
+  {
+    "clip": "configs/clip_fashion_mnist_templates.py",
+    "siglip": "configs/clip_fashion_mnist_templates.py:siglip",
+  }
+)
 
 
 def run_method(method: str, args) -> dict:
   workdir = os.path.join(args.workdir, method)
-  cmd = [sys.executable, "-m", "sslax.main", "--config", CONFIGS[method],
-         "--workdir", workdir, f"--config.total_steps={args.steps}",
-         f"--config.batch_size={args.batch_size}", f"--config.eval.num_train_examples={args.eval_train}",
-         "--config.log_every_steps=100", f"--config.checkpoint_every_steps={args.steps}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "sslax.main",
+    "--config",
+    CONFIGS[method],
+    "--workdir",
+    workdir,
+    f"--config.total_steps={args.steps}",
+    f"--config.batch_size={args.batch_size}",
+    f"--config.eval.num_train_examples={args.eval_train}",
+    "--config.log_every_steps=100",
+    f"--config.checkpoint_every_steps={args.steps}",
+  ]
   t0 = time.time()
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   wall = time.time() - t0
@@ -52,11 +74,17 @@ def run_method(method: str, args) -> dict:
   if os.path.exists(metrics_path):  # the last logged training metrics (pretext accuracy ...)
     with open(metrics_path) as f:
       final_metrics = json.loads(f.read().splitlines()[-1])
-  return {"method": method, "steps": args.steps, "final_metrics": final_metrics, "batch_size": args.batch_size,
-          "epochs": round(final_metrics.get("epoch", args.steps * args.batch_size / 60000), 2),
-          "wall_s": round(wall, 1),
-          "pretrained": res["pretrained"], "random_init": res["random_init"],
-          "raw_pixels": res["raw_pixels"]}
+  return {
+    "method": method,
+    "steps": args.steps,
+    "final_metrics": final_metrics,
+    "batch_size": args.batch_size,
+    "epochs": round(final_metrics.get("epoch", args.steps * args.batch_size / 60000), 2),
+    "wall_s": round(wall, 1),
+    "pretrained": res["pretrained"],
+    "random_init": res["random_init"],
+    "raw_pixels": res["raw_pixels"],
+  }
 
 
 def _pretext(row) -> str:
@@ -68,19 +96,23 @@ def _pretext(row) -> str:
 
 
 def markdown(rows) -> str:
-  lines = ["| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | "
-           "raw-pixel kNN k=20 / linear | pretext acc (chance) | wall time |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | "
+    "raw-pixel kNN k=20 / linear | pretext acc (chance) | wall time |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for r in rows:
     if "error" in r:
       lines.append(f"| {r['method']} | failed | | | | | | | {r['wall_s']:.0f} s |")
       continue
     p, q, x = r["pretrained"], r["random_init"], r["raw_pixels"]
-    lines.append(f"| {r['method']} | {r['epochs']} | {100 * p['knn_top1_k20']:.1f} | "
-                 f"{100 * p['knn_top1_k200']:.1f} | {100 * p['linear_top1']:.1f} | "
-                 f"{100 * q['knn_top1_k20']:.1f} / {100 * q['linear_top1']:.1f} | "
-                 f"{100 * x['knn_top1_k20']:.1f} / {100 * x['linear_top1']:.1f} | {_pretext(r)} | "
-                 f"{r['wall_s'] / 60:.1f} min |")
+    lines.append(
+      f"| {r['method']} | {r['epochs']} | {100 * p['knn_top1_k20']:.1f} | "
+      f"{100 * p['knn_top1_k200']:.1f} | {100 * p['linear_top1']:.1f} | "
+      f"{100 * q['knn_top1_k20']:.1f} / {100 * q['linear_top1']:.1f} | "
+      f"{100 * x['knn_top1_k20']:.1f} / {100 * x['linear_top1']:.1f} | {_pretext(r)} | "
+      f"{r['wall_s'] / 60:.1f} min |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -92,8 +124,11 @@ def main():
   parser.add_argument("--methods", default=",".join(CONFIGS))
   parser.add_argument("--workdir", default="/tmp/sslax_learning")
   parser.add_argument("--out", default="benchmarks/results")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace learning.json instead of merging these methods' rows into it")
+  parser.add_argument(
+    "--overwrite",
+    action="store_true",
+    help="replace learning.json instead of merging these methods' rows into it",
+  )
   args = parser.parse_args()
   rows = []
   for method in args.methods.split(","):
@@ -107,19 +142,30 @@ def main():
       previous = json.load(f)["rows"]
     ran = {r["method"] for r in rows}
     order = {m: i for i, m in enumerate(CONFIGS)}
-    rows = sorted([r for r in previous if r["method"] not in ran] + rows,
-                  key=lambda r: order.get(r["method"], len(order)))
-  meta = {"steps": args.steps, "batch_size": args.batch_size, "eval_train": args.eval_train,
-          "cpu_count": os.cpu_count(), "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    rows = sorted(
+      [r for r in previous if r["method"] not in ran] + rows,
+      key=lambda r: order.get(r["method"], len(order)),
+    )
+  meta = {
+    "steps": args.steps,
+    "batch_size": args.batch_size,
+    "eval_train": args.eval_train,
+    "cpu_count": os.cpu_count(),
+    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+  }
   with open(os.path.join(args.out, "learning.json"), "w") as f:
     json.dump({"meta": meta, "rows": rows}, f, indent=2)
   table = markdown(rows)
   with open(os.path.join(args.out, "learning.md"), "w") as f:
     f.write(table)
   print(table)
-  beaten = [r for r in rows if "error" not in r and
-            r["pretrained"]["knn_top1_k20"] > r["random_init"]["knn_top1_k20"] and
-            r["pretrained"]["linear_top1"] > r["random_init"]["linear_top1"]]
+  beaten = [
+    r
+    for r in rows
+    if "error" not in r
+    and r["pretrained"]["knn_top1_k20"] > r["random_init"]["knn_top1_k20"]
+    and r["pretrained"]["linear_top1"] > r["random_init"]["linear_top1"]
+  ]
   sys.exit(0 if len(beaten) == len(rows) else 1)
 
 

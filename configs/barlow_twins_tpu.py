@@ -20,6 +20,7 @@ Expected accuracy (published, Barlow Twins paper table 1): linear evaluation top
 1000 epochs (ResNet-50). Our own end-of-training evaluation is kNN (k=20, 200) and a linear
 probe on frozen features.
 """
+
 from sslax.config import base_config
 
 
@@ -55,7 +56,7 @@ def get_config():
   config.optimizer.base_lr = 0.2
   config.optimizer.lr_scaling = "linear"
   config.optimizer.warmup_epochs = 10.0
-  config.optimizer.end_lr = 0.2 * 2048 / 256 * 1e-3   # peak / 1000; recompute if batch_size changes
+  config.optimizer.end_lr = 0.2 * 2048 / 256 * 1e-3  # peak / 1000; recompute if batch_size changes
   config.optimizer.weight_decay = 1.5e-6
   config.optimizer.momentum = 0.9
   config.optimizer.trust_coefficient = 1e-3

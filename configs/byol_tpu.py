@@ -22,6 +22,7 @@ epochs (ResNet-50). Shorter runs as reproduced in SimSiam's table 4: 66.5% at 10
 70.6% at 200, 73.2% at 400. Our own end-of-training evaluation is kNN (k=20, 200) and a
 linear probe on frozen features.
 """
+
 from sslax.config import base_config
 
 

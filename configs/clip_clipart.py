@@ -27,6 +27,7 @@ model beats its random init and chance on every recall (R@5: 3.8% vs 0.5%, 6.6% 
 ...) stays at chance at this budget: 4.3% top-1 (chance 4.5%; top-5 28.0% vs 18.8% at random
 init): the folder names rarely occur in the titles.
 """
+
 from sslax.config import base_config
 
 
@@ -38,8 +39,11 @@ def get_config(method: str = "clip"):
   config.dataset.image_size = 32
   config.dataset.train_split = "train"
   config.dataset.test_split = "test"
-  config.dataset.zero_shot_templates = ("a clip art of {label}.", "a drawing of {label}.",
-                                        "{label}.")
+  config.dataset.zero_shot_templates = (
+    "a clip art of {label}.",
+    "a drawing of {label}.",
+    "{label}.",
+  )
   config.batch_size = 256
   config.total_steps = 150
 

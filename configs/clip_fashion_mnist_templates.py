@@ -20,6 +20,7 @@ times what an idle machine takes; not measured on an idle machine):
   zero-shot evaluation (trained + random init): ~3 min.
   `:siglip` (same budget): 73.3% zero-shot top-1 (top-5 99.1%); random init 10.0%.
 """
+
 from sslax.config import base_config
 
 
@@ -31,8 +32,11 @@ def get_config(method: str = "clip"):
   config.dataset.image_size = 28
   config.dataset.zero_shot_dataset = "fashion_mnist"
   config.dataset.zero_shot_split = "test"
-  config.dataset.zero_shot_templates = ("a photo of a {label}.", "a picture of a {label}.",
-                                        "an image of a {label}.")
+  config.dataset.zero_shot_templates = (
+    "a photo of a {label}.",
+    "a picture of a {label}.",
+    "an image of a {label}.",
+  )
   config.batch_size = 256
   config.total_steps = 300
 
@@ -40,7 +44,7 @@ def get_config(method: str = "clip"):
   config.model.depth = 10
   config.model.width = 0.25
   config.model.stem = "small"
-  config.text.context_length = 48        # bytes of the longest caption + start/end tokens
+  config.text.context_length = 48  # bytes of the longest caption + start/end tokens
   config.text.width = 64
   config.text.depth = 2
   config.text.heads = 4

@@ -22,33 +22,50 @@ mask, EOT pooling. Deviations: sslax's tokenizer is byte-level (vocab 259) inste
 49,152 BPE, so 77 tokens hold 75 bytes of caption; optax's adamw eps (1e-8) is used because
 the optimizer config has no eps key yet; mixed precision is bfloat16.
 """
+
 from sslax.config import base_config
 
 NUM_PAIRS = 400_000_000
 BATCH = 32_768
-STEPS_PER_EPOCH = NUM_PAIRS // BATCH        # 12,207
+STEPS_PER_EPOCH = NUM_PAIRS // BATCH  # 12,207
 
 
 def get_config():
   config = base_config()
   config.method = "clip"
   config.dataset.name = "image_text_pairs"
-  config.dataset.data_dir = "/data/laion400m/pairs.jsonl"   # your pairs file
+  config.dataset.data_dir = "/data/laion400m/pairs.jsonl"  # your pairs file
   config.dataset.image_size = 224
   config.dataset.zero_shot_dataset = "imagenet2012"
   config.dataset.zero_shot_split = "validation"
   config.dataset.zero_shot_templates = (
-      "a photo of a {label}.", "a bad photo of a {label}.", "a photo of many {label}.",
-      "a sculpture of a {label}.", "a rendering of a {label}.", "graffiti of a {label}.",
-      "a cropped photo of the {label}.", "a tattoo of a {label}.", "a bright photo of a {label}.",
-      "a photo of a clean {label}.", "a photo of a dirty {label}.", "a dark photo of the {label}.",
-      "a drawing of a {label}.", "a photo of my {label}.", "the plastic {label}.",
-      "a photo of the cool {label}.", "a close-up photo of a {label}.",
-      "a painting of the {label}.", "a pixelated photo of the {label}.",
-      "a blurry photo of a {label}.", "a photo of the large {label}.",
-      "a photo of the small {label}.", "itap of a {label}.", "a low resolution photo of the {label}.")
+    "a photo of a {label}.",
+    "a bad photo of a {label}.",
+    "a photo of many {label}.",
+    "a sculpture of a {label}.",
+    "a rendering of a {label}.",
+    "graffiti of a {label}.",
+    "a cropped photo of the {label}.",
+    "a tattoo of a {label}.",
+    "a bright photo of a {label}.",
+    "a photo of a clean {label}.",
+    "a photo of a dirty {label}.",
+    "a dark photo of the {label}.",
+    "a drawing of a {label}.",
+    "a photo of my {label}.",
+    "the plastic {label}.",
+    "a photo of the cool {label}.",
+    "a close-up photo of a {label}.",
+    "a painting of the {label}.",
+    "a pixelated photo of the {label}.",
+    "a blurry photo of a {label}.",
+    "a photo of the large {label}.",
+    "a photo of the small {label}.",
+    "itap of a {label}.",
+    "a low resolution photo of the {label}.",
+  )
   config.batch_size = BATCH
-  config.total_steps = 32 * STEPS_PER_EPOCH   # 32 epochs
+  config.total_steps = 32 * STEPS_PER_EPOCH  # 32 epochs
   config.dtype = "bfloat16"
 
   config.model.name = "vit"
@@ -57,7 +74,7 @@ def get_config():
   config.model.pool = "cls"
   config.clip.embed_dim = 512
   config.clip.max_logit_scale = 100.0
-  config.clip.chunked_loss = True          # ring exchange: per-device memory independent of B
+  config.clip.chunked_loss = True  # ring exchange: per-device memory independent of B
 
   config.text.context_length = 77
   config.text.width = 512
@@ -78,7 +95,7 @@ def get_config():
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.98
   config.optimizer.weight_decay = 0.2
-  config.optimizer.warmup_epochs = 2000 / STEPS_PER_EPOCH   # 2,000 steps
+  config.optimizer.warmup_epochs = 2000 / STEPS_PER_EPOCH  # 2,000 steps
   config.eval.at_end = False
   config.eval.batch_size = 4096
   config.checkpoint_every_steps = 2000

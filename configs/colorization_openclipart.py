@@ -12,6 +12,7 @@ beside the data is used.
 Runtime and accuracy: see benchmarks/results/learning.md, row "colorization (openclipart)"
 (300 steps, batch 256, on the shared 2-core CPU machine); the full run is not measured.
 """
+
 from sslax.config import base_config
 
 
@@ -21,16 +22,16 @@ def get_config():
   config.dataset.name = "openclipart"
   config.dataset.image_size = 32
   config.batch_size = 256
-  config.total_steps = 900          # ~35 epochs of 6.5k images
+  config.total_steps = 900  # ~35 epochs of 6.5k images
 
-  config.model.depth = 10           # the SimCLR demo's backbone
+  config.model.depth = 10  # the SimCLR demo's backbone
   config.model.width = 0.25
   config.model.stem = "small"
 
   config.colorization.grid = 10.0
   config.colorization.soft_encoding = True
   config.colorization.rebalance = True
-  config.colorization.target_stride = 4     # 8x8 predictions
+  config.colorization.target_stride = 4  # 8x8 predictions
   config.colorization.decoder_upsamples = 1  # the ResNet's 4x4 map -> 8x8
   config.colorization.crop_scale = (0.5, 1.0)
 
@@ -40,7 +41,7 @@ def get_config():
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_epochs = 0.5
 
-  config.eval.num_train_examples = 0   # the whole (small) train split as kNN bank
+  config.eval.num_train_examples = 0  # the whole (small) train split as kNN bank
   config.log_every_steps = 50
   config.checkpoint_every_steps = 500
   return config

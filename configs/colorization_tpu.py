@@ -23,6 +23,7 @@ and the split-brain paper): 12.5 / 24.5 / 30.4 / 31.5 / 30.3% top-1; PASCAL VOC 
 classification 65.9% mAP (fine-tuned), detection 46.9% mAP, segmentation 35.6% mIU.
 The paper reports no ResNet-50 numbers.
 """
+
 from sslax.config import base_config
 
 
@@ -48,8 +49,8 @@ def get_config():
   config.colorization.rebalance = True
   config.colorization.rebalance_lambda = 0.5
   config.colorization.prior_num_examples = 100000
-  config.colorization.target_stride = 4       # 56x56 predictions
-  config.colorization.decoder_upsamples = 3   # stride 32 -> 4
+  config.colorization.target_stride = 4  # 56x56 predictions
+  config.colorization.decoder_upsamples = 3  # stride 32 -> 4
   config.colorization.decoder_width = 256
   config.colorization.crop_scale = (0.2, 1.0)
 

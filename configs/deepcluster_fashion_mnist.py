@@ -10,6 +10,7 @@ trained on the cluster ids with per-example weights 1 / cluster size.
 Runtime and accuracy: see benchmarks/results/learning.md, row "deepcluster" (300 steps of
 this config, batch 256, on the shared 2-core CPU machine); the full run is not measured.
 """
+
 from sslax.config import base_config
 
 
@@ -19,9 +20,9 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs: 4 clusterings
+  config.total_steps = 900  # ~3.8 epochs: 4 clusterings
 
-  config.model.depth = 10           # the SimCLR demo's backbone
+  config.model.depth = 10  # the SimCLR demo's backbone
   config.model.width = 0.25
   config.model.stem = "small"
 

@@ -22,6 +22,7 @@ features conv1..conv5: 12.9 / 29.2 / 38.2 / 39.8 / 36.1% top-1 (paper table 2); 
 2007 classification 73.7% mAP (fine-tuned), detection 65.9% mAP, segmentation 45.1% mIU
 (paper table 3). The paper reports no ResNet-50 numbers.
 """
+
 from sslax.config import base_config
 
 

@@ -25,6 +25,7 @@ spans 30 epochs); 1024 prototypes (ImageNet: 65536). Multi-crop: 2 global 28 px 
 ResNet-10 x1/4 with the small-image stem and AdamW as in configs/simclr_fashion_mnist.py,
 constant weight decay 1e-4, no gradient clipping (the reference's ResNet runs do not clip).
 """
+
 from sslax.config import base_config
 
 
@@ -32,9 +33,9 @@ def get_config():
   config = base_config()
   config.method = "dino"
   config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28       # the global crops
+  config.dataset.image_size = 28  # the global crops
   config.batch_size = 256
-  config.total_steps = 900             # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

@@ -26,6 +26,7 @@ at ~0.43 of the global side (ImageNet: 96/224). Student temperature 0.1; teacher
 layer frozen for the first 0.2 epoch (~47 steps; the paper: 1 epoch of 1250 steps); AdamW
 lr 1e-3, weight decay 0.04 -> 0.4 (cosine, as the paper), gradient clip 3.0.
 """
+
 from sslax.config import base_config
 
 
@@ -33,9 +34,9 @@ def get_config():
   config = base_config()
   config.method = "dino"
   config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28       # the global crops
+  config.dataset.image_size = 28  # the global crops
   config.batch_size = 256
-  config.total_steps = 900             # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.name = "vit"
   config.model.variant = "custom"

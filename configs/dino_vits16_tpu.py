@@ -29,6 +29,7 @@ ViT-S/16, 800 epochs: linear 77.0%, k-NN 74.5% (the 100-epoch ablation setting: 
 Our own end-of-training evaluation is kNN (k=20, 200) and a linear probe on the student's
 frozen features (the paper evaluates the teacher).
 """
+
 from sslax.config import base_config
 
 

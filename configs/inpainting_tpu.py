@@ -21,6 +21,7 @@ masks), PASCAL VOC 2007 classification 56.5% mAP (fine-tuned), detection 44.5% m
 (Fast R-CNN), segmentation 29.7% mIU (FCN); linear classifiers on frozen ImageNet features
 (conv1..conv5, as tabulated in DeepCluster's table 2): 14.1 / 20.7 / 21.0 / 19.8 / 15.5% top-1.
 """
+
 from sslax.config import base_config
 
 
@@ -43,7 +44,7 @@ def get_config():
   config.inpainting.mask_fraction = 0.5
   config.inpainting.fill_value = 0.5
   config.inpainting.context_weight = 0.0
-  config.inpainting.decoder_upsamples = 5     # stride 32 -> full resolution
+  config.inpainting.decoder_upsamples = 5  # stride 32 -> full resolution
   config.inpainting.decoder_width = 512
   config.inpainting.crop_scale = (0.5, 1.0)
 

@@ -18,6 +18,7 @@ set learns faster at a small budget). Crops of scale 0.6-1 and flips; no colour 
 per-tile normalisation removes brightness and contrast anyway. ResNet-10 x1/4, small stem,
 AdamW as in configs/simclr_fashion_mnist.py; head: concatenated 9 x 128 features -> 512 -> 100.
 """
+
 from sslax.config import base_config
 
 
@@ -27,7 +28,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 48
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

@@ -22,6 +22,7 @@ ImageNet, best layer about 35% top-1 (as tabulated by Zhang et al. 2017, "Split-
 Autoencoders"); ResNet-50 trained on ImageNet-1k, best-layer linear top-1 in the mid 40s%
 (Goyal et al. 2019). Our kNN / linear probe on pooled features is not directly comparable.
 """
+
 from sslax.config import base_config
 
 
@@ -44,7 +45,7 @@ def get_config():
   config.augment.crop_scale = (0.3, 1.0)
   config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
-  config.augment.grayscale_prob = 0.3        # the paper: grey images 30% of the time
+  config.augment.grayscale_prob = 0.3  # the paper: grey images 30% of the time
 
   config.jigsaw.grid = 3
   config.jigsaw.tile_size = 64

@@ -31,6 +31,7 @@ loss on per-patch-normalised pixels of the masked patches. AdamW b2 = 0.95, wd 0
 paper's), a fixed lr of 1.5e-3 with a short warmup: the paper's 1.5e-4 x B/256 schedule is for
 1600 epochs and learns too little in one. One view: random resized crop (0.2, 1) + flip.
 """
+
 from sslax.config import base_config
 
 
@@ -40,7 +41,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900             # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.name = "vit"
   config.model.variant = "custom"

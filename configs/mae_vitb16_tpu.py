@@ -24,6 +24,7 @@ fine-tuning top-1 83.6% (ViT-B/16, 1600 epochs, 100 fine-tuning epochs with laye
 linear probing 68.0%. Our end-of-training evaluation is kNN and a linear probe on frozen
 features (mean of the patch tokens here), which for MAE is far below fine-tuning.
 """
+
 from sslax.config import base_config
 
 
@@ -42,7 +43,7 @@ def get_config():
   config.model.variant = "B"
   config.model.patch_size = 16
   config.model.posemb = "sincos2d"
-  config.model.pool = "gap"          # MAE fine-tunes with global pooling
+  config.model.pool = "gap"  # MAE fine-tunes with global pooling
   config.model.class_token = True
   config.model.remat_policy = "dots_with_no_batch_dims_saveable"
 
@@ -56,7 +57,7 @@ def get_config():
 
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1.5e-4
-  config.optimizer.lr_scaling = "linear"   # 1.5e-4 x 4096 / 256 = 2.4e-3
+  config.optimizer.lr_scaling = "linear"  # 1.5e-4 x 4096 / 256 = 2.4e-3
   config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.95
   config.optimizer.weight_decay = 0.05

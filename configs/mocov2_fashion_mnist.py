@@ -18,6 +18,7 @@ colour jitter 0.4/0.4/0.4/0.1 = strength 0.5, p=0.8, grayscale 0.2) without blur
 28 px mostly erases the image. AdamW as in the SimCLR demo (the paper's SGD at lr 0.03 is
 tuned for 200 ImageNet epochs).
 """
+
 from sslax.config import base_config
 
 
@@ -27,7 +28,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

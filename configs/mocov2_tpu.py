@@ -20,6 +20,7 @@ Expected accuracy (published, MoCo v2 paper table 2): ImageNet linear evaluation
 after 200 epochs (71.1% after 800 epochs, `--config.total_epochs=800`). Our own end-of-training
 evaluation here is kNN (k=20, 200) and a linear probe on frozen features.
 """
+
 from sslax.config import base_config
 
 
@@ -55,7 +56,7 @@ def get_config():
 
   config.optimizer.name = "sgd"
   config.optimizer.base_lr = 0.03
-  config.optimizer.lr_scaling = "linear"   # 0.03 at batch 256, as in the paper
+  config.optimizer.lr_scaling = "linear"  # 0.03 at batch 256, as in the paper
   config.optimizer.warmup_epochs = 0.0
   config.optimizer.weight_decay = 1e-4
   config.optimizer.momentum = 0.9

@@ -19,6 +19,7 @@ short warmup; weight decay 0.1 as in the paper. Augmentations: BYOL's asymmetric
 MoCo v3 (blur 1.0 / 0.1 and solarize 0.0 / 0.2; at 28 px the blur kernel is tiny), crop scale
 (0.2, 1) because 28 px Fashion-MNIST crops at 8% of the area hold almost nothing.
 """
+
 from sslax.config import base_config
 
 
@@ -28,7 +29,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900             # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.name = "vit"
   config.model.variant = "custom"

@@ -22,6 +22,7 @@ Expected accuracy (published, MoCo v3 paper table 4 / the reference repository, 
 paper's numbers, not ours): ViT-S/16, 300 epochs, linear probing top-1 73.2%. Our own
 end-of-training evaluation is kNN (k=20, 200) and a linear probe on frozen features.
 """
+
 from sslax.config import base_config
 
 

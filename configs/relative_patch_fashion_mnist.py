@@ -20,6 +20,7 @@ paper: 96 px patches, 48 px gap, up to 7 px jitter). Two 12 px patches per image
 grey images (not handled). Crops of scale 0.6-1 and flips. ResNet-10 x1/4, small stem, AdamW
 as in configs/simclr_fashion_mnist.py; head: concatenated 2 x 128 features -> 512 -> 8.
 """
+
 from sslax.config import base_config
 
 
@@ -29,7 +30,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 48
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

@@ -21,6 +21,7 @@ classifiers on frozen layers of ImageNet, best layer about 30% top-1 (as tabulat
 al. 2017, "Split-Brain Autoencoders"). Our kNN / linear probe on pooled features is not
 directly comparable.
 """
+
 from sslax.config import base_config
 
 

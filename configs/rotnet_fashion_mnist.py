@@ -14,6 +14,7 @@ paper's CIFAR runs: random crops and horizontal flips only (crop scale 0.5-1 ins
 padding + crop). ResNet-10 x1/4 with the small-image stem and AdamW as in
 configs/simclr_fashion_mnist.py; a 2-layer MLP head (512 hidden) on the pooled features.
 """
+
 from sslax.config import base_config
 
 
@@ -23,7 +24,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

@@ -21,6 +21,7 @@ of ImageNet, best layer (conv3) about 38.7% top-1 (Gidaris et al. 2018, ImageNet
 table). No ResNet-50 number from the paper itself. Our end-of-training evaluation is kNN and
 a linear probe on the pooled features, so it is not directly comparable.
 """
+
 from sslax.config import base_config
 
 

@@ -11,6 +11,7 @@ Expected accuracy on the Fashion-MNIST test set (measured, seed 0):
   random init  kNN k=20 56.5%  kNN k=200 51.1%  linear probe 58.6%
   raw pixels   kNN k=20 84.6%  kNN k=200 79.1%  linear probe 84.3%
 """
+
 from sslax.config import base_config
 
 
@@ -20,7 +21,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   # Chosen by measurement on 2 CPU cores (see README): ResNet-18 x1/4 runs 280 img/s and
   # ResNet-18 x1/8 660 img/s but its 64-d features probe worse; ResNet-10 x1/4 (128-d features)

@@ -17,6 +17,7 @@ Expected accuracy (published, SimCLR paper fig. B.1 / table B.1): linear evaluat
 64.5-66.5% after 100 epochs at batch 4096; 69.3% after 1000 epochs. Our own end-of-training
 evaluation here is kNN (k=20, 200) and a linear probe on frozen features of a held-out split.
 """
+
 from sslax.config import base_config
 
 

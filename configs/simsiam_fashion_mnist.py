@@ -12,6 +12,7 @@ of training): expect roughly 8-11 min of training plus ~1.5 min of evaluation.
 Expected accuracy: not yet measured (the SimCLR demo's numbers are in
 configs/simclr_fashion_mnist.py; compare against its random-init and raw-pixel rows).
 """
+
 from sslax.config import base_config
 
 
@@ -21,7 +22,7 @@ def get_config():
   config.dataset.name = "fashion_mnist"
   config.dataset.image_size = 28
   config.batch_size = 256
-  config.total_steps = 900          # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

@@ -19,6 +19,7 @@ Expected accuracy (published, SimSiam paper table 4): linear evaluation top-1 68
 100 epochs (70.0% at 200, 70.8% at 400, 71.3% at 800). Our own end-of-training evaluation is
 kNN (k=20, 200) and a linear probe on frozen features.
 """
+
 from sslax.config import base_config
 
 

@@ -19,6 +19,7 @@ ResNet-10 x1/4 with the small-image stem and AdamW as in configs/simclr_fashion_
 colour jitter strength 1.0 as in SwAV (grey images: brightness and contrast only), no blur at
 28 px, which mostly erases the image.
 """
+
 from sslax.config import base_config
 
 
@@ -26,9 +27,9 @@ def get_config():
   config = base_config()
   config.method = "swav"
   config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28       # the global crops
+  config.dataset.image_size = 28  # the global crops
   config.batch_size = 256
-  config.total_steps = 900             # ~3.8 epochs
+  config.total_steps = 900  # ~3.8 epochs
 
   config.model.depth = 10
   config.model.width = 0.25

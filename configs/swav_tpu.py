@@ -23,6 +23,7 @@ top-1 74.6% after 400 epochs (72.1% at 100, 73.9% at 200, 75.3% at 800 epochs:
 `--config.total_epochs=800`). Our own end-of-training evaluation here is kNN (k=20, 200) and a
 linear probe on frozen features.
 """
+
 from sslax.config import base_config
 
 
@@ -62,7 +63,7 @@ def get_config():
 
   config.optimizer.name = "lars"
   config.optimizer.base_lr = 0.3
-  config.optimizer.lr_scaling = "linear"   # 4.8 at batch 4096
+  config.optimizer.lr_scaling = "linear"  # 4.8 at batch 4096
   config.optimizer.end_lr = 0.0048
   config.optimizer.warmup_epochs = 10.0
   config.optimizer.weight_decay = 1e-6

@@ -7,5 +7,6 @@ def __getattr__(name):
   # Lazy: `import sslax` stays cheap; load_encoder pulls in jax (and flax for bundles) on use.
   if name == "load_encoder":
     from sslax.export import load_encoder
+
     return load_encoder
   raise AttributeError(f"module 'sslax' has no attribute {name!r}")

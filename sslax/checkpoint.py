@@ -3,6 +3,7 @@
 Orbax writes each step into a temporary directory and renames it only when complete (on GCS
 it writes a commit marker), so a save interrupted half-way is never picked as "latest".
 """
+
 from __future__ import annotations
 
 import os
@@ -15,16 +16,21 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 
-def make_manager(workdir: str, *, save_every_steps: int, max_to_keep: int,
-                 use_async: bool = True) -> ocp.CheckpointManager:
-  directory = os.path.join(os.path.abspath(workdir) if "://" not in workdir else workdir,
-                           "checkpoints")
+def make_manager(
+  workdir: str, *, save_every_steps: int, max_to_keep: int, use_async: bool = True
+) -> ocp.CheckpointManager:
+  directory = os.path.join(
+    os.path.abspath(workdir) if "://" not in workdir else workdir, "checkpoints"
+  )
   # Saves at multiples of save_every_steps only (orbax's default also saves the first step it
   # sees, which costs a write at step 1); the trainer forces saves at the end and on SIGTERM.
   policy = ocp.checkpoint_managers.save_decision_policy.FixedIntervalPolicy(save_every_steps)
   options = ocp.CheckpointManagerOptions(
-      save_decision_policy=policy, max_to_keep=max_to_keep,
-      enable_async_checkpointing=use_async, create=True)
+    save_decision_policy=policy,
+    max_to_keep=max_to_keep,
+    enable_async_checkpointing=use_async,
+    create=True,
+  )
   return ocp.CheckpointManager(directory, options=options)
 
 
@@ -71,6 +77,7 @@ class PreemptionWatcher:
       # Every process must stop at the same step, so a local flag is not enough: jax's
       # preemption sync point (started by jax.distributed.initialize) agrees on one.
       from jax.experimental import multihost_utils
+
       return multihost_utils.reached_preemption_sync_point(step)
     return self._event.is_set()
 

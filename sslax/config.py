@@ -3,6 +3,7 @@
 Config files in configs/ start from `base_config()` and change what they need, so a typo in a
 config file or on the command line fails at once instead of being silently ignored.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -18,31 +19,33 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "simclr"
   c.seed = 0
-  c.batch_size = 256              # global batch, over all devices and processes
-  c.total_epochs = 100.0          # used when total_steps <= 0
+  c.batch_size = 256  # global batch, over all devices and processes
+  c.total_epochs = 100.0  # used when total_steps <= 0
   c.total_steps = 0
-  c.dtype = "float32"             # compute dtype; params stay float32
+  c.dtype = "float32"  # compute dtype; params stay float32
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
 
   # Multi-process runs (see sslax/distributed.py): empty = auto-detect a TPU pod / SLURM /
   # Open MPI cluster, else one process. SSLAX_COORDINATOR_ADDRESS etc. override these.
   c.distributed = ml_collections.ConfigDict()
-  c.distributed.coordinator_address = ""   # "host:port" of process 0
+  c.distributed.coordinator_address = ""  # "host:port" of process 0
   c.distributed.num_processes = 0
   c.distributed.process_id = -1
   c.distributed.initialization_timeout_s = 300
-  c.distributed.auto_initialize = False    # True: jax.distributed.initialize() (TPU pods)
+  c.distributed.auto_initialize = False  # True: jax.distributed.initialize() (TPU pods)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "fashion_mnist"
-  c.dataset.data_dir = ""         # "" = the default search path (see sslax/data/sources.py)
+  c.dataset.data_dir = ""  # "" = the default search path (see sslax/data/sources.py)
   c.dataset.train_split = "train"
   c.dataset.test_split = "test"
-  c.dataset.image_size = 28       # side of the crops fed to the network
+  c.dataset.image_size = 28  # side of the crops fed to the network
   c.dataset.num_train_examples = 0  # 0 = whole split; n = first n (quick runs)
   c.dataset.verify_images = True  # image folders: skip corrupt files up front
   # Image-text datasets (sslax/data/image_text.py) and `--protocol zero_shot`:
-  c.dataset.zero_shot_dataset = ""  # labelled dataset whose class names are prompted; "" = dataset.name
+  c.dataset.zero_shot_dataset = (
+    ""  # labelled dataset whose class names are prompted; "" = dataset.name
+  )
   c.dataset.zero_shot_split = "test"
   c.dataset.zero_shot_templates = ("a photo of a {label}.",)  # prompt ensemble (CLIP sec. 3.1.4)
 
@@ -53,8 +56,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.text.width = 512
   c.text.depth = 12
   c.text.heads = 8
-  c.text.causal = True            # CLIP: causal mask, pooled at the end-of-text token
-  c.text.pooling = "eot"          # eot | mean (over non-padding tokens)
+  c.text.causal = True  # CLIP: causal mask, pooled at the end-of-text token
+  c.text.pooling = "eot"  # eot | mean (over non-padding tokens)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_scale = (0.08, 1.0)
@@ -66,44 +69,45 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.solarize_prob = 0.0
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet"         # resnet | vit
+  c.model.name = "resnet"  # resnet | vit
   # model.name = "resnet":
   c.model.depth = 18
-  c.model.width = 1.0             # channel multiplier
+  c.model.width = 1.0  # channel multiplier
   c.model.stem = "small"
   # model.name = "vit" (sslax/models/vit.py):
-  c.model.variant = "S"           # Ti | S | B | L (widths 192/384/768/1024) | custom
-  c.model.hidden_size = 0         # nonzero overrides the variant's width ("custom": required)
-  c.model.num_layers = 0          # nonzero overrides the variant's depth ("custom": required)
-  c.model.num_heads = 0           # nonzero overrides the variant's heads ("custom": required)
-  c.model.mlp_dim = 0             # 0 = 4 * hidden size
-  c.model.patch_size = 16         # 4 | 8 | 14 | 16 | 32; must divide dataset.image_size
-  c.model.posemb = "learn"        # learn | sincos2d (fixed, as MAE / MoCo v3)
-  c.model.pool = "cls"            # cls (class token) | gap (mean of the patch tokens)
+  c.model.variant = "S"  # Ti | S | B | L (widths 192/384/768/1024) | custom
+  c.model.hidden_size = 0  # nonzero overrides the variant's width ("custom": required)
+  c.model.num_layers = 0  # nonzero overrides the variant's depth ("custom": required)
+  c.model.num_heads = 0  # nonzero overrides the variant's heads ("custom": required)
+  c.model.mlp_dim = 0  # 0 = 4 * hidden size
+  c.model.patch_size = 16  # 4 | 8 | 14 | 16 | 32; must divide dataset.image_size
+  c.model.posemb = "learn"  # learn | sincos2d (fixed, as MAE / MoCo v3)
+  c.model.pool = "cls"  # cls (class token) | gap (mean of the patch tokens)
   c.model.class_token = True
-  c.model.drop_path_rate = 0.0    # stochastic depth of the last block (linear from 0)
-  c.model.remat_policy = "none"   # none | full | dots_saveable | dots_with_no_batch_dims_saveable
-  c.model.scan = False            # nn.scan over blocks (params stacked on a [depth] axis)
+  c.model.drop_path_rate = 0.0  # stochastic depth of the last block (linear from 0)
+  c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  c.model.scan = False  # nn.scan over blocks (params stacked on a [depth] axis)
   # Any model: with config.mesh.fsdp > 1, params (and their optimizer state) with at least this
   # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
   c.model.fsdp_min_size = 2**14
 
   # One section per registered method, e.g. c.simclr.temperature (see Method.default_config).
   from sslax.methods import METHODS
+
   for name, method_cls in sorted(METHODS.items()):
     c[name] = method_cls.default_config()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"
   c.optimizer.base_lr = 0.3
-  c.optimizer.lr_scaling = "linear"   # peak lr = base_lr * batch_size / 256
+  c.optimizer.lr_scaling = "linear"  # peak lr = base_lr * batch_size / 256
   c.optimizer.warmup_epochs = 10.0
   c.optimizer.end_lr = 0.0
   c.optimizer.weight_decay = 1e-6
   c.optimizer.momentum = 0.9
   c.optimizer.trust_coefficient = 1e-3
   c.optimizer.grad_clip_norm = 0.0
-  c.optimizer.b1 = 0.9              # adamw betas (read by sslax/optim.py; CLIP uses b2 = 0.98)
+  c.optimizer.b1 = 0.9  # adamw betas (read by sslax/optim.py; CLIP uses b2 = 0.98)
   c.optimizer.b2 = 0.999
 
   c.log_every_steps = 50
@@ -119,16 +123,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.linear_epochs = 100
   c.eval.linear_lr = 1e-3
   c.eval.linear_weight_decay = 1e-4
-  c.eval.num_train_examples = 0   # 0 = whole train split as kNN bank / probe train set
-  c.eval.baselines = True         # also report random-init encoder and raw pixels
+  c.eval.num_train_examples = 0  # 0 = whole train split as kNN bank / probe train set
+  c.eval.baselines = True  # also report random-init encoder and raw pixels
   # `python -m sslax.evaluate --protocol ...` (see sslax/evaluate.py):
   c.eval.linear_solver = "adamw"  # adamw | sgd | lars | closed_form (ridge on one-hot targets)
-  c.eval.linear_lr_grid = ()      # non-empty: sweep these lrs, pick by held-out val accuracy
+  c.eval.linear_lr_grid = ()  # non-empty: sweep these lrs, pick by held-out val accuracy
   c.eval.linear_val_fraction = 0.1  # train rows held out to pick the lr / ridge strength
   c.eval.ridge_l2_grid = (1e-4, 1e-2, 1.0)
   c.eval.retrieval_ks = (1, 5, 10)
   c.eval.lowshot_fractions = (0.01, 0.1)
-  c.eval.lowshot_seed = 0         # the class-balanced label subsets are a function of this
+  c.eval.lowshot_seed = 0  # the class-balanced label subsets are a function of this
   c.eval.finetune_epochs = 10
   c.eval.finetune_batch_size = 256
   c.eval.finetune_optimizer = "sgd"
@@ -136,11 +140,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.finetune_weight_decay = 0.0
   c.eval.finetune_crop_scale = (0.08, 1.0)
   # MAE's fine-tuning recipe (sslax/evaluation/finetune.py); the defaults leave it off.
-  c.eval.finetune_layer_decay = 1.0     # lr of layer i x decay^(L+1-i); MAE ViT-B: 0.65
+  c.eval.finetune_layer_decay = 1.0  # lr of layer i x decay^(L+1-i); MAE ViT-B: 0.65
   c.eval.finetune_label_smoothing = 0.0  # MAE: 0.1
-  c.eval.finetune_warmup_epochs = 0.0    # MAE: 5
-  c.eval.finetune_drop_path_rate = 0.0   # ViT stochastic depth while fine-tuning; MAE ViT-B: 0.1
-  c.eval.finetune_b2 = 0.999             # AdamW beta2 while fine-tuning
+  c.eval.finetune_warmup_epochs = 0.0  # MAE: 5
+  c.eval.finetune_drop_path_rate = 0.0  # ViT stochastic depth while fine-tuning; MAE ViT-B: 0.1
+  c.eval.finetune_b2 = 0.999  # AdamW beta2 while fine-tuning
   return c
 
 
@@ -155,8 +159,9 @@ def _leaf_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str
   return paths
 
 
-def check_override_keys(config: ml_collections.ConfigDict, argv: Sequence[str],
-                        flag: str = "config") -> None:
+def check_override_keys(
+  config: ml_collections.ConfigDict, argv: Sequence[str], flag: str = "config"
+) -> None:
   """Fails on `--config.some.key=...` flags whose key the config does not have.
 
   Raises ValueError naming the bad key, close matches, and every valid key.
@@ -170,17 +175,23 @@ def check_override_keys(config: ml_collections.ConfigDict, argv: Sequence[str],
     key = match.group(1)
     close = difflib.get_close_matches(key, valid, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise ValueError(f"Unknown config key --{flag}.{key}.{hint}\nValid keys:\n  "
-                     + "\n  ".join(valid))
+    raise ValueError(
+      f"Unknown config key --{flag}.{key}.{hint}\nValid keys:\n  " + "\n  ".join(valid)
+    )
 
 
 def check_unknown_keys(config: ml_collections.ConfigDict) -> None:
   """A config file may only use keys base_config() defines (typos fail, not vanish)."""
   base = _leaf_paths(base_config())
-  extra = [p for p in _leaf_paths(config) if p not in base
-           and not any(p.startswith(section + ".") for section in _FREE_SECTIONS)]
+  extra = [
+    p
+    for p in _leaf_paths(config)
+    if p not in base and not any(p.startswith(section + ".") for section in _FREE_SECTIONS)
+  ]
   if extra:
-    raise ValueError(f"Config keys {extra} are not known to sslax; valid keys:\n  " + "\n  ".join(base))
+    raise ValueError(
+      f"Config keys {extra} are not known to sslax; valid keys:\n  " + "\n  ".join(base)
+    )
 
 
 # Sections whose keys belong to one method or component and are checked by it, not here.
@@ -190,32 +201,46 @@ _FREE_SECTIONS = ("mesh",)
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values before anything is compiled; every message names the fix."""
   from sslax.methods import METHODS  # local: methods import models, models import nothing here
+
   check_unknown_keys(config)
   if config.method not in METHODS:
     raise ValueError(f"Unknown config.method {config.method!r}; choose one of {sorted(METHODS)}.")
   if config.model.name not in models.BACKBONES:
-    raise ValueError(f"Unknown config.model.name {config.model.name!r}; choose one of {models.BACKBONES}.")
+    raise ValueError(
+      f"Unknown config.model.name {config.model.name!r}; choose one of {models.BACKBONES}."
+    )
   if config.model.name == "resnet":
     if config.model.depth not in models.DEPTHS:
-      raise ValueError(f"config.model.depth={config.model.depth} is not a ResNet depth; choose one of {models.DEPTHS}.")
+      raise ValueError(
+        f"config.model.depth={config.model.depth} is not a ResNet depth; choose one of {models.DEPTHS}."
+      )
     if config.model.stem not in models.STEMS:
       raise ValueError(f"config.model.stem={config.model.stem!r}; choose one of {models.STEMS}.")
   if config.model.name == "vit":
     _validate_vit(config)
   models.get_dtype(config.dtype)
   if config.optimizer.name not in optim.OPTIMIZERS:
-    raise ValueError(f"Unknown config.optimizer.name {config.optimizer.name!r}; choose one of {optim.OPTIMIZERS}.")
+    raise ValueError(
+      f"Unknown config.optimizer.name {config.optimizer.name!r}; choose one of {optim.OPTIMIZERS}."
+    )
   if config.optimizer.lr_scaling not in optim.LR_SCALING:
-    raise ValueError(f"Unknown config.optimizer.lr_scaling {config.optimizer.lr_scaling!r}; "
-                     f"choose one of {optim.LR_SCALING}.")
+    raise ValueError(
+      f"Unknown config.optimizer.lr_scaling {config.optimizer.lr_scaling!r}; "
+      f"choose one of {optim.LR_SCALING}."
+    )
   from sslax.data import sources
+
   known = set(sources.DATASETS)
   if config.dataset.name not in known and not _is_tfds_name(config.dataset.name):
-    raise ValueError(f"Unknown config.dataset.name {config.dataset.name!r}: not one of "
-                     f"{sorted(known)} nor a TFDS dataset name.")
+    raise ValueError(
+      f"Unknown config.dataset.name {config.dataset.name!r}: not one of "
+      f"{sorted(known)} nor a TFDS dataset name."
+    )
   lo, hi = config.augment.crop_scale
   if not 0 < lo <= hi <= 1:
-    raise ValueError(f"config.augment.crop_scale={tuple(config.augment.crop_scale)} must satisfy 0 < lo <= hi <= 1.")
+    raise ValueError(
+      f"config.augment.crop_scale={tuple(config.augment.crop_scale)} must satisfy 0 < lo <= hi <= 1."
+    )
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
   if config.total_steps <= 0 and config.total_epochs <= 0:
@@ -224,6 +249,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def _validate_vit(config: ml_collections.ConfigDict) -> None:
   from sslax.models import vit
+
   m = config.model
   vit.vit_dims(m.variant, m.hidden_size, m.num_layers, m.num_heads)  # raises with the fix
   if m.patch_size not in vit.PATCH_SIZES:
@@ -231,20 +257,27 @@ def _validate_vit(config: ml_collections.ConfigDict) -> None:
   size = config.dataset.image_size
   if size % m.patch_size:
     divisors = [p for p in vit.PATCH_SIZES if size % p == 0]
-    raise ValueError(f"config.dataset.image_size={size} is not divisible by "
-                     f"config.model.patch_size={m.patch_size}; use a patch size from {divisors} "
-                     f"or an image size that is a multiple of {m.patch_size}.")
-  for key, allowed in (("posemb", vit.POSEMBS), ("pool", vit.POOLS),
-                       ("remat_policy", tuple(vit.REMAT_POLICIES))):
+    raise ValueError(
+      f"config.dataset.image_size={size} is not divisible by "
+      f"config.model.patch_size={m.patch_size}; use a patch size from {divisors} "
+      f"or an image size that is a multiple of {m.patch_size}."
+    )
+  for key, allowed in (
+    ("posemb", vit.POSEMBS),
+    ("pool", vit.POOLS),
+    ("remat_policy", tuple(vit.REMAT_POLICIES)),
+  ):
     if m[key] not in allowed:
       raise ValueError(f"config.model.{key}={m[key]!r}; choose one of {allowed}.")
   if m.pool == "cls" and not m.class_token:
-    raise ValueError("config.model.pool='cls' needs config.model.class_token=True; or set "
-                     "config.model.pool='gap'.")
+    raise ValueError(
+      "config.model.pool='cls' needs config.model.class_token=True; or set config.model.pool='gap'."
+    )
   if not 0 <= m.drop_path_rate < 1:
     raise ValueError(f"config.model.drop_path_rate={m.drop_path_rate} must be in [0, 1).")
 
 
 def _is_tfds_name(name: str) -> bool:
   import tensorflow_datasets as tfds
+
   return name.split(":")[0].split("/")[0] in tfds.list_builders()

@@ -12,6 +12,7 @@
      reads the cluster's own settings;
   3. otherwise a single process (nothing to initialize).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ ENV_PREFIX = "SSLAX_"
 def _setting(config, key: str, env: str, default):
   value = os.environ.get(ENV_PREFIX + env)
   if value not in (None, ""):
-    return value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value)
+    return (
+      value.lower() in ("1", "true", "yes") if isinstance(default, bool) else type(default)(value)
+    )
   return config.get(key, default) if config is not None else default
 
 
@@ -53,16 +56,26 @@ def initialize(config=None) -> None:
   if address:
     if num_processes < 1 or not 0 <= process_id < num_processes:
       raise ValueError(
-          f"distributed.coordinator_address={address!r} needs distributed.num_processes >= 1 "
-          f"and 0 <= distributed.process_id < num_processes (got {num_processes}, {process_id}); "
-          f"set them with --config.distributed.* or SSLAX_NUM_PROCESSES / SSLAX_PROCESS_ID.")
+        f"distributed.coordinator_address={address!r} needs distributed.num_processes >= 1 "
+        f"and 0 <= distributed.process_id < num_processes (got {num_processes}, {process_id}); "
+        f"set them with --config.distributed.* or SSLAX_NUM_PROCESSES / SSLAX_PROCESS_ID."
+      )
     if num_processes == 1:
       return
-    jax.distributed.initialize(coordinator_address=address, num_processes=num_processes,
-                               process_id=process_id, initialization_timeout=timeout)
+    jax.distributed.initialize(
+      coordinator_address=address,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=timeout,
+    )
   elif detected_cluster() or _setting(config, "auto_initialize", "DISTRIBUTED", False):
     jax.distributed.initialize(initialization_timeout=timeout)
   else:
     return
-  logging.info("Process %d of %d, %d local / %d global devices.", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    "Process %d of %d, %d local / %d global devices.",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )

@@ -17,6 +17,7 @@ with the recorded mean/std) is part of the exported function and recorded in PAT
 
 stablehlo and savedmodel fix H = W = --input_size (default: the training image size).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,17 @@ FORMAT_VERSION = 1
 
 def preprocessing_spec(image_size: int, channels: int) -> dict:
   """What the evaluation pipeline does to a raw image before the backbone (center_view)."""
-  return {"input_dtype": "uint8", "layout": "NHWC", "channels": int(channels),
-          "crop": "central_square", "image_size": int(image_size),
-          "resize": "bilinear, half-pixel centres, no antialiasing (tf.image.resize)",
-          "scale": 1.0 / 255.0, "mean": [0.0] * int(channels), "std": [1.0] * int(channels)}
+  return {
+    "input_dtype": "uint8",
+    "layout": "NHWC",
+    "channels": int(channels),
+    "crop": "central_square",
+    "image_size": int(image_size),
+    "resize": "bilinear, half-pixel centres, no antialiasing (tf.image.resize)",
+    "scale": 1.0 / 255.0,
+    "mean": [0.0] * int(channels),
+    "std": [1.0] * int(channels),
+  }
 
 
 def preprocess(images, spec: dict) -> jax.Array:
@@ -56,10 +64,11 @@ def preprocess(images, spec: dict) -> jax.Array:
   side = min(h, w)
   top, left = (h - side) // 2, (w - side) // 2
   # Cast then multiply by 1/255, exactly as tf.image.convert_image_dtype does.
-  x = x[:, top:top + side, left:left + side, :].astype(jnp.float32) * np.float32(spec["scale"])
+  x = x[:, top : top + side, left : left + side, :].astype(jnp.float32) * np.float32(spec["scale"])
   if side != size:
-    x = jax.vmap(lambda im: jax.image.resize(im, (size, size, channels), "linear",
-                                             antialias=False))(x)
+    x = jax.vmap(
+      lambda im: jax.image.resize(im, (size, size, channels), "linear", antialias=False)
+    )(x)
   mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
   if np.any(mean != 0) or np.any(std != 1):
     x = (x - mean) / std
@@ -75,23 +84,36 @@ def infer_channels(backbone, variables, image_size: int) -> int:
   """The input channel count the params were trained on (tries 3, 1, 4 with shapes only)."""
   for c in (3, 1, 4):
     try:
-      jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), variables,
-                     jax.ShapeDtypeStruct((1, image_size, image_size, c), jnp.float32))
+      jax.eval_shape(
+        lambda v, x: backbone.apply(v, x, train=False),
+        variables,
+        jax.ShapeDtypeStruct((1, image_size, image_size, c), jnp.float32),
+      )
       return c
     except Exception:  # noqa: BLE001 -- a shape mismatch raises whatever the module raises
       continue
   raise ValueError("Could not infer the encoder's input channels; pass channels explicitly.")
 
 
-def export_encoder(out: str, fmt: str, *, model: dict, dtype: str, variables: dict,
-                   preprocessing: dict, input_size: int | None = None,
-                   platforms: Sequence[str] = ("cpu", "cuda"), source: dict | None = None) -> dict:
+def export_encoder(
+  out: str,
+  fmt: str,
+  *,
+  model: dict,
+  dtype: str,
+  variables: dict,
+  preprocessing: dict,
+  input_size: int | None = None,
+  platforms: Sequence[str] = ("cpu", "cuda"),
+  source: dict | None = None,
+) -> dict:
   """Writes the encoder `variables` (of the backbone built from `model`) in format `fmt` to `out`.
 
   Returns the spec written to out/encoder.json.
   """
   import ml_collections
   from sslax import __version__, models
+
   if fmt not in FORMATS:
     raise ValueError(f"Unknown export format {fmt!r}; choose one of {FORMATS}.")
   backbone = models.make_backbone(ml_collections.ConfigDict(model), dtype)
@@ -99,29 +121,45 @@ def export_encoder(out: str, fmt: str, *, model: dict, dtype: str, variables: di
   encode = _encode_fn(backbone, preprocessing)
   size = int(input_size or preprocessing["image_size"])
   channels = preprocessing["channels"]
-  feature_dim = int(jax.eval_shape(encode, variables, jax.ShapeDtypeStruct(
-      (1, size, size, channels), jnp.uint8)).shape[-1])
-  spec = {"format": fmt, "format_version": FORMAT_VERSION, "sslax_version": __version__,
-          "model": dict(model), "dtype": dtype, "feature_dim": feature_dim,
-          "preprocessing": preprocessing, "source": source or {}}
+  feature_dim = int(
+    jax.eval_shape(
+      encode, variables, jax.ShapeDtypeStruct((1, size, size, channels), jnp.uint8)
+    ).shape[-1]
+  )
+  spec = {
+    "format": fmt,
+    "format_version": FORMAT_VERSION,
+    "sslax_version": __version__,
+    "model": dict(model),
+    "dtype": dtype,
+    "feature_dim": feature_dim,
+    "preprocessing": preprocessing,
+    "source": source or {},
+  }
   os.makedirs(out, exist_ok=True)
   if fmt == "bundle":
     from flax import serialization
+
     with open(os.path.join(out, PARAMS_FILE), "wb") as f:
       f.write(serialization.msgpack_serialize(variables))
     spec["input_shape"] = ["batch", "height", "width", channels]
   elif fmt == "stablehlo":
     batch = jax.export.symbolic_shape("batch")[0]
-    exported = jax.export.export(jax.jit(lambda images: encode(variables, images)),
-                                 platforms=tuple(platforms))(
-        jax.ShapeDtypeStruct((batch, size, size, channels), jnp.uint8))
+    exported = jax.export.export(
+      jax.jit(lambda images: encode(variables, images)), platforms=tuple(platforms)
+    )(jax.ShapeDtypeStruct((batch, size, size, channels), jnp.uint8))
     with open(os.path.join(out, EXPORTED_FILE), "wb") as f:
       f.write(exported.serialize())
     spec.update(input_shape=["batch", size, size, channels], platforms=list(platforms))
   else:
     _save_tf(out, encode, variables, size, channels, platforms)
-    spec.update(input_shape=["batch", size, size, channels], platforms=list(platforms),
-                signature="serving_default", input_name="images", output_name="features")
+    spec.update(
+      input_shape=["batch", size, size, channels],
+      platforms=list(platforms),
+      signature="serving_default",
+      input_name="images",
+      output_name="features",
+    )
   with open(os.path.join(out, SPEC_FILE), "w") as f:
     json.dump(spec, f, indent=2)
   return spec
@@ -130,14 +168,21 @@ def export_encoder(out: str, fmt: str, *, model: dict, dtype: str, variables: di
 def _save_tf(out: str, encode, variables, size: int, channels: int, platforms) -> None:
   import tensorflow as tf
   from jax.experimental import jax2tf
-  tf_encode = jax2tf.convert(encode, polymorphic_shapes=[None, f"(b, {size}, {size}, {channels})"],
-                             with_gradient=False, native_serialization_platforms=tuple(platforms))
+
+  tf_encode = jax2tf.convert(
+    encode,
+    polymorphic_shapes=[None, f"(b, {size}, {size}, {channels})"],
+    with_gradient=False,
+    native_serialization_platforms=tuple(platforms),
+  )
   module = tf.Module()
   # Weights as variables (not constants in the graph), so large encoders stay under protobuf limits.
   module.weights = tf.nest.map_structure(lambda a: tf.Variable(a, trainable=False), variables)
 
-  @tf.function(autograph=False, input_signature=[
-      tf.TensorSpec([None, size, size, channels], tf.uint8, name="images")])
+  @tf.function(
+    autograph=False,
+    input_signature=[tf.TensorSpec([None, size, size, channels], tf.uint8, name="images")],
+  )
   def serve(images):
     return {"features": tf_encode(module.weights, images)}
 
@@ -145,14 +190,23 @@ def _save_tf(out: str, encode, variables, size: int, channels: int, platforms) -
   tf.saved_model.save(module, out, signatures={"serving_default": serve})
 
 
-def export(workdir: str, out: str, fmt: str, *, config=None, input_size: int | None = None,
-           platforms: Sequence[str] = ("cpu", "cuda"), overrides: Sequence[str] = ()) -> dict:
+def export(
+  workdir: str,
+  out: str,
+  fmt: str,
+  *,
+  config=None,
+  input_size: int | None = None,
+  platforms: Sequence[str] = ("cpu", "cuda"),
+  overrides: Sequence[str] = (),
+) -> dict:
   """Exports the backbone of DIR's newest checkpoint.
 
   config: the run's ConfigDict (default: rebuilt from DIR/config.json, then `overrides`).
   Returns the spec written to out/encoder.json.
   """
   from sslax import checkpoint, evaluate, models
+
   config = evaluate.load_config(workdir, overrides) if config is None else config
   tree, step = checkpoint.load_numpy(workdir)
   variables = {"params": tree["params"]["backbone"]}
@@ -161,11 +215,22 @@ def export(workdir: str, out: str, fmt: str, *, config=None, input_size: int | N
   backbone = models.make_backbone(config.model, config.dtype)
   size = config.dataset.image_size
   spec = preprocessing_spec(size, infer_channels(backbone, variables, size))
-  spec = export_encoder(out, fmt, model=config.model.to_dict(), dtype=config.dtype,
-                        variables=variables, preprocessing=spec, input_size=input_size,
-                        platforms=platforms,
-                        source={"workdir": os.path.abspath(workdir), "step": step,
-                                "method": config.method, "dataset": config.dataset.name})
+  spec = export_encoder(
+    out,
+    fmt,
+    model=config.model.to_dict(),
+    dtype=config.dtype,
+    variables=variables,
+    preprocessing=spec,
+    input_size=input_size,
+    platforms=platforms,
+    source={
+      "workdir": os.path.abspath(workdir),
+      "step": step,
+      "method": config.method,
+      "dataset": config.dataset.name,
+    },
+  )
   save_tokenizer(out, tree.get("method_state"))
   return spec
 
@@ -197,8 +262,10 @@ class LoadedEncoder:
   def __call__(self, images) -> np.ndarray:
     images = np.asarray(images)
     if images.dtype != np.uint8:
-      raise ValueError(f"expected raw uint8 images, got dtype {images.dtype}; the encoder "
-                       f"applies its own preprocessing ({self.preprocessing['resize']}, scale 1/255)")
+      raise ValueError(
+        f"expected raw uint8 images, got dtype {images.dtype}; the encoder "
+        f"applies its own preprocessing ({self.preprocessing['resize']}, scale 1/255)"
+      )
     return np.asarray(self._fn(images), np.float32)
 
 
@@ -206,8 +273,9 @@ def load_encoder(path: str) -> LoadedEncoder:
   """Loads an exported encoder (any of the three formats) as images -> features."""
   spec_path = os.path.join(path, SPEC_FILE)
   if not os.path.exists(spec_path):
-    raise FileNotFoundError(f"{spec_path} not found: {path} is not an encoder exported with "
-                            f"python -m sslax.export.")
+    raise FileNotFoundError(
+      f"{spec_path} not found: {path} is not an encoder exported with python -m sslax.export."
+    )
   with open(spec_path) as f:
     spec = json.load(f)
   fmt = spec.get("format")
@@ -215,6 +283,7 @@ def load_encoder(path: str) -> LoadedEncoder:
     import ml_collections
     from flax import serialization
     from sslax import models
+
     backbone = models.make_backbone(ml_collections.ConfigDict(spec["model"]), spec["dtype"])
     with open(os.path.join(path, PARAMS_FILE), "rb") as f:
       variables = serialization.msgpack_restore(f.read())
@@ -226,34 +295,52 @@ def load_encoder(path: str) -> LoadedEncoder:
     return LoadedEncoder(exported.call, spec)
   if fmt == "savedmodel":
     import tensorflow as tf
+
     serve = tf.saved_model.load(path).signatures["serving_default"]
     return LoadedEncoder(lambda images: serve(images=tf.constant(images))["features"].numpy(), spec)
   raise ValueError(f"{spec_path}: unknown format {fmt!r}; expected one of {FORMATS}.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m sslax.export", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m sslax.export",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("--workdir", required=True, help="A directory written by the trainer.")
   parser.add_argument("--out", required=True, help="Directory to write the encoder to.")
   parser.add_argument("--format", required=True, choices=FORMATS)
-  parser.add_argument("--input_size", type=int, default=None,
-                      help="stablehlo/savedmodel: side of the raw input images (default: "
-                           "the training image size).")
-  parser.add_argument("--platforms", default="cpu,cuda",
-                      help="stablehlo/savedmodel: comma-separated platforms to lower for "
-                           "(cpu, cuda, rocm, tpu).")
+  parser.add_argument(
+    "--input_size",
+    type=int,
+    default=None,
+    help="stablehlo/savedmodel: side of the raw input images (default: the training image size).",
+  )
+  parser.add_argument(
+    "--platforms",
+    default="cpu,cuda",
+    help="stablehlo/savedmodel: comma-separated platforms to lower for (cpu, cuda, rocm, tpu).",
+  )
   args = parser.parse_args(sys.argv[1:] if argv is None else argv)
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)
   try:
-    spec = export(args.workdir, args.out, args.format, input_size=args.input_size,
-                  platforms=tuple(p for p in args.platforms.split(",") if p))
+    spec = export(
+      args.workdir,
+      args.out,
+      args.format,
+      input_size=args.input_size,
+      platforms=tuple(p for p in args.platforms.split(",") if p),
+    )
   except (FileNotFoundError, ValueError) as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
-  print(f"Exported {args.format} encoder (features [batch, {spec['feature_dim']}], input "
-        f"{spec['input_shape']} uint8) of step {spec['source']['step']} to {args.out}", flush=True)
+  print(
+    f"Exported {args.format} encoder (features [batch, {spec['feature_dim']}], input "
+    f"{spec['input_shape']} uint8) of step {spec['source']['step']} to {args.out}",
+    flush=True,
+  )
   return 0
 
 

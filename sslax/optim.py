@@ -1,4 +1,5 @@
 """Optimizers and schedules chosen by name from `config.optimizer` / `config.schedule`."""
+
 from __future__ import annotations
 
 import math
@@ -28,15 +29,21 @@ def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, end_lr: f
   """Linear warmup from 0 to peak_lr, then cosine decay to end_lr at total_steps."""
   warmup_steps = min(warmup_steps, total_steps)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
-      decay_steps=max(total_steps, warmup_steps + 1), end_value=end_lr)
+    init_value=0.0,
+    peak_value=peak_lr,
+    warmup_steps=warmup_steps,
+    decay_steps=max(total_steps, warmup_steps + 1),
+    end_value=end_lr,
+  )
 
 
 def cosine_increase(start: float, end: float, total_steps: int):
   """BYOL's EMA momentum: end - (end - start) * (cos(pi * k / K) + 1) / 2; equals `end` at K."""
+
   def schedule(step):
     progress = jnp.clip(step / max(total_steps, 1), 0.0, 1.0)
     return end - (end - start) * (jnp.cos(jnp.pi * progress) + 1) / 2
+
   return schedule
 
 
@@ -58,15 +65,26 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.Gradien
   name = config.name
   if name == "sgd":
     tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
-        optax.sgd(schedule, momentum=config.momentum, nesterov=config.get("nesterov", False)))
+      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+      optax.sgd(schedule, momentum=config.momentum, nesterov=config.get("nesterov", False)),
+    )
   elif name == "lars":
-    tx = optax.lars(schedule, weight_decay=config.weight_decay, weight_decay_mask=decay_mask,
-                    trust_coefficient=config.get("trust_coefficient", 1e-3),
-                    trust_ratio_mask=decay_mask, momentum=config.momentum)
+    tx = optax.lars(
+      schedule,
+      weight_decay=config.weight_decay,
+      weight_decay_mask=decay_mask,
+      trust_coefficient=config.get("trust_coefficient", 1e-3),
+      trust_ratio_mask=decay_mask,
+      momentum=config.momentum,
+    )
   elif name == "adamw":
-    tx = optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                     weight_decay=config.weight_decay, mask=decay_mask)
+    tx = optax.adamw(
+      schedule,
+      b1=config.get("b1", 0.9),
+      b2=config.get("b2", 0.999),
+      weight_decay=config.weight_decay,
+      mask=decay_mask,
+    )
   else:
     raise ValueError(f"Unknown optimizer.name {name!r}; choose one of {OPTIMIZERS}.")
   if config.get("grad_clip_norm", 0.0):
@@ -75,13 +93,16 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.Gradien
 
 
 class _StartAfterState(NamedTuple):
-  count: jax.Array       # updates seen so far (saturates at the delay)
+  count: jax.Array  # updates seen so far (saturates at the delay)
   inner: optax.OptState
 
 
-def _start_after(inner: optax.GradientTransformation, num_steps: int) -> optax.GradientTransformation:
+def _start_after(
+  inner: optax.GradientTransformation, num_steps: int
+) -> optax.GradientTransformation:
   """inner, but its first num_steps updates are zero and leave inner's state untouched, except
   the lr schedule's step counter, which keeps counting."""
+
   def init(params):
     return _StartAfterState(jnp.zeros([], jnp.int32), inner.init(params))
 
@@ -94,8 +115,9 @@ def _start_after(inner: optax.GradientTransformation, num_steps: int) -> optax.G
     # counter keeps running while frozen; the moments and Adam's bias-correction count start
     # at the first unfrozen step, as for a param whose .grad was None.
     is_schedule = lambda x: isinstance(x, optax.ScaleByScheduleState)
-    new_inner = jax.tree.map(lambda h, n: n if is_schedule(n) else h, held, new_inner,
-                             is_leaf=is_schedule)
+    new_inner = jax.tree.map(
+      lambda h, n: n if is_schedule(n) else h, held, new_inner, is_leaf=is_schedule
+    )
     return new_updates, _StartAfterState(jnp.minimum(state.count + 1, num_steps), new_inner)
 
   return optax.GradientTransformation(init, update)

@@ -11,6 +11,7 @@ figure is honest on any CPU; on GPUs and TPUs the vendor's dense peak is also gi
 at import); it only adds flags the user has not set, so `XLA_FLAGS=...device_count=8` keeps
 working.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,19 +33,19 @@ CPU_XLA_DEFAULTS: dict[str, str] = {}
 # Dense (no sparsity) peak FLOP/s per device from vendor data sheets, by a substring of
 # `device.device_kind` (checked in order: more specific names first).
 VENDOR_PEAK_FLOPS: tuple[tuple[str, Mapping[str, float]], ...] = (
-    ("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
-    ("H100 PCIe", {"bfloat16": 756e12, "float16": 756e12, "float32": 51e12}),
-    ("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
-    ("A100", {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12}),
-    ("L4", {"bfloat16": 121e12, "float16": 121e12, "float32": 30.3e12}),
-    ("A10G", {"bfloat16": 70e12, "float16": 70e12, "float32": 31.2e12}),
-    ("V100", {"float16": 125e12, "float32": 15.7e12}),
-    ("TPU v6", {"bfloat16": 918e12}),
-    ("TPU v5p", {"bfloat16": 459e12}),
-    ("TPU v5 lite", {"bfloat16": 197e12}),
-    ("TPU v5e", {"bfloat16": 197e12}),
-    ("TPU v4", {"bfloat16": 275e12}),
-    ("TPU v3", {"bfloat16": 123e12}),
+  ("H200", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
+  ("H100 PCIe", {"bfloat16": 756e12, "float16": 756e12, "float32": 51e12}),
+  ("H100", {"bfloat16": 989e12, "float16": 989e12, "float32": 67e12}),
+  ("A100", {"bfloat16": 312e12, "float16": 312e12, "float32": 19.5e12}),
+  ("L4", {"bfloat16": 121e12, "float16": 121e12, "float32": 30.3e12}),
+  ("A10G", {"bfloat16": 70e12, "float16": 70e12, "float32": 31.2e12}),
+  ("V100", {"float16": 125e12, "float32": 15.7e12}),
+  ("TPU v6", {"bfloat16": 918e12}),
+  ("TPU v5p", {"bfloat16": 459e12}),
+  ("TPU v5 lite", {"bfloat16": 197e12}),
+  ("TPU v5e", {"bfloat16": 197e12}),
+  ("TPU v4", {"bfloat16": 275e12}),
+  ("TPU v3", {"bfloat16": 123e12}),
 )
 
 
@@ -52,8 +53,10 @@ VENDOR_PEAK_FLOPS: tuple[tuple[str, Mapping[str, float]], ...] = (
 # Compiled-step analysis
 # ---------------------------------------------------------------------------------------------
 
+
 def _tree_leaves(tree):
   import jax
+
   return jax.tree.leaves(tree, is_leaf=lambda x: hasattr(x, "device_set"))
 
 
@@ -91,14 +94,20 @@ def memory_stats(compiled) -> dict[str, float] | None:
   mib = lambda n: round(float(n) / 2**20, 2)
   arg, out = mem.argument_size_in_bytes, mem.output_size_in_bytes
   temp, alias = mem.temp_size_in_bytes, mem.alias_size_in_bytes
-  return {"argument_mb": mib(arg), "output_mb": mib(out), "temp_mb": mib(temp),
-          "alias_mb": mib(alias), "peak_mb": mib(arg + out + temp - alias),
-          "generated_code_mb": mib(mem.generated_code_size_in_bytes)}
+  return {
+    "argument_mb": mib(arg),
+    "output_mb": mib(out),
+    "temp_mb": mib(temp),
+    "alias_mb": mib(alias),
+    "peak_mb": mib(arg + out + temp - alias),
+    "generated_code_mb": mib(mem.generated_code_size_in_bytes),
+  }
 
 
 # ---------------------------------------------------------------------------------------------
 # Peak FLOP/s
 # ---------------------------------------------------------------------------------------------
+
 
 def _matmul_size(platform: str) -> int:
   # Big enough to reach the machine's matmul roofline, small enough to be cheap at the start
@@ -107,8 +116,9 @@ def _matmul_size(platform: str) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def measured_peak_flops(dtype: str = "float32", platform: str | None = None,
-                        size: int = 0, repeats: int = 3) -> float:
+def measured_peak_flops(
+  dtype: str = "float32", platform: str | None = None, size: int = 0, repeats: int = 3
+) -> float:
   """FLOP/s of the whole host (CPU) or of one device (GPU/TPU) on a large [n, n] matmul.
 
   Cached per process: the first call costs well under a second, later calls nothing. On CPU the
@@ -152,12 +162,15 @@ def vendor_peak_flops(device_kind: str, dtype: str = "float32") -> float | None:
 def machine_peak_flops(num_devices: int, dtype: str = "float32") -> float:
   """Measured peak of the devices a step runs on: the host on CPU, n x one device elsewhere."""
   import jax
+
   platform = jax.devices()[0].platform
   per_device = measured_peak_flops(dtype)
   return per_device if platform == "cpu" else per_device * num_devices
 
 
-def mfu(flops_per_step: float | None, step_seconds: float, peak_flops: float | None) -> float | None:
+def mfu(
+  flops_per_step: float | None, step_seconds: float, peak_flops: float | None
+) -> float | None:
   """Model FLOPs utilisation: achieved FLOP/s over peak FLOP/s (None if either is unknown)."""
   if not flops_per_step or not peak_flops or step_seconds <= 0:
     return None
@@ -188,9 +201,16 @@ def _accelerator_expected(environ: Mapping[str, str]) -> bool:
   if platforms:
     return not all(p.strip() == "cpu" for p in platforms.split(",") if p.strip())
   # A GPU or TPU plugin is installed: jax will pick the accelerator, leave XLA:CPU alone.
-  return any(importlib.util.find_spec(m) is not None
-             for m in ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
-                       "jax_rocm7_plugin", "libtpu"))
+  return any(
+    importlib.util.find_spec(m) is not None
+    for m in (
+      "jax_cuda12_plugin",
+      "jax_cuda13_plugin",
+      "jax_rocm60_plugin",
+      "jax_rocm7_plugin",
+      "libtpu",
+    )
+  )
 
 
 def apply_cpu_xla_defaults(environ: Any = None, defaults: Mapping[str, str] | None = None) -> str:
@@ -202,8 +222,11 @@ def apply_cpu_xla_defaults(environ: Any = None, defaults: Mapping[str, str] | No
   environ = os.environ if environ is None else environ
   defaults = CPU_XLA_DEFAULTS if defaults is None else defaults
   current = environ.get("XLA_FLAGS", "")
-  if (not defaults or environ.get("SSLAX_NO_CPU_XLA_DEFAULTS", "") == "1"
-      or _accelerator_expected(environ)):
+  if (
+    not defaults
+    or environ.get("SSLAX_NO_CPU_XLA_DEFAULTS", "") == "1"
+    or _accelerator_expected(environ)
+  ):
     return current
   merged = merge_xla_flags(current, defaults)
   environ["XLA_FLAGS"] = merged
@@ -213,4 +236,9 @@ def apply_cpu_xla_defaults(environ: Any = None, defaults: Mapping[str, str] | No
 def summarize_seconds(samples) -> dict[str, float]:
   """Median, min and spread of timing samples (medians are robust on a shared machine)."""
   x = np.asarray(list(samples), np.float64)
-  return {"median": float(np.median(x)), "min": float(x.min()), "max": float(x.max()), "n": int(x.size)}
+  return {
+    "median": float(np.median(x)),
+    "min": float(x.min()),
+    "max": float(x.max()),
+    "n": int(x.size),
+  }

@@ -5,6 +5,7 @@ One mesh over all devices of all processes. The batch is split over every mesh a
 rule (`state_sharding`) shards them over the "fsdp" axis. The mesh uses `AxisType.Auto`, so `jax.jit` propagates shardings and
 only losses that need explicit collectives use `jax.shard_map`.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,13 +31,18 @@ def make_mesh(mesh_shape: Mapping[str, int], devices=None) -> Mesh:
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f"mesh {dict(mesh_shape)}: {len(devices)} devices are not divisible by {known}.")
+      raise ValueError(
+        f"mesh {dict(mesh_shape)}: {len(devices)} devices are not divisible by {known}."
+      )
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"but {len(devices)} are available; set config.mesh to match (use -1 for one axis).")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+    raise ValueError(
+      f"mesh {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+      f"but {len(devices)} are available; set config.mesh to match (use -1 for one axis)."
+    )
+  return jax.make_mesh(
+    tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -73,8 +79,9 @@ def state_sharding(shapes: Any, mesh: Mesh, min_size: int) -> Any:
   their gradients; the batch stays split over every mesh axis (BATCH_AXES).
   """
   fsdp_size = mesh.shape.get("fsdp", 1)
-  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp_size, min_size)),
-                      shapes)
+  return jax.tree.map(
+    lambda x: NamedSharding(mesh, fsdp_spec(tuple(x.shape), fsdp_size, min_size)), shapes
+  )
 
 
 def num_batch_shards(mesh: Mesh) -> int:
@@ -86,20 +93,25 @@ def check_batch_size(batch_size: int, mesh: Mesh, name: str = "batch_size") -> N
   shards, processes = num_batch_shards(mesh), jax.process_count()
   if batch_size <= 0 or batch_size % shards or batch_size % processes:
     raise ValueError(
-        f"config.{name}={batch_size} must be a positive multiple of the {shards} devices "
-        f"(and of the {processes} processes) it is split over; try "
-        f"--config.{name}={max(shards, round(batch_size / shards) * shards)}.")
+      f"config.{name}={batch_size} must be a positive multiple of the {shards} devices "
+      f"(and of the {processes} processes) it is split over; try "
+      f"--config.{name}={max(shards, round(batch_size / shards) * shards)}."
+    )
 
 
 def make_global_batch(mesh: Mesh, local_batch: Any) -> Any:
   """Host-local numpy batch (this process's rows) -> global jax.Arrays sharded over the batch."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local_batch
+  )
 
 
 def shard_over_batch(fn: Callable, mesh: Mesh, num_args: int) -> Callable:
   """Runs fn(*local_shards, axis_name=BATCH_AXES) per device; fn returns replicated values."""
   return jax.shard_map(
-      lambda *args: fn(*args, axis_name=BATCH_AXES), mesh=mesh,
-      in_specs=(P(BATCH_AXES),) * num_args, out_specs=P())
+    lambda *args: fn(*args, axis_name=BATCH_AXES),
+    mesh=mesh,
+    in_specs=(P(BATCH_AXES),) * num_args,
+    out_specs=P(),
+  )

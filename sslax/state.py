@@ -1,4 +1,5 @@
 """The train state: one pytree that is donated to the step, sharded, and checkpointed."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -9,12 +10,12 @@ import jax
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array          # int32 scalar: optimizer steps taken
-  params: Any              # trainable params (float32)
-  batch_stats: Any         # BatchNorm running statistics ({} for norm-free models)
+  step: jax.Array  # int32 scalar: optimizer steps taken
+  params: Any  # trainable params (float32)
+  batch_stats: Any  # BatchNorm running statistics ({} for norm-free models)
   opt_state: Any
-  method_state: Any        # momentum encoders, queues, centers ... ({} for SimCLR)
-  rng: jax.Array           # uint32[2] raw key data: checkpoints hold plain arrays
+  method_state: Any  # momentum encoders, queues, centers ... ({} for SimCLR)
+  rng: jax.Array  # uint32[2] raw key data: checkpoints hold plain arrays
 
   @property
   def key(self):

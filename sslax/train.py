@@ -3,6 +3,7 @@
 Sections: config checks, mesh, input, model init (shapes first, via jax.eval_shape),
 checkpoint restore, the jitted train step, the loop, evaluation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ from sslax.state import TrainState
 @dataclasses.dataclass
 class Setup:
   """Everything built from a config before the first step (shared by train and evaluate)."""
+
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   method: object
@@ -37,16 +39,21 @@ class Setup:
   steps_per_epoch: int
   schedule: Callable
   tx: optax.GradientTransformation
-  init_fn: Callable           # rng -> TrainState
-  abstract_state: object      # ShapeDtypeStructs with shardings
+  init_fn: Callable  # rng -> TrainState
+  abstract_state: object  # ShapeDtypeStructs with shardings
   state_sharding: object
 
 
 def load_source(config, split: str, num_examples: int = 0):
   return sources.get_source(
-      config.dataset.name, split, data_dir=config.dataset.data_dir or None,
-      image_size=config.dataset.image_size, num_examples=num_examples or None,
-      seed=config.seed, verify_images=config.dataset.verify_images)
+    config.dataset.name,
+    split,
+    data_dir=config.dataset.data_dir or None,
+    image_size=config.dataset.image_size,
+    num_examples=num_examples or None,
+    seed=config.seed,
+    verify_images=config.dataset.verify_images,
+  )
 
 
 def image_channels(source) -> int:
@@ -68,16 +75,19 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
   train_source = load_source(config, config.dataset.train_split, config.dataset.num_train_examples)
   n_train = pipeline.num_examples(train_source)
   if config.batch_size > n_train:
-    raise ValueError(f"config.batch_size={config.batch_size} is larger than the {n_train} "
-                     f"training examples; lower it or use more data.")
+    raise ValueError(
+      f"config.batch_size={config.batch_size} is larger than the {n_train} "
+      f"training examples; lower it or use more data."
+    )
   steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
   total_steps = config.total_steps or max(int(config.total_epochs * steps_per_epoch), 1)
 
   # ---- Optimizer and schedule.
   opt = config.optimizer
   peak_lr = optim.scaled_learning_rate(opt.base_lr, config.batch_size, opt.lr_scaling)
-  schedule = optim.warmup_cosine(peak_lr, total_steps, int(opt.warmup_epochs * steps_per_epoch),
-                                 opt.end_lr)
+  schedule = optim.warmup_cosine(
+    peak_lr, total_steps, int(opt.warmup_epochs * steps_per_epoch), opt.end_lr
+  )
   tx = method.wrap_optimizer(optim.make_optimizer(opt, schedule))
 
   # ---- Model init: shapes first, then the real init straight into its sharding.
@@ -87,18 +97,34 @@ def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
   def init_fn(rng):
     variables = network.init(rng, *method.init_inputs(size, channels), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                      method_state=method.init_state(rng, variables),
-                      rng=jax.random.key_data(rng))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+      method_state=method.init_state(rng, variables),
+      rng=jax.random.key_data(rng),
+    )
 
   shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
   # FSDP: large params and their optimizer state split over mesh "fsdp"; the rest replicated.
   state_sharding = sharding.state_sharding(shapes, mesh, config.model.fsdp_min_size)
-  abstract_state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                                shapes, state_sharding)
-  return Setup(config, mesh, method, train_source, total_steps, steps_per_epoch, schedule, tx, init_fn,
-               abstract_state, state_sharding)
+  abstract_state = jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding
+  )
+  return Setup(
+    config,
+    mesh,
+    method,
+    train_source,
+    total_steps,
+    steps_per_epoch,
+    schedule,
+    tx,
+    init_fn,
+    abstract_state,
+    state_sharding,
+  )
 
 
 def init_state(s: Setup) -> TrainState:
@@ -114,20 +140,34 @@ def make_train_step(s: Setup):
     def loss_fn(params):
       return method.loss(params, state.batch_stats, state.method_state, batch, rng)
 
-    (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
+    (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     method_state = method.after_update(method_state, params, state.step + 1)
-    metrics = dict(metrics, loss=loss, lr=schedule(state.step),
-                   grad_norm=optax.global_norm(grads), param_norm=optax.global_norm(params))
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state, method_state=method_state)
+    metrics = dict(
+      metrics,
+      loss=loss,
+      lr=schedule(state.step),
+      grad_norm=optax.global_norm(grads),
+      param_norm=optax.global_norm(params),
+    )
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=opt_state,
+      method_state=method_state,
+    )
     return new_state, metrics
 
-  return jax.jit(train_step, in_shardings=(s.state_sharding, sharding.batch_sharding(s.mesh)),
-                 out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
-                 donate_argnums=(0,))
+  return jax.jit(
+    train_step,
+    in_shardings=(s.state_sharding, sharding.batch_sharding(s.mesh)),
+    out_shardings=(s.state_sharding, sharding.replicated(s.mesh)),
+    donate_argnums=(0,),
+  )
 
 
 # Device batches held ahead of the step by the prefetch thread (sslax/data/prefetch.py).
@@ -172,11 +212,16 @@ class _StepPerf:
 
 def _format_eta(seconds: float) -> str:
   seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+  return (
+    f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 3600
+    else f"{seconds // 60}m{seconds % 60:02d}s"
+  )
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
-          step_hook: Callable[[int], None] | None = None) -> dict:
+def train(
+  config: ml_collections.ConfigDict, workdir: str, step_hook: Callable[[int], None] | None = None
+) -> dict:
   """Pretrains (resuming from `workdir` if it holds a checkpoint) and evaluates at the end.
 
   Returns {"state": TrainState, "status": "done"|"preempted", "results": dict, "step": int,
@@ -195,33 +240,45 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       f.write(config.to_json_best_effort(indent=2))
 
   # ---- Checkpoint: resume from the newest complete one.
-  manager = checkpoint.make_manager(workdir, save_every_steps=config.checkpoint_every_steps,
-                                    max_to_keep=config.max_checkpoints_to_keep,
-                                    use_async=config.async_checkpointing)
+  manager = checkpoint.make_manager(
+    workdir,
+    save_every_steps=config.checkpoint_every_steps,
+    max_to_keep=config.max_checkpoints_to_keep,
+    use_async=config.async_checkpointing,
+  )
   state, start_step = checkpoint.restore_latest(manager, s.abstract_state)
   if state is None:
     state = init_state(s)
   if is_chief:
-    print(f"{config.method}: {s.total_steps} steps of global batch {config.batch_size} on "
-          f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh {dict(s.mesh.shape)}; "
-          + (f"resumed at step {start_step}" if start_step else "starting from scratch")
-          + f"; workdir {workdir}", flush=True)
+    print(
+      f"{config.method}: {s.total_steps} steps of global batch {config.batch_size} on "
+      f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh {dict(s.mesh.shape)}; "
+      + (f"resumed at step {start_step}" if start_step else "starting from scratch")
+      + f"; workdir {workdir}",
+      flush=True,
+    )
 
   # ---- Input: the stream continues at start_step exactly where it stopped; a background
   # thread reads and places the next batches on the mesh while the current step runs.
   dataset = pipeline.train_dataset(
-      s.train_source, s.method.views(), global_batch=config.batch_size, seed=config.seed,
-      start_step=start_step, process_index=jax.process_index(),
-      process_count=jax.process_count())
+    s.train_source,
+    s.method.views(),
+    global_batch=config.batch_size,
+    seed=config.seed,
+    start_step=start_step,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  )
   batches = prefetch.DevicePrefetcher(
-      dataset.as_numpy_iterator(), lambda b: sharding.make_global_batch(s.mesh, b),
-      size=PREFETCH_BATCHES)
+    dataset.as_numpy_iterator(),
+    lambda b: sharding.make_global_batch(s.mesh, b),
+    size=PREFETCH_BATCHES,
+  )
 
   train_step = make_train_step(s)
   step_perf = _StepPerf(train_step, s.mesh.devices.size, config.dtype)
   # TensorBoard on the chief; the readable stdout line below replaces clu's logging writer.
-  writer = (metric_writers.SummaryWriter(workdir) if is_chief
-            else metric_writers.MultiWriter([]))
+  writer = metric_writers.SummaryWriter(workdir) if is_chief else metric_writers.MultiWriter([])
   progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer)
   watcher = checkpoint.PreemptionWatcher()
   sums, num_summed, status = None, 0, "done"
@@ -250,20 +307,27 @@ def train(config: ml_collections.ConfigDict, workdir: str,
       is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
       stopping = watcher.should_stop(step)  # every process asks, at every step, in order
       if is_log_step or stopping or manager.should_save(step):
-        summary = _fetch_means(sums, num_summed)  # host sync only here: never checkpoint a NaN state
+        summary = _fetch_means(
+          sums, num_summed
+        )  # host sync only here: never checkpoint a NaN state
         if not np.isfinite(summary["loss"]):
           raise FloatingPointError(
-              f"Loss became {summary['loss']} between steps {step - num_summed + 1} and {step}. "
-              f"The last finite checkpoint in {manager.directory} (step {manager.latest_step()}) "
-              f"is kept and resumed from on restart; lower optimizer.base_lr, raise "
-              f"optimizer.warmup_epochs, or set optimizer.grad_clip_norm.")
+            f"Loss became {summary['loss']} between steps {step - num_summed + 1} and {step}. "
+            f"The last finite checkpoint in {manager.directory} (step {manager.latest_step()}) "
+            f"is kept and resumed from on restart; lower optimizer.base_lr, raise "
+            f"optimizer.warmup_epochs, or set optimizer.grad_clip_norm."
+          )
       if is_log_step:
         step_perf.measure(state, batch)
         elapsed = time.perf_counter() - t_log
         step_s = elapsed / timed_steps if timed_steps else compile_s
         images_per_s = config.batch_size / step_s
-        summary.update(epoch=step / s.steps_per_epoch, images_per_s=images_per_s, step_s=step_s,
-                       input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0))
+        summary.update(
+          epoch=step / s.steps_per_epoch,
+          images_per_s=images_per_s,
+          step_s=step_s,
+          input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0),
+        )
         step_mfu = perf.mfu(step_perf.flops, step_s, step_perf.peak_flops)
         if step_mfu is not None and timed_steps:
           summary["mfu"] = step_mfu
@@ -274,13 +338,18 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         if is_chief:
           eta = (s.total_steps - step) * step_s
           mfu_text = f"MFU {100 * summary['mfu']:.1f}%  " if "mfu" in summary else ""
-          first = (f"  (compile {compile_s:.1f}s, step peak memory "
-                   f"{step_perf.memory['peak_mb']:.0f} MiB/device)"
-                   if step_perf.memory and step == start_step + num_summed else "")
-          print(f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
-                f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
-                f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}",
-                flush=True)
+          first = (
+            f"  (compile {compile_s:.1f}s, step peak memory "
+            f"{step_perf.memory['peak_mb']:.0f} MiB/device)"
+            if step_perf.memory and step == start_step + num_summed
+            else ""
+          )
+          print(
+            f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
+            f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
+            f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}",
+            flush=True,
+          )
         sums, num_summed, timed_steps = None, 0, 0
         t_log, wait_at_log = time.perf_counter(), batches.wait_seconds
 
@@ -288,8 +357,10 @@ def train(config: ml_collections.ConfigDict, workdir: str,
         checkpoint.save(manager, step, state, force=True)
         status = "preempted"
         if is_chief:
-          print(f"SIGTERM: saved checkpoint at step {step}; rerun the same command to resume.",
-                flush=True)
+          print(
+            f"SIGTERM: saved checkpoint at step {step}; rerun the same command to resume.",
+            flush=True,
+          )
         break
       checkpoint.save(manager, step, state, force=step == s.total_steps)
   finally:
@@ -301,6 +372,12 @@ def train(config: ml_collections.ConfigDict, workdir: str,
   results = {}
   if status == "done" and config.eval.at_end:
     from sslax.evaluation import runner
+
     results = runner.evaluate(config, workdir, state, s)
-  return {"state": state, "status": status, "results": results, "step": step,
-          "train_step_compiles": train_step._cache_size()}
+  return {
+    "state": state,
+    "status": status,
+    "results": results,
+    "step": step,
+    "train_step_compiles": train_step._cache_size(),
+  }

@@ -3,6 +3,7 @@
 For unit vectors in D dimensions the per-dimension std averages at most 1/sqrt(D) (isotropic)
 and is 0 when every input maps to one embedding; the check asks for a fraction of 1/sqrt(D).
 """
+
 import numpy as np
 
 from sslax.methods.siamese import embedding_std as _embedding_std

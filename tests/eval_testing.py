@@ -1,4 +1,5 @@
 """Shared by the evaluation and export tests: one tiny pretrained workdir per test session."""
+
 import os
 import shutil
 

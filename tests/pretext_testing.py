@@ -1,4 +1,5 @@
 """Shared checks of the pretext-task tests (RotNet, Jigsaw, relative patch position)."""
+
 import jax
 import numpy as np
 
@@ -11,9 +12,12 @@ def loss_and_grads(config, devices, images, seed=0, method_state=None):
   state = train.init_state(s)
   method_state = state.method_state if method_state is None else method_state
   batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
+  fn = jax.jit(
+    jax.value_and_grad(
       lambda p, ms: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(seed)),
-      has_aux=True))
+      has_aux=True,
+    )
+  )
   (loss, (metrics, batch_stats, _)), grads = fn(state.params, method_state)
   return s, state, jax.device_get((loss, metrics, batch_stats, grads))
 
@@ -43,7 +47,9 @@ def check_task_same_on_eight_devices(make_method, images, devices, method_state=
     method = make_method(sharding.make_mesh({"data": -1}, devs))
     state = method_state(method) if method_state else {}
     batch = sharding.make_global_batch(method.mesh, {"views": (images,)})
-    outs.append(jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), state))(batch)))
+    outs.append(
+      jax.device_get(jax.jit(lambda b: method.make_task(b, jax.random.key(3), state))(batch))
+    )
   # Per-part normalisation may reduce in another order when sharded: ulp differences.
   np.testing.assert_allclose(outs[0][0], outs[1][0], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(outs[0][1], outs[1][1])

@@ -1,4 +1,5 @@
 """Helpers shared by the BYOL, SimSiam, Barlow Twins and VICReg tests."""
+
 import jax
 import numpy as np
 
@@ -7,10 +8,10 @@ from sslax import sharding, train
 
 # Small heads so a whole train step compiles in seconds on CPU.
 TINY_HEADS = {
-    "byol": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32),
-    "simsiam": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=8),
-    "barlow_twins": dict(proj_hidden_dim=32, proj_dim=16),
-    "vicreg": dict(proj_hidden_dim=32, proj_dim=16),
+  "byol": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=32),
+  "simsiam": dict(proj_hidden_dim=32, proj_dim=16, pred_hidden_dim=8),
+  "barlow_twins": dict(proj_hidden_dim=32, proj_dim=16),
+  "vicreg": dict(proj_hidden_dim=32, proj_dim=16),
 }
 
 
@@ -57,8 +58,10 @@ def assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 
 def max_abs_change(a, b) -> float:
-  return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.abs(np.asarray(x) - np.asarray(y)).max())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 def check_train_step_eight_equal_one(method: str, devices, num_steps: int = 2):
@@ -73,18 +76,20 @@ def check_train_step_eight_equal_one(method: str, devices, num_steps: int = 2):
   assert_trees_close(s8.batch_stats, s1.batch_stats)
   assert_trees_close(s8.params, s1.params)
   assert_trees_close(s8.method_state, s1.method_state)
-  assert max_abs_change(s1.params, init1.params) > 1e-4   # the steps did something
+  assert max_abs_change(s1.params, init1.params) > 1e-4  # the steps did something
   return init1, s1, m1
 
 
 def sharded_value_and_grad(loss_fn, num_args: int, devices, arrays):
   """value_and_grad of loss_fn(*local, axis_name) under shard_map on a mesh over `devices`."""
   mesh = sharding.make_mesh({"data": -1}, devices)
-  fn = sharding.shard_over_batch(lambda *a, axis_name: loss_fn(*a, axis_name=axis_name),
-                                 mesh, num_args)
+  fn = sharding.shard_over_batch(
+    lambda *a, axis_name: loss_fn(*a, axis_name=axis_name), mesh, num_args
+  )
   put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
   loss, grads = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(num_args))))(
-      *[put(x) for x in arrays])
+    *[put(x) for x in arrays]
+  )
   return np.asarray(loss), [np.asarray(g) for g in grads]
 
 
@@ -100,7 +105,8 @@ def check_eight_devices_equal_one(loss_fn, arrays, devices, rtol=1e-5, atol=1e-7
     np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
   # And both are the plain single-device math (no 1/num_devices scaling of gradients).
   plain_loss, plain_grads = jax.value_and_grad(
-      lambda *a: loss_fn(*a, axis_name=None), argnums=tuple(range(len(arrays))))(*arrays)
+    lambda *a: loss_fn(*a, axis_name=None), argnums=tuple(range(len(arrays)))
+  )(*arrays)
   np.testing.assert_allclose(l8, np.asarray(plain_loss), rtol=rtol)
   for a, b in zip(g8, plain_grads):
     np.testing.assert_allclose(a, np.asarray(b), rtol=rtol, atol=atol)

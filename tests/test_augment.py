@@ -8,19 +8,19 @@ from sslax.data import augment as A
 
 
 def _seed(a, b=0):
-    return tf.constant([a, b], tf.int64)
+  return tf.constant([a, b], tf.int64)
 
 
 def _rgb(h=16, w=16, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+  return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
 
 
 def _grey(h=16, w=16, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 1), dtype=np.uint8)
+  return np.random.default_rng(seed).integers(0, 256, size=(h, w, 1), dtype=np.uint8)
 
 
 def _float(img):
-    return tf.image.convert_image_dtype(img, tf.float32).numpy()  # the library's uint8 convention
+  return tf.image.convert_image_dtype(img, tf.float32).numpy()  # the library's uint8 convention
 
 
 STRONG = A.ViewSpec(size=12, jitter_prob=1.0, grayscale_prob=0.2, blur_prob=0.5, solarize_prob=0.2)
@@ -30,164 +30,166 @@ STRONG = A.ViewSpec(size=12, jitter_prob=1.0, grayscale_prob=0.2, blur_prob=0.5,
 
 
 def test_make_view_same_seed_same_output_different_seed_different():
-    img = _rgb()
-    a = A.make_view(img, _seed(1), STRONG).numpy()
-    b = A.make_view(img, _seed(1), STRONG).numpy()
-    c = A.make_view(img, _seed(2), STRONG).numpy()
-    np.testing.assert_array_equal(a, b)
-    assert not np.allclose(a, c)
+  img = _rgb()
+  a = A.make_view(img, _seed(1), STRONG).numpy()
+  b = A.make_view(img, _seed(1), STRONG).numpy()
+  c = A.make_view(img, _seed(2), STRONG).numpy()
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, c)
 
 
 def test_int32_and_int64_seeds_both_accepted():
-    img = _rgb()
-    for dtype in (tf.int32, tf.int64):
-        out = A.make_view(img, tf.constant([3, 4], dtype), STRONG)
-        assert out.shape == (12, 12, 3)
+  img = _rgb()
+  for dtype in (tf.int32, tf.int64):
+    out = A.make_view(img, tf.constant([3, 4], dtype), STRONG)
+    assert out.shape == (12, 12, 3)
 
 
 def test_make_view_deterministic_inside_dataset_map():
-    imgs = np.stack([_rgb(seed=i) for i in range(3)])
-    seeds = np.array([[7, 0], [7, 0], [8, 0]], np.int64)
-    ds = tf.data.Dataset.from_tensor_slices((imgs[[0, 0, 0]], seeds))
-    ds = ds.map(lambda x, s: A.make_view(x, s, STRONG))
-    assert ds.element_spec.shape == (12, 12, 3)
-    first, second, third = [x.numpy() for x in ds]
-    np.testing.assert_array_equal(first, second)
-    assert not np.allclose(first, third)
-    # Graph (dataset) and eager execution agree for the same seed.
-    np.testing.assert_allclose(first, A.make_view(imgs[0], seeds[0], STRONG).numpy(), atol=1e-6)
+  imgs = np.stack([_rgb(seed=i) for i in range(3)])
+  seeds = np.array([[7, 0], [7, 0], [8, 0]], np.int64)
+  ds = tf.data.Dataset.from_tensor_slices((imgs[[0, 0, 0]], seeds))
+  ds = ds.map(lambda x, s: A.make_view(x, s, STRONG))
+  assert ds.element_spec.shape == (12, 12, 3)
+  first, second, third = [x.numpy() for x in ds]
+  np.testing.assert_array_equal(first, second)
+  assert not np.allclose(first, third)
+  # Graph (dataset) and eager execution agree for the same seed.
+  np.testing.assert_allclose(first, A.make_view(imgs[0], seeds[0], STRONG).numpy(), atol=1e-6)
 
 
 def test_make_views_are_independent_and_reproducible():
-    img = _rgb()
-    specs = [STRONG, STRONG, A.ViewSpec(size=8)]
-    v1 = A.make_views(img, _seed(5), specs)
-    v2 = A.make_views(img, _seed(5), specs)
-    assert isinstance(v1, tuple) and len(v1) == 3
-    assert [v.shape for v in v1] == [(12, 12, 3), (12, 12, 3), (8, 8, 3)]
-    for a, b in zip(v1, v2):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    # Two views from the same spec must not share a seed.
-    assert not np.allclose(v1[0].numpy(), v1[1].numpy())
+  img = _rgb()
+  specs = [STRONG, STRONG, A.ViewSpec(size=8)]
+  v1 = A.make_views(img, _seed(5), specs)
+  v2 = A.make_views(img, _seed(5), specs)
+  assert isinstance(v1, tuple) and len(v1) == 3
+  assert [v.shape for v in v1] == [(12, 12, 3), (12, 12, 3), (8, 8, 3)]
+  for a, b in zip(v1, v2):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  # Two views from the same spec must not share a seed.
+  assert not np.allclose(v1[0].numpy(), v1[1].numpy())
 
 
 # ----------------------------------------------------------------------------- crop
 
 
 def test_random_resized_crop_shape_dtype():
-    out = A.random_resized_crop(_rgb(20, 14), _seed(0), 10)
-    assert out.shape == (10, 10, 3) and out.dtype == tf.float32
+  out = A.random_resized_crop(_rgb(20, 14), _seed(0), 10)
+  assert out.shape == (10, 10, 3) and out.dtype == tf.float32
 
 
 def test_full_scale_unit_ratio_crop_is_plain_resize():
-    img = _rgb(16, 16)
-    out = A.random_resized_crop(img, _seed(3), 8, scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    expected = tf.image.resize(_float(img), [8, 8], method="bilinear")
-    np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-6)
+  img = _rgb(16, 16)
+  out = A.random_resized_crop(img, _seed(3), 8, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+  expected = tf.image.resize(_float(img), [8, 8], method="bilinear")
+  np.testing.assert_allclose(out.numpy(), expected.numpy(), atol=1e-6)
 
 
 def test_crop_of_constant_image_is_constant():
-    img = np.full((16, 12, 3), 0.3, np.float32)
-    for i in range(5):
-        out = A.random_resized_crop(img, _seed(i), 9).numpy()
-        np.testing.assert_allclose(out, 0.3, atol=1e-6)
+  img = np.full((16, 12, 3), 0.3, np.float32)
+  for i in range(5):
+    out = A.random_resized_crop(img, _seed(i), 9).numpy()
+    np.testing.assert_allclose(out, 0.3, atol=1e-6)
 
 
 def test_sample_crop_box_inside_image_and_within_scale():
-    height, width, scale, ratio = 40, 30, (0.08, 1.0), (3 / 4, 4 / 3)
-    boxes = np.array(
-        [[int(v) for v in A.sample_crop_box(_seed(i), height, width, scale, ratio)] for i in range(200)]
-    )
-    oh, ow, h, w = boxes.T
-    assert (oh >= 0).all() and (ow >= 0).all() and (h >= 1).all() and (w >= 1).all()
-    assert (oh + h <= height).all() and (ow + w <= width).all()
+  height, width, scale, ratio = 40, 30, (0.08, 1.0), (3 / 4, 4 / 3)
+  boxes = np.array(
+    [[int(v) for v in A.sample_crop_box(_seed(i), height, width, scale, ratio)] for i in range(200)]
+  )
+  oh, ow, h, w = boxes.T
+  assert (oh >= 0).all() and (ow >= 0).all() and (h >= 1).all() and (w >= 1).all()
+  assert (oh + h <= height).all() and (ow + w <= width).all()
 
-    # Fallback for a 40x30 image: 30/40 = 0.75 is inside ratio, so the whole image.
-    fallback = (oh == 0) & (ow == 0) & (h == height) & (w == width)
-    assert fallback.mean() < 0.1  # 10 attempts rarely all fail
-    area = height * width
-    hs, ws = h[~fallback], w[~fallback]
-    # Rounding moves each side by at most 0.5 px; bound the unrounded area and aspect ratio.
-    assert ((hs + 0.5) * (ws + 0.5) >= scale[0] * area).all()
-    assert ((hs - 0.5) * (ws - 0.5) <= scale[1] * area).all()
-    assert ((ws + 0.5) / (hs - 0.5) >= ratio[0]).all()
-    assert ((ws - 0.5) / (hs + 0.5) <= ratio[1]).all()
-    # The sampled area fractions actually spread over the range, and positions vary.
-    frac = hs * ws / area
-    assert frac.min() < 0.25 and frac.max() > 0.75
-    assert len(set(zip(oh.tolist(), ow.tolist()))) > 50
+  # Fallback for a 40x30 image: 30/40 = 0.75 is inside ratio, so the whole image.
+  fallback = (oh == 0) & (ow == 0) & (h == height) & (w == width)
+  assert fallback.mean() < 0.1  # 10 attempts rarely all fail
+  area = height * width
+  hs, ws = h[~fallback], w[~fallback]
+  # Rounding moves each side by at most 0.5 px; bound the unrounded area and aspect ratio.
+  assert ((hs + 0.5) * (ws + 0.5) >= scale[0] * area).all()
+  assert ((hs - 0.5) * (ws - 0.5) <= scale[1] * area).all()
+  assert ((ws + 0.5) / (hs - 0.5) >= ratio[0]).all()
+  assert ((ws - 0.5) / (hs + 0.5) <= ratio[1]).all()
+  # The sampled area fractions actually spread over the range, and positions vary.
+  frac = hs * ws / area
+  assert frac.min() < 0.25 and frac.max() > 0.75
+  assert len(set(zip(oh.tolist(), ow.tolist()))) > 50
 
 
 def test_sample_crop_box_fallback_is_central_ratio_clamped():
-    # scale > 1 can never fit, forcing the fallback. 100x20 is narrower than 3/4 -> h = 20 / 0.75.
-    oh, ow, h, w = [int(v) for v in A.sample_crop_box(_seed(0), 100, 20, (2.0, 3.0), (3 / 4, 4 / 3))]
-    assert (h, w) == (27, 20)
-    assert (oh, ow) == ((100 - 27) // 2, 0)
-    # Wider than 4/3 -> w = round(20 * 4/3) = 27.
-    oh, ow, h, w = [int(v) for v in A.sample_crop_box(_seed(0), 20, 100, (2.0, 3.0), (3 / 4, 4 / 3))]
-    assert (oh, ow, h, w) == (0, (100 - 27) // 2, 20, 27)
+  # scale > 1 can never fit, forcing the fallback. 100x20 is narrower than 3/4 -> h = 20 / 0.75.
+  oh, ow, h, w = [int(v) for v in A.sample_crop_box(_seed(0), 100, 20, (2.0, 3.0), (3 / 4, 4 / 3))]
+  assert (h, w) == (27, 20)
+  assert (oh, ow) == ((100 - 27) // 2, 0)
+  # Wider than 4/3 -> w = round(20 * 4/3) = 27.
+  oh, ow, h, w = [int(v) for v in A.sample_crop_box(_seed(0), 20, 100, (2.0, 3.0), (3 / 4, 4 / 3))]
+  assert (oh, ow, h, w) == (0, (100 - 27) // 2, 20, 27)
 
 
 # ----------------------------------------------------------------------------- flip / grey
 
 
 def test_flip_prob_one_and_zero():
-    img = _rgb()
-    flipped = A.random_flip(img, _seed(0), prob=1.0).numpy()
-    np.testing.assert_array_equal(flipped, tf.image.flip_left_right(_float(img)).numpy())
-    np.testing.assert_array_equal(A.random_flip(img, _seed(0), prob=0.0).numpy(), _float(img))
+  img = _rgb()
+  flipped = A.random_flip(img, _seed(0), prob=1.0).numpy()
+  np.testing.assert_array_equal(flipped, tf.image.flip_left_right(_float(img)).numpy())
+  np.testing.assert_array_equal(A.random_flip(img, _seed(0), prob=0.0).numpy(), _float(img))
 
 
 def test_flip_half_prob_does_both():
-    img = _grey(4, 4)
-    flips = [not np.array_equal(A.random_flip(img, _seed(i)).numpy(), _float(img)) for i in range(40)]
-    assert 5 < sum(flips) < 35
+  img = _grey(4, 4)
+  flips = [not np.array_equal(A.random_flip(img, _seed(i)).numpy(), _float(img)) for i in range(40)]
+  assert 5 < sum(flips) < 35
 
 
 def test_grayscale_rgb_gives_equal_channels_and_grey_is_identity():
-    out = A.random_grayscale(_rgb(), _seed(0), prob=1.0).numpy()
-    assert out.shape == (16, 16, 3)
-    np.testing.assert_array_equal(out[..., 0], out[..., 1])
-    np.testing.assert_array_equal(out[..., 0], out[..., 2])
-    assert not np.allclose(out, _float(_rgb()))
-    grey = _grey()
-    np.testing.assert_array_equal(A.random_grayscale(grey, _seed(0), prob=1.0).numpy(), _float(grey))
-    np.testing.assert_array_equal(A.random_grayscale(_rgb(), _seed(0), prob=0.0).numpy(), _float(_rgb()))
+  out = A.random_grayscale(_rgb(), _seed(0), prob=1.0).numpy()
+  assert out.shape == (16, 16, 3)
+  np.testing.assert_array_equal(out[..., 0], out[..., 1])
+  np.testing.assert_array_equal(out[..., 0], out[..., 2])
+  assert not np.allclose(out, _float(_rgb()))
+  grey = _grey()
+  np.testing.assert_array_equal(A.random_grayscale(grey, _seed(0), prob=1.0).numpy(), _float(grey))
+  np.testing.assert_array_equal(
+    A.random_grayscale(_rgb(), _seed(0), prob=0.0).numpy(), _float(_rgb())
+  )
 
 
 # ----------------------------------------------------------------------------- solarize / blur
 
 
 def test_solarize_matches_formula():
-    x = np.array([[0.0, 0.2, 0.49], [0.5, 0.7, 1.0]], np.float32)[..., None]
-    out = A.solarize(x, _seed(0), prob=1.0).numpy()
-    expected = np.where(x >= 0.5, 1.0 - x, x)
-    np.testing.assert_allclose(out, expected, atol=1e-7)
-    np.testing.assert_array_equal(A.solarize(x, _seed(0), prob=0.0).numpy(), x)
+  x = np.array([[0.0, 0.2, 0.49], [0.5, 0.7, 1.0]], np.float32)[..., None]
+  out = A.solarize(x, _seed(0), prob=1.0).numpy()
+  expected = np.where(x >= 0.5, 1.0 - x, x)
+  np.testing.assert_allclose(out, expected, atol=1e-7)
+  np.testing.assert_array_equal(A.solarize(x, _seed(0), prob=0.0).numpy(), x)
 
 
 def test_gaussian_kernel_normalised_symmetric():
-    for sigma in (0.1, 1.0, 2.0):
-        k = A.gaussian_kernel(sigma, 4).numpy()
-        assert k.shape == (9,)
-        np.testing.assert_allclose(k.sum(), 1.0, atol=1e-6)
-        np.testing.assert_allclose(k, k[::-1], atol=1e-7)
-        assert k.argmax() == 4
+  for sigma in (0.1, 1.0, 2.0):
+    k = A.gaussian_kernel(sigma, 4).numpy()
+    assert k.shape == (9,)
+    np.testing.assert_allclose(k.sum(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(k, k[::-1], atol=1e-7)
+    assert k.argmax() == 4
 
 
 def test_blur_kernel_size_is_odd_tenth_at_least_three():
-    assert [int(A.blur_kernel_size(s)) for s in (8, 32, 96, 224)] == [3, 3, 9, 23]
+  assert [int(A.blur_kernel_size(s)) for s in (8, 32, 96, 224)] == [3, 3, 9, 23]
 
 
 def test_blur_preserves_constant_image_and_smooths_noise():
-    const = np.full((12, 12, 3), 0.6, np.float32)
-    np.testing.assert_allclose(A.gaussian_blur(const, _seed(0), prob=1.0).numpy(), 0.6, atol=1e-6)
-    noise = _float(_rgb(32, 32))
-    blurred = A.gaussian_blur(noise, _seed(0), prob=1.0, sigma_range=(1.0, 2.0)).numpy()
-    assert blurred.shape == noise.shape
-    assert blurred.var() < 0.5 * noise.var()
-    np.testing.assert_allclose(blurred.mean(), noise.mean(), atol=0.02)
-    np.testing.assert_array_equal(A.gaussian_blur(noise, _seed(0), prob=0.0).numpy(), noise)
+  const = np.full((12, 12, 3), 0.6, np.float32)
+  np.testing.assert_allclose(A.gaussian_blur(const, _seed(0), prob=1.0).numpy(), 0.6, atol=1e-6)
+  noise = _float(_rgb(32, 32))
+  blurred = A.gaussian_blur(noise, _seed(0), prob=1.0, sigma_range=(1.0, 2.0)).numpy()
+  assert blurred.shape == noise.shape
+  assert blurred.var() < 0.5 * noise.var()
+  np.testing.assert_allclose(blurred.mean(), noise.mean(), atol=0.02)
+  np.testing.assert_array_equal(A.gaussian_blur(noise, _seed(0), prob=0.0).numpy(), noise)
 
 
 # ----------------------------------------------------------------------------- jitter
@@ -195,28 +197,28 @@ def test_blur_preserves_constant_image_and_smooths_noise():
 
 @pytest.mark.parametrize("maker", [_rgb, _grey])
 def test_jitter_range_channels_and_prob(maker):
-    img = maker()
-    for i in range(6):
-        out = A.color_jitter(img, _seed(i), strength=1.5, prob=1.0).numpy()
-        assert out.shape == img.shape and out.dtype == np.float32
-        assert out.min() >= 0.0 and out.max() <= 1.0
-        assert not np.allclose(out, _float(img))
-    np.testing.assert_array_equal(A.color_jitter(img, _seed(0), prob=0.0).numpy(), _float(img))
+  img = maker()
+  for i in range(6):
+    out = A.color_jitter(img, _seed(i), strength=1.5, prob=1.0).numpy()
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not np.allclose(out, _float(img))
+  np.testing.assert_array_equal(A.color_jitter(img, _seed(0), prob=0.0).numpy(), _float(img))
 
 
 def test_jitter_brightness_is_multiplicative():
-    # Black stays black under x * b and contrast around the mean; additive brightness would not.
-    black = np.zeros((8, 8, 3), np.float32)
-    for i in range(4):
-        np.testing.assert_allclose(A.color_jitter(black, _seed(i), prob=1.0).numpy(), 0.0, atol=1e-6)
+  # Black stays black under x * b and contrast around the mean; additive brightness would not.
+  black = np.zeros((8, 8, 3), np.float32)
+  for i in range(4):
+    np.testing.assert_allclose(A.color_jitter(black, _seed(i), prob=1.0).numpy(), 0.0, atol=1e-6)
 
 
 def test_jitter_keeps_grey_rgb_grey():
-    grey3 = np.repeat(_float(_grey()), 3, axis=-1)
-    for i in range(4):
-        out = A.color_jitter(grey3, _seed(i), prob=1.0).numpy()
-        np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-5)
-        np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-5)
+  grey3 = np.repeat(_float(_grey()), 3, axis=-1)
+  for i in range(4):
+    out = A.color_jitter(grey3, _seed(i), prob=1.0).numpy()
+    np.testing.assert_allclose(out[..., 0], out[..., 1], atol=1e-5)
+    np.testing.assert_allclose(out[..., 0], out[..., 2], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- views
@@ -225,33 +227,35 @@ def test_jitter_keeps_grey_rgb_grey():
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("as_float", [False, True])
 def test_make_view_shape_dtype_range(channels, as_float):
-    img = _rgb() if channels == 3 else _grey()
-    if as_float:
-        img = _float(img)
-    spec = A.ViewSpec(size=10, blur_prob=1.0, solarize_prob=1.0, jitter_prob=1.0, grayscale_prob=1.0)
-    out = A.make_view(img, _seed(9), spec).numpy()
-    assert out.shape == (10, 10, channels) and out.dtype == np.float32
-    assert out.min() >= 0.0 and out.max() <= 1.0
+  img = _rgb() if channels == 3 else _grey()
+  if as_float:
+    img = _float(img)
+  spec = A.ViewSpec(size=10, blur_prob=1.0, solarize_prob=1.0, jitter_prob=1.0, grayscale_prob=1.0)
+  out = A.make_view(img, _seed(9), spec).numpy()
+  assert out.shape == (10, 10, channels) and out.dtype == np.float32
+  assert out.min() >= 0.0 and out.max() <= 1.0
 
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_static_shapes_in_graph_mode(channels):
-    spec = A.ViewSpec(size=10, blur_prob=0.5, solarize_prob=0.5)
+  spec = A.ViewSpec(size=10, blur_prob=0.5, solarize_prob=0.5)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, channels], tf.uint8), tf.TensorSpec([2], tf.int64)])
-    def fn(x, s):
-        return A.make_view(x, s, spec), A.center_view(x, 7)
+  @tf.function(
+    input_signature=[tf.TensorSpec([None, None, channels], tf.uint8), tf.TensorSpec([2], tf.int64)]
+  )
+  def fn(x, s):
+    return A.make_view(x, s, spec), A.center_view(x, 7)
 
-    view, centre = fn.get_concrete_function().structured_outputs
-    assert view.shape.as_list() == [10, 10, channels]
-    assert centre.shape.as_list() == [7, 7, channels]
+  view, centre = fn.get_concrete_function().structured_outputs
+  assert view.shape.as_list() == [10, 10, channels]
+  assert centre.shape.as_list() == [7, 7, channels]
 
 
 def test_center_view_is_deterministic_resize():
-    img = _rgb(16, 16)
-    np.testing.assert_allclose(A.center_view(img, 16).numpy(), _float(img), atol=1e-6)
-    expected = tf.image.resize(_float(img), [8, 8]).numpy()
-    np.testing.assert_allclose(A.center_view(img, 8).numpy(), expected, atol=1e-6)
-    # Non-square: the central square is used, so a 16x24 image equals its middle 16x16.
-    wide = _rgb(16, 24)
-    np.testing.assert_allclose(A.center_view(wide, 16).numpy(), _float(wide[:, 4:20]), atol=1e-6)
+  img = _rgb(16, 16)
+  np.testing.assert_allclose(A.center_view(img, 16).numpy(), _float(img), atol=1e-6)
+  expected = tf.image.resize(_float(img), [8, 8]).numpy()
+  np.testing.assert_allclose(A.center_view(img, 8).numpy(), expected, atol=1e-6)
+  # Non-square: the central square is used, so a 16x24 image equals its middle 16x16.
+  wide = _rgb(16, 24)
+  np.testing.assert_allclose(A.center_view(wide, 16).numpy(), _float(wide[:, 4:20]), atol=1e-6)

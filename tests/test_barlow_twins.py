@@ -1,10 +1,14 @@
 """Barlow Twins: paper formula, lambda options, 8 devices == 1 (loss, grads, train step), memory."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_testing import (check_eight_devices_equal_one, check_train_step_eight_equal_one,
-                             jaxpr_shapes_and_primitives)
+from siamese_testing import (
+  check_eight_devices_equal_one,
+  check_train_step_eight_equal_one,
+  jaxpr_shapes_and_primitives,
+)
 from sslax import losses, sharding
 
 
@@ -22,8 +26,9 @@ def barlow_twins_numpy(za, zb, lam):
   c = np.zeros((d, d))
   for i in range(d):
     for j in range(d):
-      c[i, j] = np.sum(za[:, i] * zb[:, j]) / (np.sqrt(np.sum(za[:, i] ** 2))
-                                              * np.sqrt(np.sum(zb[:, j] ** 2)))
+      c[i, j] = np.sum(za[:, i] * zb[:, j]) / (
+        np.sqrt(np.sum(za[:, i] ** 2)) * np.sqrt(np.sum(zb[:, j] ** 2))
+      )
   on = sum((1 - c[i, i]) ** 2 for i in range(d))
   off = sum(c[i, j] ** 2 for i in range(d) for j in range(d) if i != j)
   return on + lam * off, on, off
@@ -62,8 +67,11 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   # A large common offset checks that standardisation uses global, not local, means.
   arrays = [jnp.asarray(rng.normal(size=(32, 16)) + 3.0, jnp.float32) for _ in range(2)]
   loss, _ = check_eight_devices_equal_one(
-      lambda a, b, axis_name: losses.barlow_twins_loss(a, b, 5e-3, axis_name=axis_name)[0],
-      arrays, devices, atol=1e-6)
+    lambda a, b, axis_name: losses.barlow_twins_loss(a, b, 5e-3, axis_name=axis_name)[0],
+    arrays,
+    devices,
+    atol=1e-6,
+  )
   np.testing.assert_allclose(loss, barlow_twins_numpy(*arrays, 5e-3)[0], rtol=1e-4)
 
 
@@ -71,12 +79,13 @@ def test_cross_correlation_is_reduced_not_gathered(devices):
   """Memory: each device builds a [D, D] matrix and psums it; nothing is all-gathered."""
   mesh = sharding.make_mesh({"data": -1}, devices)
   fn = sharding.shard_over_batch(
-      lambda a, b, axis_name: losses.barlow_twins_loss(a, b, axis_name=axis_name)[0], mesh, 2)
+    lambda a, b, axis_name: losses.barlow_twins_loss(a, b, axis_name=axis_name)[0], mesh, 2
+  )
   z = jnp.zeros((64, 24))
   shapes, prims = jaxpr_shapes_and_primitives(fn, z, z)
   assert (24, 24) in shapes and any(p.startswith("psum") for p in prims)
   assert "all_gather" not in prims
-  assert not any(s and s[0] == 64 for s in shapes)   # no global-batch-sized array per device
+  assert not any(s and s[0] == 64 for s in shapes)  # no global-batch-sized array per device
 
 
 def test_train_step_eight_devices_equal_one_device(devices):

@@ -1,22 +1,30 @@
 """BYOL: paper formula, 8 devices == 1 (loss, grads, train step), stop-gradient, EMA schedule."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_testing import (check_eight_devices_equal_one, check_train_step_eight_equal_one,
-                             max_abs_change, random_batches, run_steps,
-                             tiny_method_config)
+from siamese_testing import (
+  check_eight_devices_equal_one,
+  check_train_step_eight_equal_one,
+  max_abs_change,
+  random_batches,
+  run_steps,
+  tiny_method_config,
+)
 from sslax import losses, sharding, train
 from sslax.methods.byol import BYOL
 
 
 def byol_numpy(p1, p2, t1, t2):
   """BYOL eq. (2): L = || q/|q| - z'/|z'| ||^2, plus the symmetric L~ (views swapped)."""
+
   def regression(q, z):
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     z = z / np.linalg.norm(z, axis=1, keepdims=True)
     return np.sum((q - z) ** 2, axis=1)
+
   p1, p2, t1, t2 = (np.asarray(x, np.float64) for x in (p1, p2, t1, t2))
   return np.mean(regression(p1, t2) + regression(p2, t1))
 
@@ -40,7 +48,8 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   rng = np.random.default_rng(1)
   arrays = [jnp.asarray(rng.normal(size=(32, 16)), jnp.float32) for _ in range(4)]
   loss, grads = check_eight_devices_equal_one(
-      lambda *a, axis_name: losses.byol_loss(*a, axis_name=axis_name)[0], arrays, devices)
+    lambda *a, axis_name: losses.byol_loss(*a, axis_name=axis_name)[0], arrays, devices
+  )
   np.testing.assert_allclose(loss, byol_numpy(*arrays), rtol=1e-5)
   # Predictions get gradients; the targets get exactly none (stop-gradient inside the loss).
   assert np.abs(grads[0]).max() > 0 and np.abs(grads[1]).max() > 0
@@ -83,22 +92,29 @@ def test_momentum_schedule_reaches_one_at_the_last_step(devices):
 def test_total_steps_match_the_trainer_for_epoch_based_runs(devices):
   c = tiny_method_config("byol")
   c.total_steps = 0
-  c.total_epochs = 2.5          # 64 examples / batch 16 = 4 steps per epoch -> 10 steps
+  c.total_epochs = 2.5  # 64 examples / batch 16 = 4 steps per epoch -> 10 steps
   s = train.setup(c, devices=devices[:1])
   assert s.method.total_steps == s.total_steps == 10
 
 
 def test_after_update_applies_ema_with_scheduled_momentum(devices):
-  s, state = _setup(tiny_method_config("byol"), devices[:1])   # total_steps = 4
+  s, state = _setup(tiny_method_config("byol"), devices[:1])  # total_steps = 4
   online = jax.tree.map(lambda x: x + 0.5, state.params)
   step = 1
   tau = 1 - (1 - 0.996) * (np.cos(np.pi * step / 4) + 1) / 2
   new = s.method.after_update(state.method_state, online, jnp.asarray(step))
   for name in ("backbone", "projector"):
-    jax.tree.map(lambda t, o, n: np.testing.assert_allclose(
-        n, tau * np.asarray(t, np.float64) + (1 - tau) * np.asarray(o, np.float64),
-        rtol=1e-6, atol=1e-7), state.method_state["params"][name], online[name],
-        new["params"][name])
+    jax.tree.map(
+      lambda t, o, n: np.testing.assert_allclose(
+        n,
+        tau * np.asarray(t, np.float64) + (1 - tau) * np.asarray(o, np.float64),
+        rtol=1e-6,
+        atol=1e-7,
+      ),
+      state.method_state["params"][name],
+      online[name],
+      new["params"][name],
+    )
   assert "predictor" not in new["params"]
   # BN statistics of the target are not averaged by after_update (see BYOL.loss).
   assert new["batch_stats"] is state.method_state["batch_stats"]
@@ -115,9 +131,10 @@ def test_train_step_eight_devices_equal_one_device(devices):
   assert np.isfinite(metrics["loss"]) and 0 <= metrics["loss"] <= 8
   assert max_abs_change(state.method_state["params"]["backbone"], init.params["backbone"]) > 0
   # The target lags the online network (momentum close to 1).
-  assert (max_abs_change(state.method_state["params"], init.method_state["params"])
-          < max_abs_change({k: state.params[k] for k in ("backbone", "projector")},
-                           {k: init.params[k] for k in ("backbone", "projector")}))
+  assert max_abs_change(state.method_state["params"], init.method_state["params"]) < max_abs_change(
+    {k: state.params[k] for k in ("backbone", "projector")},
+    {k: init.params[k] for k in ("backbone", "projector")},
+  )
 
 
 def test_trainer_applies_the_ema_after_each_step(devices):
@@ -126,7 +143,14 @@ def test_trainer_applies_the_ema_after_each_step(devices):
   init, state, _ = run_steps(c, devices[:1], random_batches(1))
   tau = 1 - (1 - 0.996) * (np.cos(np.pi * 1 / c.total_steps) + 1) / 2
   for name in ("backbone", "projector"):
-    jax.tree.map(lambda t0, o1, t1: np.testing.assert_allclose(
-        t1, tau * np.asarray(t0, np.float64) + (1 - tau) * np.asarray(o1, np.float64),
-        rtol=1e-6, atol=1e-7), init.method_state["params"][name], state.params[name],
-        state.method_state["params"][name])
+    jax.tree.map(
+      lambda t0, o1, t1: np.testing.assert_allclose(
+        t1,
+        tau * np.asarray(t0, np.float64) + (1 - tau) * np.asarray(o1, np.float64),
+        rtol=1e-6,
+        atol=1e-7,
+      ),
+      init.method_state["params"][name],
+      state.params[name],
+      state.method_state["params"][name],
+    )

@@ -1,12 +1,14 @@
 """Checkpoint manager policy: which steps get written."""
+
 import jax.numpy as jnp
 
 from sslax import checkpoint
 
 
 def test_saves_only_at_multiples_of_the_interval_and_when_forced(tmp_path):
-  manager = checkpoint.make_manager(str(tmp_path), save_every_steps=3, max_to_keep=5,
-                                    use_async=False)
+  manager = checkpoint.make_manager(
+    str(tmp_path), save_every_steps=3, max_to_keep=5, use_async=False
+  )
   for step in range(1, 8):
     checkpoint.save(manager, step, {"x": jnp.full((2,), float(step))}, force=step == 7)
   manager.wait_until_finished()

@@ -1,4 +1,5 @@
 """CLIP loss: the paper's formula in NumPy, full-gather == ring-chunked == 1 device (loss, grads)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,8 +18,8 @@ def clip_numpy(img, txt, log_scale, max_scale=100.0):
   n = len(x)
   total = 0.0
   for i in range(n):
-    row = [s * x[i] @ y[j] for j in range(n)]      # image i against every text
-    col = [s * y[i] @ x[j] for j in range(n)]      # text i against every image
+    row = [s * x[i] @ y[j] for j in range(n)]  # image i against every text
+    col = [s * y[i] @ x[j] for j in range(n)]  # text i against every image
     total += -np.log(np.exp(row[i]) / np.sum(np.exp(row)))
     total += -np.log(np.exp(col[i]) / np.sum(np.exp(col)))
   return total / (2 * n)
@@ -33,15 +34,25 @@ def _data(n=16, d=8, seed=0):
 @pytest.mark.parametrize("log_scale", [np.log(1 / 0.07), np.log(1000.0)])  # the 2nd is clipped
 def test_matches_paper_formula(chunked, log_scale):
   img, txt = _data(6, 4)
-  loss, metrics = clip_loss(jnp.asarray(img, jnp.float32), jnp.asarray(txt, jnp.float32),
-                            jnp.float32(log_scale), chunked=chunked)
+  loss, metrics = clip_loss(
+    jnp.asarray(img, jnp.float32),
+    jnp.asarray(txt, jnp.float32),
+    jnp.float32(log_scale),
+    chunked=chunked,
+  )
   np.testing.assert_allclose(float(loss), clip_numpy(img, txt, log_scale), rtol=1e-5)
   x = img / np.linalg.norm(img, axis=1, keepdims=True)
   y = txt / np.linalg.norm(txt, axis=1, keepdims=True)
   sim = x @ y.T
-  np.testing.assert_allclose(float(metrics["image_to_text_acc"]), np.mean(sim.argmax(1) == np.arange(6)))
-  np.testing.assert_allclose(float(metrics["text_to_image_acc"]), np.mean(sim.argmax(0) == np.arange(6)))
-  np.testing.assert_allclose(float(metrics["logit_scale"]), min(np.exp(log_scale), 100.0), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(metrics["image_to_text_acc"]), np.mean(sim.argmax(1) == np.arange(6))
+  )
+  np.testing.assert_allclose(
+    float(metrics["text_to_image_acc"]), np.mean(sim.argmax(0) == np.arange(6))
+  )
+  np.testing.assert_allclose(
+    float(metrics["logit_scale"]), min(np.exp(log_scale), 100.0), rtol=1e-6
+  )
 
 
 def test_hand_checkable_pairs():
@@ -54,9 +65,12 @@ def test_hand_checkable_pairs():
 def _sharded(mesh, chunked):
   def fn(img, txt, log_scale):
     return jax.shard_map(
-        lambda a, b, s: clip_loss(a, b, s, axis_name=sharding.BATCH_AXES, chunked=chunked)[0],
-        mesh=mesh, in_specs=(P(sharding.BATCH_AXES), P(sharding.BATCH_AXES), P()),
-        out_specs=P())(img, txt, log_scale)
+      lambda a, b, s: clip_loss(a, b, s, axis_name=sharding.BATCH_AXES, chunked=chunked)[0],
+      mesh=mesh,
+      in_specs=(P(sharding.BATCH_AXES), P(sharding.BATCH_AXES), P()),
+      out_specs=P(),
+    )(img, txt, log_scale)
+
   return fn
 
 
@@ -64,15 +78,18 @@ def test_eight_devices_full_and_chunked_equal_one_device(devices):
   img, txt = (jnp.asarray(a, jnp.float32) for a in _data(32, 16, seed=1))
   log_scale = jnp.float32(np.log(1 / 0.07))
   ref_loss, ref_grads = jax.value_and_grad(
-      lambda a, b, s: clip_loss(a, b, s)[0], argnums=(0, 1, 2))(img, txt, log_scale)
-  np.testing.assert_allclose(float(ref_loss), clip_numpy(np.asarray(img), np.asarray(txt),
-                                                         float(log_scale)), rtol=1e-5)
+    lambda a, b, s: clip_loss(a, b, s)[0], argnums=(0, 1, 2)
+  )(img, txt, log_scale)
+  np.testing.assert_allclose(
+    float(ref_loss), clip_numpy(np.asarray(img), np.asarray(txt), float(log_scale)), rtol=1e-5
+  )
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
     put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
     for chunked in (False, True):
       loss, grads = jax.jit(jax.value_and_grad(_sharded(mesh, chunked), argnums=(0, 1, 2)))(
-          put(img), put(txt), log_scale)
+        put(img), put(txt), log_scale
+      )
       np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-5)
       for got, want in zip(grads, ref_grads):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
@@ -88,7 +105,7 @@ def test_chunked_per_device_logits_are_local_by_local(devices):
     for eqn in jaxpr.eqns:
       shapes.update(tuple(v.aval.shape) for v in eqn.outvars)
       for sub in eqn.params.values():
-        for inner in (sub if isinstance(sub, (tuple, list)) else (sub,)):
+        for inner in sub if isinstance(sub, (tuple, list)) else (sub,):
           inner = getattr(inner, "jaxpr", inner)
           if hasattr(inner, "eqns"):
             walk(inner)
@@ -98,5 +115,7 @@ def test_chunked_per_device_logits_are_local_by_local(devices):
   assert (8, 8) in shapes
   assert not {(8, 64), (64, 64)} & shapes
   shapes.clear()
-  walk(jax.make_jaxpr(jax.grad(_sharded(mesh, False), argnums=(0, 1, 2)))(z, z, jnp.float32(1.0)).jaxpr)
-  assert (8, 64) in shapes   # the full-gather version does build [b, B]
+  walk(
+    jax.make_jaxpr(jax.grad(_sharded(mesh, False), argnums=(0, 1, 2)))(z, z, jnp.float32(1.0)).jaxpr
+  )
+  assert (8, 64) in shapes  # the full-gather version does build [b, B]

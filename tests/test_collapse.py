@@ -6,6 +6,7 @@ std ~1 / sqrt(D) per dimension (SimSiam fig. 2); a constant embedding has 0; emb
 confined isotropically to k axis-aligned dimensions have sqrt(k / D) / sqrt(D), so 0.1 flags
 collapse onto fewer than 1% of the dimensions. The runs below end 4-8x above the threshold.
 """
+
 import math
 
 import jax
@@ -63,11 +64,15 @@ def _embed(config, s, state, num: int = 512):
   """Backbone features [num, F] and projector outputs z [num, D] of test images (eval mode)."""
   source = train.load_source(config, config.dataset.test_split, num)
   net = s.method.network()
-  apply = jax.jit(lambda params, batch_stats, x: net.apply(
-      {"params": params, "batch_stats": batch_stats}, x, train=False)[:2])
-  outs = [apply(state.params, state.batch_stats, b["image"])
-          for b in pipeline.eval_batches(source, image_size=config.dataset.image_size,
-                                         global_batch=128)]
+  apply = jax.jit(
+    lambda params, batch_stats, x: net.apply(
+      {"params": params, "batch_stats": batch_stats}, x, train=False
+    )[:2]
+  )
+  outs = [
+    apply(state.params, state.batch_stats, b["image"])
+    for b in pipeline.eval_batches(source, image_size=config.dataset.image_size, global_batch=128)
+  ]
   return tuple(np.concatenate([np.asarray(o[i]) for o in outs]) for i in range(2))
 
 
@@ -77,10 +82,11 @@ def test_short_run_does_not_collapse(method, tmp_path, devices):
   try:
     sources.get_source("fashion_mnist", "test")
   except sources.DatasetNotFoundError as e:
-    pytest.fail(f"Fashion-MNIST is needed for the collapse test (scripts/setup.sh installs it): "
-                f"{e}")
+    pytest.fail(
+      f"Fashion-MNIST is needed for the collapse test (scripts/setup.sh installs it): {e}"
+    )
   config = _short_run_config(method)
-  out = train.train(config, str(tmp_path))     # 30 steps of batch 64, ~30-50 s on 2 CPU cores
+  out = train.train(config, str(tmp_path))  # 30 steps of batch 64, ~30-50 s on 2 CPU cores
   assert out["status"] == "done" and int(out["state"].step) == 30
   s = train.setup(config)
   features, z = _embed(config, s, out["state"])

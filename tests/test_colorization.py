@@ -1,5 +1,6 @@
 """Colorization: Lab conversion vs the CIE formulas, ab bins, soft encoding, rebalancing,
 the loss vs NumPy, 8 devices == 1, the bin prior pass, and the refusal of grey data."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,15 +14,20 @@ from sslax.pretext import color
 
 # ---- An independent reference from the CIE / sRGB definitions (float64, D65 white).
 
+
 def srgb_to_lab_reference(rgb):
   rgb = np.asarray(rgb, np.float64)
   lin = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-  m = np.array([[0.4124564, 0.3575761, 0.1804375],
-                [0.2126729, 0.7151522, 0.0721750],
-                [0.0193339, 0.1191920, 0.9503041]])
+  m = np.array(
+    [
+      [0.4124564, 0.3575761, 0.1804375],
+      [0.2126729, 0.7151522, 0.0721750],
+      [0.0193339, 0.1191920, 0.9503041],
+    ]
+  )
   x, y, z = np.moveaxis(lin @ m.T, -1, 0)
   xn, yn, zn = 0.95047, 1.0, 1.08883
-  eps, kappa = 216 / 24389, 24389 / 27   # CIE's exact constants
+  eps, kappa = 216 / 24389, 24389 / 27  # CIE's exact constants
 
   def f(t):
     return np.where(t > eps, np.cbrt(t), (kappa * t + 16) / 116)
@@ -32,10 +38,12 @@ def srgb_to_lab_reference(rgb):
 
 def test_lab_matches_cie_reference_and_round_trips():
   rng = np.random.default_rng(0)
-  rgb = np.concatenate([rng.uniform(size=(500, 3)), np.eye(3), [[1, 1, 1], [0, 0, 0], [0.02, 0.01, 0.03]]])
+  rgb = np.concatenate(
+    [rng.uniform(size=(500, 3)), np.eye(3), [[1, 1, 1], [0, 0, 0], [0.02, 0.01, 0.03]]]
+  )
   lab = np.asarray(color.rgb_to_lab(jnp.asarray(rgb, jnp.float32)))
   np.testing.assert_allclose(lab, srgb_to_lab_reference(rgb), atol=2e-3)
-  np.testing.assert_allclose(lab[-3], [100, 0, 0], atol=1e-3)        # D65 white
+  np.testing.assert_allclose(lab[-3], [100, 0, 0], atol=1e-3)  # D65 white
   np.testing.assert_allclose(lab[-2], [0, 0, 0], atol=1e-4)
   back = np.asarray(color.lab_to_rgb(jnp.asarray(lab)))
   np.testing.assert_allclose(back, rgb, atol=1e-4)
@@ -58,8 +66,10 @@ def test_hard_and_soft_encoding_on_hand_made_values():
   centers = color.ab_bin_centers(10.0)
   index = {tuple(c): i for i, c in enumerate(centers.tolist())}
   ab = jnp.asarray([[3.0, -4.0], [12.0, 27.0], [-16.0, 44.0], [0.0, 0.0]])
-  np.testing.assert_array_equal(color.hard_encode(ab, centers),
-                                [index[(0, 0)], index[(10, 30)], index[(-20, 40)], index[(0, 0)]])
+  np.testing.assert_array_equal(
+    color.hard_encode(ab, centers),
+    [index[(0, 0)], index[(10, 30)], index[(-20, 40)], index[(0, 0)]],
+  )
   # At a bin centre: itself (d = 0) and its 4 grid neighbours (d = 10) share the mass with
   # weights 1 : e^-2 (Gaussian, sigma 5: exp(-100 / 50)).
   soft = np.asarray(color.soft_encode(ab[3:], centers))[0]
@@ -83,9 +93,10 @@ def test_rebalancing_weights_formula():
   w /= (smooth * w).sum()
   got = np.asarray(color.rebalancing_weights(jnp.asarray(counts), centers, lam=lam, sigma=sigma))
   np.testing.assert_allclose(got, w, rtol=1e-5)
-  assert got[2] > got[1] > got[0]        # rare colours weigh more
-  np.testing.assert_allclose(color.rebalancing_weights(jnp.asarray(counts), centers, lam=1.0),
-                             1.0, rtol=1e-5)   # lambda = 1: uniform weights
+  assert got[2] > got[1] > got[0]  # rare colours weigh more
+  np.testing.assert_allclose(
+    color.rebalancing_weights(jnp.asarray(counts), centers, lam=1.0), 1.0, rtol=1e-5
+  )  # lambda = 1: uniform weights
 
 
 def test_loss_matches_numpy_cross_entropy():
@@ -95,8 +106,9 @@ def test_loss_matches_numpy_cross_entropy():
   logits = rng.normal(size=(2, 3, 3, len(centers))).astype(np.float32)
   weights = rng.uniform(0.5, 2.0, size=len(centers)).astype(np.float32)
   for soft in (False, True):
-    loss, metrics = colorization_loss(jnp.asarray(logits), jnp.asarray(ab), centers, soft=soft,
-                                      bin_weights=jnp.asarray(weights))
+    loss, metrics = colorization_loss(
+      jnp.asarray(logits), jnp.asarray(ab), centers, soft=soft, bin_weights=jnp.asarray(weights)
+    )
     # NumPy: nearest bin by brute force; soft targets from the 5 nearest, Gaussian sigma 5.
     d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
     nearest = d2.argmin(-1)
@@ -110,14 +122,16 @@ def test_loss_matches_numpy_cross_entropy():
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     ce = -(target * logp).sum(-1) * weights[nearest]
     np.testing.assert_allclose(float(loss), ce.mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(metrics["pretext_accuracy"]), (logits.argmax(-1) == nearest).mean())
+    np.testing.assert_allclose(
+      float(metrics["pretext_accuracy"]), (logits.argmax(-1) == nearest).mean()
+    )
 
 
 def colour_config():
   c = tiny_config()
   c.method = "colorization"
   c.colorization.decoder_width = 16
-  c.colorization.grid = 20.0               # fewer bins: a faster test
+  c.colorization.grid = 20.0  # fewer bins: a faster test
   c.colorization.prior_num_examples = 32
   c.eval.batch_size = 16
   return c
@@ -127,7 +141,9 @@ def colourful_batch(batch=16, size=16, seed=0):
   rng = np.random.default_rng(seed)
   base = rng.uniform(0.1, 0.9, size=(batch, 1, 1, 3))
   grad = np.linspace(0, 0.3, size)[None, :, None, None]
-  return np.clip(base + grad + 0.05 * rng.normal(size=(batch, size, size, 3)), 0, 1).astype(np.float32)
+  return np.clip(base + grad + 0.05 * rng.normal(size=(batch, size, size, 3)), 0, 1).astype(
+    np.float32
+  )
 
 
 def loss_and_grads(config, devices, images, bin_weights):
@@ -135,8 +151,11 @@ def loss_and_grads(config, devices, images, bin_weights):
   state = train.init_state(s)
   ms = dict(state.method_state, bin_weights=jnp.asarray(bin_weights))
   batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
-      lambda p: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(0)), has_aux=True))
+  fn = jax.jit(
+    jax.value_and_grad(
+      lambda p: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(0)), has_aux=True
+    )
+  )
   (loss, (metrics, stats, _)), grads = fn(state.params)
   return jax.device_get((loss, metrics, stats, grads))
 
@@ -162,10 +181,11 @@ def test_encoder_sees_only_lightness(devices):
   s = train.setup(config, devices=devices[:1])
   state = train.init_state(s)
   rng = np.random.default_rng(4)
-  lab = np.concatenate([rng.uniform(30, 70, size=(4, 16, 16, 1)),
-                        rng.uniform(-15, 15, size=(4, 16, 16, 2))], -1).astype(np.float32)
+  lab = np.concatenate(
+    [rng.uniform(30, 70, size=(4, 16, 16, 1)), rng.uniform(-15, 15, size=(4, 16, 16, 2))], -1
+  ).astype(np.float32)
   recoloured = lab.copy()
-  recoloured[..., 1:] *= -1   # opposite colours, same lightness (all in gamut at these L)
+  recoloured[..., 1:] *= -1  # opposite colours, same lightness (all in gamut at these L)
   images = [color.lab_to_rgb(jnp.asarray(x)) for x in (lab, recoloured)]
   lightness = [np.asarray(color.rgb_to_lab(x))[..., 0] for x in images]
   assert np.abs(lightness[0] - lightness[1]).max() < 0.01
@@ -183,16 +203,21 @@ def test_bin_prior_is_counted_once_before_training(devices):
   ms = jax.device_get(state.method_state)
   side = config.dataset.image_size // config.colorization.target_stride
   assert ms["prior_ready"] == 1
-  assert ms["prior_counts"].sum() == pytest.approx(32 * side * side)   # prior_num_examples
+  assert ms["prior_counts"].sum() == pytest.approx(32 * side * side)  # prior_num_examples
   np.testing.assert_allclose(
-      ms["bin_weights"], color.rebalancing_weights(ms["prior_counts"], s.method.centers), rtol=1e-5)
+    ms["bin_weights"], color.rebalancing_weights(ms["prior_counts"], s.method.centers), rtol=1e-5
+  )
   # The hard bins of the first 32 centre crops (independent of the pass's batching).
   src = s.train_source
-  imgs = jax.image.resize(jnp.asarray(src.images[:32], jnp.float32) / 255.0, (32, 16, 16, 3), "linear")
-  counts = np.bincount(np.asarray(color.hard_encode(ab_targets(imgs, side), s.method.centers)).ravel(),
-                       minlength=len(s.method.centers))
+  imgs = jax.image.resize(
+    jnp.asarray(src.images[:32], jnp.float32) / 255.0, (32, 16, 16, 3), "linear"
+  )
+  counts = np.bincount(
+    np.asarray(color.hard_encode(ab_targets(imgs, side), s.method.centers)).ravel(),
+    minlength=len(s.method.centers),
+  )
   np.testing.assert_allclose(ms["prior_counts"], counts)
-  again = s.method.before_epoch(state, 1, s)   # a second epoch (or a resume) does not recount
+  again = s.method.before_epoch(state, 1, s)  # a second epoch (or a resume) does not recount
   assert again is state
 
 

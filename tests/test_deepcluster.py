@@ -1,5 +1,6 @@
 """DeepCluster: uniform-over-clusters weights, weighted CE vs NumPy, the per-epoch clustering
 hook (pseudo-labels, classifier reset, resume), 8 devices == 1 for loss and gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,8 +8,11 @@ import pytest
 
 from conftest import tiny_config
 from sslax import sharding, train
-from sslax.methods.deepcluster import (reset_first_moments, uniform_cluster_weights,
-                                       weighted_cross_entropy)
+from sslax.methods.deepcluster import (
+  reset_first_moments,
+  uniform_cluster_weights,
+  weighted_cross_entropy,
+)
 
 
 def test_uniform_cluster_weights():
@@ -26,7 +30,9 @@ def test_weighted_cross_entropy_matches_numpy():
   w = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
   loss, metrics = weighted_cross_entropy(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(w))
   logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-  np.testing.assert_allclose(float(loss), np.mean(-w[labels] * logp[np.arange(6), labels]), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(loss), np.mean(-w[labels] * logp[np.arange(6), labels]), rtol=1e-5
+  )
   assert float(metrics["pretext_accuracy"]) == pytest.approx(np.mean(logits.argmax(1) == labels))
 
 
@@ -51,29 +57,48 @@ def test_before_epoch_clusters_resets_classifier_and_skips_on_resume(devices):
   labels = ms["pseudo_labels"]
   assert labels.shape == (64,) and labels.min() >= 0 and labels.max() < 4
   counts = np.bincount(labels, minlength=4)
-  np.testing.assert_allclose(ms["class_weights"], np.where(counts > 0, 64 / ((counts > 0).sum() * np.maximum(counts, 1)), 0), rtol=1e-5)
+  np.testing.assert_allclose(
+    ms["class_weights"],
+    np.where(counts > 0, 64 / ((counts > 0).sum() * np.maximum(counts, 1)), 0),
+    rtol=1e-5,
+  )
   assert ms["largest_cluster"] == pytest.approx(counts.max() / 64)
   assert ms["clustered_epoch"] == 0
   old_cls, new_cls = (jax.device_get(x.params["classifier"]["kernel"]) for x in (state, new))
-  assert not np.allclose(old_cls, new_cls)                     # re-initialised
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),  # backbone untouched
-               jax.device_get(state.params["backbone"]), jax.device_get(new.params["backbone"]))
+  assert not np.allclose(old_cls, new_cls)  # re-initialised
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(a, b),  # backbone untouched
+    jax.device_get(state.params["backbone"]),
+    jax.device_get(new.params["backbone"]),
+  )
   # Momentum of the classifier reset, of the backbone kept.
   moments = reset_first_moments(jax.device_get(state.opt_state), "classifier")
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(new.opt_state), moments)
-  assert any(not np.any(x) for x in jax.tree.leaves(moments)) and any(np.all(x == 1.0) for x in jax.tree.leaves(moments))
-  assert s.method.before_epoch(new, 0, s) is new              # resume: same epoch, no re-clustering
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(new.opt_state), moments
+  )
+  assert any(not np.any(x) for x in jax.tree.leaves(moments)) and any(
+    np.all(x == 1.0) for x in jax.tree.leaves(moments)
+  )
+  assert s.method.before_epoch(new, 0, s) is new  # resume: same epoch, no re-clustering
   later = s.method.before_epoch(new, 1, s)
-  assert 0.0 <= float(later.method_state["cluster_nmi"]) <= 1.0 and int(later.method_state["clustered_epoch"]) == 1
+  assert (
+    0.0 <= float(later.method_state["cluster_nmi"]) <= 1.0
+    and int(later.method_state["clustered_epoch"]) == 1
+  )
 
 
 def loss_and_grads(config, devices, images, index, labels, weights):
   s = train.setup(config, devices=devices)
   state = train.init_state(s)
-  ms = dict(state.method_state, pseudo_labels=jnp.asarray(labels), class_weights=jnp.asarray(weights))
+  ms = dict(
+    state.method_state, pseudo_labels=jnp.asarray(labels), class_weights=jnp.asarray(weights)
+  )
   batch = sharding.make_global_batch(s.mesh, {"views": (images,), "index": index})
-  fn = jax.jit(jax.value_and_grad(
-      lambda p: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(0)), has_aux=True))
+  fn = jax.jit(
+    jax.value_and_grad(
+      lambda p: s.method.loss(p, state.batch_stats, ms, batch, jax.random.key(0)), has_aux=True
+    )
+  )
   (loss, (metrics, stats, _)), grads = fn(state.params)
   return jax.device_get((loss, metrics, stats, grads))
 
@@ -81,7 +106,9 @@ def loss_and_grads(config, devices, images, index, labels, weights):
 def test_eight_devices_equal_one_loss_and_grads(devices):
   config = dc_config()
   rng = np.random.default_rng(1)
-  images = (rng.uniform(0.1, 0.7, size=(16, 1, 1, 3)) + 0.3 * rng.uniform(size=(16, 16, 16, 3))).astype(np.float32)
+  images = (
+    rng.uniform(0.1, 0.7, size=(16, 1, 1, 3)) + 0.3 * rng.uniform(size=(16, 16, 16, 3))
+  ).astype(np.float32)
   index = rng.permutation(64)[:16].astype(np.int32)
   labels = rng.integers(0, 4, size=64).astype(np.int32)
   weights = np.array([0.5, 1.0, 2.0, 3.0], np.float32)
@@ -93,4 +120,6 @@ def test_eight_devices_equal_one_loss_and_grads(devices):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g8, g1)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s8, s1)
   # The loss used the pseudo-labels of the batch's example indices (not e.g. batch rows).
-  assert float(m1["pretext_accuracy"]) * 16 == pytest.approx(round(float(m1["pretext_accuracy"]) * 16))
+  assert float(m1["pretext_accuracy"]) * 16 == pytest.approx(
+    round(float(m1["pretext_accuracy"]) * 16)
+  )

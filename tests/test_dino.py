@@ -1,6 +1,7 @@
 """DINO: the loss vs the paper's formula in NumPy, 8 devices == 1 (loss, grads, center, whole
 train step), no gradient to the teacher, the temperature / momentum / weight-decay schedules,
 the head, and the last layer frozen for the first epoch."""
+
 import os
 
 import jax
@@ -17,7 +18,7 @@ from sslax.models.dino_head import DINOHead
 
 
 def dino_config():
-  c = tiny_config()              # 64 fake examples, batch 16: 4 steps per epoch
+  c = tiny_config()  # 64 fake examples, batch 16: 4 steps per epoch
   c.method = "dino"
   c.dino.out_dim = 32
   c.dino.hidden_dim = 32
@@ -55,21 +56,28 @@ def dino_numpy(student, teacher, center, student_temp, teacher_temp):
 
 def test_loss_matches_paper_formula_on_hand_made_batch():
   # 2 images, 2 global crops + 1 local crop, K = 3 prototypes.
-  student = np.array([[[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.2, 0.2, 0.1]],
-                      [[0.0, 0.0, 1.0], [0.3, 0.0, 0.0], [0.0, 1.0, 0.0]]])
-  teacher = np.array([[[0.1, 0.0, 0.0], [0.0, 0.05, 0.0]],
-                      [[0.0, 0.0, 0.1], [0.02, 0.0, 0.0]]])
+  student = np.array(
+    [
+      [[1.0, 0.0, 0.0], [0.0, 0.5, 0.0], [0.2, 0.2, 0.1]],
+      [[0.0, 0.0, 1.0], [0.3, 0.0, 0.0], [0.0, 1.0, 0.0]],
+    ]
+  )
+  teacher = np.array([[[0.1, 0.0, 0.0], [0.0, 0.05, 0.0]], [[0.0, 0.0, 0.1], [0.02, 0.0, 0.0]]])
   center = np.array([0.01, -0.02, 0.0])
-  loss, metrics = dino_loss(jnp.asarray(student), jnp.asarray(teacher), jnp.asarray(center),
-                            0.1, 0.04)
-  np.testing.assert_allclose(float(loss), dino_numpy(student, teacher, center, 0.1, 0.04),
-                             rtol=1e-5)
+  loss, metrics = dino_loss(
+    jnp.asarray(student), jnp.asarray(teacher), jnp.asarray(center), 0.1, 0.04
+  )
+  np.testing.assert_allclose(
+    float(loss), dino_numpy(student, teacher, center, 0.1, 0.04), rtol=1e-5
+  )
   # By hand: a uniform student (all logits equal) costs exactly log K, whatever the teacher.
   uniform, _ = dino_loss(jnp.zeros((2, 3, 3)), jnp.asarray(teacher), jnp.asarray(center), 0.1, 0.04)
   np.testing.assert_allclose(float(uniform), np.log(3), rtol=1e-6)
   # A teacher that is uniform after centering has entropy log K; batch entropy of its mean too.
   flat = np.zeros((2, 2, 3)) + center
-  _, flat_metrics = dino_loss(jnp.asarray(student), jnp.asarray(flat), jnp.asarray(center), 0.1, 0.04)
+  _, flat_metrics = dino_loss(
+    jnp.asarray(student), jnp.asarray(flat), jnp.asarray(center), 0.1, 0.04
+  )
   np.testing.assert_allclose(float(flat_metrics["teacher_entropy"]), np.log(3), rtol=1e-5)
   np.testing.assert_allclose(float(flat_metrics["teacher_batch_entropy"]), np.log(3), rtol=1e-5)
   p = _softmax((teacher - center) / 0.04)
@@ -82,15 +90,18 @@ def test_same_crop_pairs_are_skipped():
   rng = np.random.default_rng(0)
   student = rng.normal(size=(4, 3, 5))
   teacher = rng.normal(size=(4, 2, 5))
-  teacher[:, 1] = -50.0                      # teacher crop 1 puts all mass on prototype 0 ...
+  teacher[:, 1] = -50.0  # teacher crop 1 puts all mass on prototype 0 ...
   teacher[:, 1, 0] = 50.0
   moved = student.copy()
-  moved[:, 0, 1:] += 3.0                     # ... so crop 0's other logits only matter via t=0
+  moved[:, 0, 1:] += 3.0  # ... so crop 0's other logits only matter via t=0
   zero = np.zeros(5)
   a = float(dino_loss(jnp.asarray(student), jnp.asarray(teacher), zero, 0.1, 0.04)[0])
   b = float(dino_loss(jnp.asarray(moved), jnp.asarray(teacher), zero, 0.1, 0.04)[0])
-  np.testing.assert_allclose([a, b], [dino_numpy(student, teacher, zero, 0.1, 0.04),
-                                      dino_numpy(moved, teacher, zero, 0.1, 0.04)], rtol=1e-5)
+  np.testing.assert_allclose(
+    [a, b],
+    [dino_numpy(student, teacher, zero, 0.1, 0.04), dino_numpy(moved, teacher, zero, 0.1, 0.04)],
+    rtol=1e-5,
+  )
   assert a != b
 
 
@@ -100,26 +111,35 @@ def test_eight_devices_equal_one_device_loss_grads_and_center(devices):
   teacher = jnp.asarray(rng.normal(size=(32, 2, 16)), jnp.float32)
   center = jnp.asarray(rng.normal(size=(16,)) * 0.1, jnp.float32)
   loss, grads = check_eight_devices_equal_one(
-      lambda s, t, axis_name: dino_loss(s, t, center, 0.1, 0.05, axis_name=axis_name)[0],
-      [student, teacher], devices)
+    lambda s, t, axis_name: dino_loss(s, t, center, 0.1, 0.05, axis_name=axis_name)[0],
+    [student, teacher],
+    devices,
+  )
   np.testing.assert_allclose(loss, dino_numpy(student, teacher, center, 0.1, 0.05), rtol=1e-5)
   assert np.abs(grads[0]).max() > 0
-  assert not np.any(grads[1])                # no gradient into the teacher's outputs
+  assert not np.any(grads[1])  # no gradient into the teacher's outputs
 
   expected = 0.9 * np.asarray(center, np.float64) + 0.1 * np.asarray(teacher).mean(axis=(0, 1))
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
-    fn = jax.jit(jax.shard_map(
-        lambda t, c: update_center(c, t, 0.9, axis_name=sharding.BATCH_AXES), mesh=mesh,
-        in_specs=(jax.P(sharding.BATCH_AXES), jax.P()), out_specs=jax.P()))
+    fn = jax.jit(
+      jax.shard_map(
+        lambda t, c: update_center(c, t, 0.9, axis_name=sharding.BATCH_AXES),
+        mesh=mesh,
+        in_specs=(jax.P(sharding.BATCH_AXES), jax.P()),
+        out_specs=jax.P(),
+      )
+    )
     got = fn(jax.device_put(teacher, sharding.batch_sharding(mesh)), center)
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-7)
   metrics8 = None
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
-    m = jax.jit(sharding.shard_over_batch(
-        lambda s, t, axis_name: dino_loss(s, t, center, 0.1, 0.05, axis_name=axis_name)[1],
-        mesh, 2))(student, teacher)
+    m = jax.jit(
+      sharding.shard_over_batch(
+        lambda s, t, axis_name: dino_loss(s, t, center, 0.1, 0.05, axis_name=axis_name)[1], mesh, 2
+      )
+    )(student, teacher)
     if metrics8 is not None:
       for k in m:
         np.testing.assert_allclose(float(m[k]), float(metrics8[k]), rtol=1e-5)
@@ -140,7 +160,7 @@ def _method(config, devices):
 
 
 def test_method_schedules_use_epochs_and_steps(devices):
-  c = dino_config()               # 4 steps per epoch, 2 warmup epochs
+  c = dino_config()  # 4 steps per epoch, 2 warmup epochs
   c.total_steps = 12
   method = _method(c, devices[:1])
   temps = [float(method.teacher_temperature(jnp.asarray(k))) for k in range(12)]
@@ -167,7 +187,7 @@ def test_head_is_normalised_bottleneck_times_unit_prototypes():
   w = p["last_layer"]["kernel"] / np.linalg.norm(p["last_layer"]["kernel"], axis=0, keepdims=True)
   out = np.asarray(head.apply(variables, x))
   np.testing.assert_allclose(out, h @ w, rtol=1e-4, atol=1e-6)
-  assert np.abs(out).max() <= 1 + 1e-5       # cosines of unit vectors
+  assert np.abs(out).max() <= 1 + 1e-5  # cosines of unit vectors
   # The gain is fixed to 1: scaling the stored direction changes nothing.
   scaled = jax.tree.map(lambda a: a, variables)
   scaled["params"]["last_layer"]["kernel"] = 5.0 * variables["params"]["last_layer"]["kernel"]
@@ -177,8 +197,12 @@ def test_head_is_normalised_bottleneck_times_unit_prototypes():
 def test_views_are_two_global_then_local_crops(devices):
   views = _method(dino_config(), devices[:1]).views()
   assert [(v.size, v.crop_scale) for v in views] == [(16, (0.4, 1.0))] * 2 + [(8, (0.05, 0.4))] * 2
-  assert [(v.blur_prob, v.solarize_prob) for v in views] == [(1.0, 0.0), (0.1, 0.2), (0.5, 0.0),
-                                                             (0.5, 0.0)]
+  assert [(v.blur_prob, v.solarize_prob) for v in views] == [
+    (1.0, 0.0),
+    (0.1, 0.2),
+    (0.5, 0.0),
+    (0.5, 0.0),
+  ]
 
 
 def test_bad_config_values_name_the_fix(devices):
@@ -200,12 +224,16 @@ def test_bad_config_values_name_the_fix(devices):
 def _batches(config, num, seed=0):
   """Batches of 2 global + local crops in [0, 1]; each image has its own colour plus noise."""
   rng = np.random.default_rng(seed)
-  sizes = [config.dataset.image_size] * 2 + [config.dino.local_crop_size] * config.dino.num_local_crops
+  sizes = [config.dataset.image_size] * 2 + [
+    config.dino.local_crop_size
+  ] * config.dino.num_local_crops
   out = []
   for _ in range(num):
     colour = rng.uniform(0.1, 0.7, size=(config.batch_size, 1, 1, 3))
-    views = tuple((colour + 0.3 * rng.uniform(size=(config.batch_size, s, s, 3))).astype(np.float32)
-                  for s in sizes)
+    views = tuple(
+      (colour + 0.3 * rng.uniform(size=(config.batch_size, s, s, 3))).astype(np.float32)
+      for s in sizes
+    )
     out.append({"views": views, "label": np.zeros(config.batch_size, np.int32)})
   return out
 
@@ -229,32 +257,37 @@ def test_teacher_gets_no_gradient(devices):
   state = train.init_state(s)
   batch = sharding.make_global_batch(s.mesh, _batches(c, 1)[0])
   # Move the teacher away from the student so the test is not at a symmetric point.
-  moved = dict(state.method_state, teacher=jax.tree.map(lambda x: x * 1.1 + 0.01,
-                                                        state.method_state["teacher"]))
+  moved = dict(
+    state.method_state,
+    teacher=jax.tree.map(lambda x: x * 1.1 + 0.01, state.method_state["teacher"]),
+  )
   loss = lambda params, teacher, center: s.method.loss(
-      params, state.batch_stats, dict(state.method_state, teacher=teacher, center=center),
-      batch, None)[0]
+    params, state.batch_stats, dict(state.method_state, teacher=teacher, center=center), batch, None
+  )[0]
   center = state.method_state["center"] + 0.1
   g_params, g_teacher, g_center = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(
-      state.params, moved["teacher"], center)
+    state.params, moved["teacher"], center
+  )
   assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves((g_teacher, g_center)))
   assert max(float(np.abs(g).max()) for g in jax.tree.leaves(g_params)) > 0
   # The teacher does change the loss (zero gradient is the stop-gradient, not a no-op).
-  l_moved, l_same = float(jax.jit(loss)(state.params, moved["teacher"], center)), float(
-      jax.jit(loss)(state.params, state.method_state["teacher"], center))
+  l_moved, l_same = (
+    float(jax.jit(loss)(state.params, moved["teacher"], center)),
+    float(jax.jit(loss)(state.params, state.method_state["teacher"], center)),
+  )
   assert abs(l_moved - l_same) > 1e-4
 
 
 @pytest.mark.slow
 def test_last_layer_frozen_for_the_first_epoch_then_trained(devices):
-  c = dino_config()              # 4 steps per epoch, freeze 1 epoch
+  c = dino_config()  # 4 steps per epoch, freeze 1 epoch
   c.total_steps = 6
   initial, states, _ = _run(c, devices[:1], _batches(c, 6))
   last = lambda st: st.params["head"]["last_layer"]
-  for k in range(4):             # after steps 1..4: untouched, while the rest trains
+  for k in range(4):  # after steps 1..4: untouched, while the rest trains
     assert max_abs_change(last(states[k]), last(initial)) == 0.0
     assert max_abs_change(states[k].params["backbone"], initial.params["backbone"]) > 0
-  assert max_abs_change(last(states[4]), last(states[3])) > 0      # step 5: trained
+  assert max_abs_change(last(states[4]), last(states[3])) > 0  # step 5: trained
   assert max_abs_change(last(states[5]), last(states[4])) > 0
 
 
@@ -292,16 +325,23 @@ def test_weight_decay_schedule_matches_dino_cosine(devices):
   for t in range(8):
     updates, opt_state = s.tx.update(zeros, opt_state, params)
     wd = 0.4 - (0.4 - 0.04) * (np.cos(np.pi * t / 8) + 1) / 2
-    np.testing.assert_allclose(np.asarray(updates["backbone"]["kernel"]),
-                               -float(s.schedule(t)) * wd * np.ones((3, 2)), rtol=1e-5, atol=1e-9)
-    assert not np.any(np.asarray(updates["backbone"]["bias"]))    # biases: no decay
+    np.testing.assert_allclose(
+      np.asarray(updates["backbone"]["kernel"]),
+      -float(s.schedule(t)) * wd * np.ones((3, 2)),
+      rtol=1e-5,
+      atol=1e-9,
+    )
+    assert not np.any(np.asarray(updates["backbone"]["bias"]))  # biases: no decay
 
 
 def test_tpu_config_builds_vit_s16_with_the_papers_head(devices):
   """configs/dino_vits16_tpu.py: ViT-S/16 + 65536 prototypes, 2 x 224 + 10 x 96 crops."""
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "dino_vits16_tpu.py"))
+    "cfg",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "dino_vits16_tpu.py"),
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config()
@@ -333,8 +373,9 @@ def test_stochastic_depth_in_the_student_only_with_vit(devices):
   s = train.setup(c, devices=devices[:1])
   state = train.init_state(s)
   batch = sharding.make_global_batch(s.mesh, _batches(c, 1)[0])
-  run = jax.jit(lambda key: s.method.loss(state.params, state.batch_stats, state.method_state,
-                                          batch, key))
+  run = jax.jit(
+    lambda key: s.method.loss(state.params, state.batch_stats, state.method_state, batch, key)
+  )
   (loss_a, (_, _, ms_a)), (loss_b, (_, _, ms_b)) = run(jax.random.key(1)), run(jax.random.key(2))
   assert abs(float(loss_a) - float(loss_b)) > 1e-6
   np.testing.assert_array_equal(np.asarray(ms_a["center"]), np.asarray(ms_b["center"]))

@@ -1,5 +1,6 @@
 """`python -m sslax.evaluate` on a real tiny checkpoint: config rebuilt from config.json, records in
 results.json, cached features reused, low-shot subsets saved, pictures drawn, zero_shot refused."""
+
 import json
 import os
 import shutil
@@ -47,13 +48,13 @@ def test_config_is_rebuilt_from_config_json(workdir):
 def test_records_are_appended_and_features_cached(workdir, monkeypatch):
   calls = _count_extractions(monkeypatch)
   first = evaluate.evaluate(workdir, "knn", overrides=["eval.knn_ks=(1, 5)"])
-  assert len(calls) == 2                                           # train + test, once
+  assert len(calls) == 2  # train + test, once
   cache = [features_lib.cache_path(workdir, 4, s) for s in ("train", "test")]
   assert all(os.path.exists(p) for p in cache)
   mtimes = [os.path.getmtime(p) for p in cache]
   second = evaluate.evaluate(workdir, "linear", overrides=FAST)
   third = evaluate.evaluate(workdir, "retrieval")
-  assert len(calls) == 2                                           # cache hits: no recompute
+  assert len(calls) == 2  # cache hits: no recompute
   assert [os.path.getmtime(p) for p in cache] == mtimes
   with np.load(cache[1], allow_pickle=False) as f:
     assert f["features"].shape == (256, 64) and f["labels"].shape == (256,)
@@ -77,10 +78,24 @@ def test_records_are_appended_and_features_cached(workdir, monkeypatch):
 
 
 def test_cli_flags_closed_form_and_zero_shot(workdir, capsys):
-  assert evaluate.main(["--workdir", workdir, "--protocol", "linear", "--solver", "closed_form",
-                        "--config.eval.ridge_l2_grid=(0.1,)"]) == 0
-  assert evaluate.main(["--workdir", workdir, "--protocol", "knn", "--k", "3",
-                        "--temperature", "0.5"]) == 0
+  assert (
+    evaluate.main(
+      [
+        "--workdir",
+        workdir,
+        "--protocol",
+        "linear",
+        "--solver",
+        "closed_form",
+        "--config.eval.ridge_l2_grid=(0.1,)",
+      ]
+    )
+    == 0
+  )
+  assert (
+    evaluate.main(["--workdir", workdir, "--protocol", "knn", "--k", "3", "--temperature", "0.5"])
+    == 0
+  )
   out = capsys.readouterr().out
   assert '"knn_top1_k3"' in out
   records = json.loads(open(os.path.join(workdir, "results.json")).read())["evaluations"]
@@ -96,8 +111,15 @@ def test_cli_flags_closed_form_and_zero_shot(workdir, capsys):
 
 
 def test_lowshot_saves_balanced_subsets_and_reports_top1(workdir):
-  record = evaluate.evaluate(workdir, "lowshot", overrides=[
-      "eval.lowshot_fractions=(0.1, 0.25)", "eval.finetune_epochs=1", "eval.finetune_batch_size=32"])
+  record = evaluate.evaluate(
+    workdir,
+    "lowshot",
+    overrides=[
+      "eval.lowshot_fractions=(0.1, 0.25)",
+      "eval.finetune_epochs=1",
+      "eval.finetune_batch_size=32",
+    ],
+  )
   res = record["results"]
   assert set(res) == {"10pct", "25pct"}
   for name, fraction in (("10pct", 0.1), ("25pct", 0.25)):
@@ -108,16 +130,26 @@ def test_lowshot_saves_balanced_subsets_and_reports_top1(workdir):
     counts = np.bincount(labels[saved["ids"]], minlength=10)
     assert counts.tolist() == saved["per_class"]
     full = np.bincount(labels, minlength=10)
-    assert np.all(counts >= np.floor(fraction * full)) and np.all(counts <= np.ceil(fraction * full))
+    assert np.all(counts >= np.floor(fraction * full)) and np.all(
+      counts <= np.ceil(fraction * full)
+    )
   # Same seed, same subset: a second run writes identical ids.
   first = json.loads(open(res["10pct"]["subset_file"]).read())["ids"]
-  evaluate.evaluate(workdir, "lowshot", overrides=[
-      "eval.lowshot_fractions=(0.1,)", "eval.finetune_epochs=1", "eval.finetune_batch_size=32"])
+  evaluate.evaluate(
+    workdir,
+    "lowshot",
+    overrides=[
+      "eval.lowshot_fractions=(0.1,)",
+      "eval.finetune_epochs=1",
+      "eval.finetune_batch_size=32",
+    ],
+  )
   assert json.loads(open(res["10pct"]["subset_file"]).read())["ids"] == first
 
 
 def evaluate_labels(workdir):
   from sslax import train
+
   return train.load_source(evaluate.load_config(workdir), "train").labels
 
 
@@ -126,46 +158,78 @@ def test_pictures_are_written_with_expected_sizes(workdir):
   files = record["results"]["files"]
   cell = pictures.cell_size(16)
   assert cell == 64
-  expected = {"augmentations": pictures.grid_size(8, 3, cell),   # 8 images: centre + 2 views
-              "embedding": (512, 512),
-              "retrieval": pictures.grid_size(6, 9, cell)}       # 6 queries: query + top 8
+  expected = {
+    "augmentations": pictures.grid_size(8, 3, cell),  # 8 images: centre + 2 views
+    "embedding": (512, 512),
+    "retrieval": pictures.grid_size(6, 9, cell),
+  }  # 6 queries: query + top 8
   assert expected["augmentations"] == (3 * 64 + 4 * 4, 8 * 64 + 9 * 4)
   for name, size in expected.items():
     image = Image.open(files[name])
     assert image.format == "PNG" and image.size == size, (name, image.size)
     pixels = np.asarray(image.convert("RGB"))
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 5, name   # not blank
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 5, name  # not blank
 
 
 def test_main_cli_evaluate_protocol_and_export(workdir, tmp_path):
   """sslax.main --mode evaluate --protocol ... and --mode export reach the same code."""
   import subprocess
   import sys
+
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  tiny = ["--config.dataset.name=fake", "--config.dataset.image_size=16",
-          "--config.dataset.num_train_examples=64", "--config.model.depth=10",
-          "--config.model.width=0.125", "--config.simclr.proj_hidden_dim=32",
-          "--config.simclr.proj_dim=16", "--config.optimizer.name=lars",
-          "--config.optimizer.base_lr=0.3", "--config.optimizer.lr_scaling=linear",
-          "--config.optimizer.weight_decay=1e-6", "--config.eval.batch_size=512",
-          "--config.batch_size=16"]
-  base = [sys.executable, "-m", "sslax.main", "--config", "configs/simclr_fashion_mnist.py",
-          "--workdir", workdir] + tiny
-  r = subprocess.run(base + ["--mode", "evaluate", "--protocol", "knn"], cwd=repo,
-                     capture_output=True, text=True, timeout=300)
+  tiny = [
+    "--config.dataset.name=fake",
+    "--config.dataset.image_size=16",
+    "--config.dataset.num_train_examples=64",
+    "--config.model.depth=10",
+    "--config.model.width=0.125",
+    "--config.simclr.proj_hidden_dim=32",
+    "--config.simclr.proj_dim=16",
+    "--config.optimizer.name=lars",
+    "--config.optimizer.base_lr=0.3",
+    "--config.optimizer.lr_scaling=linear",
+    "--config.optimizer.weight_decay=1e-6",
+    "--config.eval.batch_size=512",
+    "--config.batch_size=16",
+  ]
+  base = [
+    sys.executable,
+    "-m",
+    "sslax.main",
+    "--config",
+    "configs/simclr_fashion_mnist.py",
+    "--workdir",
+    workdir,
+  ] + tiny
+  r = subprocess.run(
+    base + ["--mode", "evaluate", "--protocol", "knn"],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert "knn_top1_k20" in r.stdout
   out = tmp_path / "exported"
-  r = subprocess.run(base + ["--mode", "export", "--export_format", "bundle", "--export_dir", str(out)],
-                     cwd=repo, capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    base + ["--mode", "export", "--export_format", "bundle", "--export_dir", str(out)],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   assert json.loads((out / "encoder.json").read_text())["source"]["step"] == 4
   records = json.loads(open(os.path.join(workdir, "results.json")).read())["evaluations"]
   assert records[-1]["protocol"] == "knn" and records[-1]["step"] == 4
   # The end-of-training report (--mode evaluate without --protocol) keeps those records.
-  r = subprocess.run(base + ["--mode", "evaluate", "--config.eval.baselines=false",
-                             "--config.eval.linear_epochs=2"], cwd=repo, capture_output=True,
-                     text=True, timeout=300)
+  r = subprocess.run(
+    base + ["--mode", "evaluate", "--config.eval.baselines=false", "--config.eval.linear_epochs=2"],
+    cwd=repo,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   results = json.loads(open(os.path.join(workdir, "results.json")).read())
   assert "pretrained" in results["results"] and results["evaluations"] == records
@@ -173,12 +237,15 @@ def test_main_cli_evaluate_protocol_and_export(workdir, tmp_path):
 
 def test_augmentation_grid_of_grey_images_and_multi_crop(tmp_path):
   from sslax.data.augment import ViewSpec
+
   rng = np.random.default_rng(0)
   images = [rng.integers(0, 256, size=(28, 28, 1), dtype=np.uint8) for _ in range(3)]
   views = (ViewSpec(size=28), ViewSpec(size=28), ViewSpec(size=12, crop_scale=(0.05, 0.4)))
   path = str(tmp_path / "grid.png")
   size = pictures.augmentation_grid(images, views, path)
-  assert size == pictures.grid_size(3, 4, pictures.cell_size(28)) == (4 * 84 + 5 * 4, 3 * 84 + 4 * 4)
+  assert (
+    size == pictures.grid_size(3, 4, pictures.cell_size(28)) == (4 * 84 + 5 * 4, 3 * 84 + 4 * 4)
+  )
   image = Image.open(path)
   assert image.size == size
   assert np.asarray(image.convert("L")).std() > 10

@@ -1,5 +1,6 @@
 """Evaluation protocols on tiny data whose answer is known: kNN, linear probes (SGD/LARS sweep and
 closed form), class-balanced low-shot subsets, fine-tuning, retrieval mAP / precision@k."""
+
 import math
 
 import jax
@@ -38,21 +39,34 @@ def _blobs(seed=0):
 
 # ---------------------------------------------------------------------------------------- kNN
 
+
 def test_knn_on_separable_features_is_perfect():
   x_train, y_train = _clusters(30, seed=0)
   x_test, y_test = _clusters(10, seed=1)
-  acc = knn_accuracy(x_train, y_train, x_test, y_test, num_classes=4, ks=(1, 5, 20),
-                     temperature=0.07)
+  acc = knn_accuracy(
+    x_train, y_train, x_test, y_test, num_classes=4, ks=(1, 5, 20), temperature=0.07
+  )
   assert acc == {1: 1.0, 5: 1.0, 20: 1.0}
 
 
 # ------------------------------------------------------------------------------- linear probe
 
+
 @pytest.mark.parametrize("optimizer,grid", [("sgd", (0.01, 0.1, 1.0)), ("lars", (0.1, 1.0, 10.0))])
 def test_linear_probe_sweep_converges_on_separable_features(optimizer, grid):
   x_tr, y_tr, x_te, y_te = _blobs()
-  res = linear_probe_sweep(x_tr, y_tr, x_te, y_te, num_classes=3, learning_rates=grid,
-                           val_fraction=0.2, epochs=10, batch_size=64, optimizer=optimizer)
+  res = linear_probe_sweep(
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    num_classes=3,
+    learning_rates=grid,
+    val_fraction=0.2,
+    epochs=10,
+    batch_size=64,
+    optimizer=optimizer,
+  )
   assert res["test_accuracy"] >= 0.98 and res["train_accuracy"] >= 0.98, res
   assert res["optimizer"] == optimizer and res["train_loss"] < 0.5, res
   # The chosen lr is one with the best held-out accuracy, and is the lr of the final run.
@@ -66,8 +80,9 @@ def test_linear_probe_sweep_rejects_bad_grid():
   with pytest.raises(ValueError, match="learning_rates"):
     linear_probe_sweep(x_tr, y_tr, x_te, y_te, num_classes=3, learning_rates=())
   with pytest.raises(ValueError, match="optimizer"):
-    linear_probe_sweep(x_tr, y_tr, x_te, y_te, num_classes=3, learning_rates=(0.1,),
-                       optimizer="adagrad", epochs=1)
+    linear_probe_sweep(
+      x_tr, y_tr, x_te, y_te, num_classes=3, learning_rates=(0.1,), optimizer="adagrad", epochs=1
+    )
 
 
 def test_closed_form_probe_separates_blobs_and_picks_l2_on_val():
@@ -97,25 +112,30 @@ def test_closed_form_probe_is_least_squares_on_one_hot_targets():
 
 # --------------------------------------------------------------------------------- low-shot
 
+
 def test_lowshot_subset_is_class_balanced_and_reproducible():
   counts = np.array([100, 37, 5, 1, 57])
   labels = np.random.default_rng(0).permutation(np.repeat(np.arange(5), counts))
   for fraction in (0.01, 0.1, 0.5, 1.0):
     ids = finetune_lib.class_balanced_subset(labels, fraction, num_classes=5, seed=3)
     again = finetune_lib.class_balanced_subset(labels, fraction, num_classes=5, seed=3)
-    np.testing.assert_array_equal(ids, again)                 # same seed -> same ids
-    assert len(np.unique(ids)) == len(ids)                     # no duplicates
+    np.testing.assert_array_equal(ids, again)  # same seed -> same ids
+    assert len(np.unique(ids)) == len(ids)  # no duplicates
     per_class = np.bincount(labels[ids], minlength=5)
-    for c, n_c in enumerate(counts):                           # floor or ceil of the fraction
-      assert math.floor(fraction * n_c) <= per_class[c] <= max(math.ceil(fraction * n_c), 1), \
-          (fraction, c, per_class)
-      assert per_class[c] >= 1                                 # every class is represented
+    for c, n_c in enumerate(counts):  # floor or ceil of the fraction
+      assert math.floor(fraction * n_c) <= per_class[c] <= max(math.ceil(fraction * n_c), 1), (
+        fraction,
+        c,
+        per_class,
+      )
+      assert per_class[c] >= 1  # every class is represented
   ids = finetune_lib.class_balanced_subset(labels, 0.1, num_classes=5, seed=3)
   assert np.bincount(labels[ids], minlength=5).tolist() == [10, 4, 1, 1, 6]  # 0.7 rounds up
   other = finetune_lib.class_balanced_subset(labels, 0.1, num_classes=5, seed=4)
-  assert not np.array_equal(ids, other)                        # another seed, other ids
+  assert not np.array_equal(ids, other)  # another seed, other ids
   np.testing.assert_array_equal(
-      finetune_lib.class_balanced_subset(labels, 1.0, num_classes=5, seed=0), np.arange(200))
+    finetune_lib.class_balanced_subset(labels, 1.0, num_classes=5, seed=0), np.arange(200)
+  )
   with pytest.raises(ValueError, match="fraction"):
     finetune_lib.class_balanced_subset(labels, 0.0, num_classes=5, seed=0)
 
@@ -126,25 +146,42 @@ def _colour_source(n, seed):
   y = np.arange(n) % 4
   base = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230], [128, 128, 128]], np.float32)[y]
   images = base[:, None, None, :] + rng.normal(0, 20, size=(n, 16, 16, 3))
-  return ArraySource(images=np.clip(images, 0, 255).astype(np.uint8), labels=y.astype(np.int32),
-                     num_classes=4, class_names=("red", "green", "blue", "grey"), name="colours")
+  return ArraySource(
+    images=np.clip(images, 0, 255).astype(np.uint8),
+    labels=y.astype(np.int32),
+    num_classes=4,
+    class_names=("red", "green", "blue", "grey"),
+    name="colours",
+  )
 
 
 def test_finetune_on_a_quarter_of_the_labels_learns_colours(devices):
-  backbone = models.make_backbone(ml_collections.ConfigDict(
-      dict(name="resnet", depth=10, width=0.125, stem="small")))
+  backbone = models.make_backbone(
+    ml_collections.ConfigDict(dict(name="resnet", depth=10, width=0.125, stem="small"))
+  )
   variables = backbone.init(jax.random.key(0), np.zeros((2, 16, 16, 3), np.float32), train=False)
   train_src = _colour_source(64, seed=0)
   ids = finetune_lib.class_balanced_subset(train_src.labels, 0.25, num_classes=4, seed=0)
-  res = finetune_lib.finetune(backbone, variables, finetune_lib.subset_source(train_src, ids),
-                              _colour_source(64, seed=1), num_classes=4, image_size=16,
-                              mesh=sharding.make_mesh({"data": -1}), epochs=40, batch_size=16,
-                              eval_batch_size=64, learning_rate=0.1, crop_scale=(0.5, 1.0))
+  res = finetune_lib.finetune(
+    backbone,
+    variables,
+    finetune_lib.subset_source(train_src, ids),
+    _colour_source(64, seed=1),
+    num_classes=4,
+    image_size=16,
+    mesh=sharding.make_mesh({"data": -1}),
+    epochs=40,
+    batch_size=16,
+    eval_batch_size=64,
+    learning_rate=0.1,
+    crop_scale=(0.5, 1.0),
+  )
   assert res["train_examples"] == 16 and res["steps"] == 40
   assert res["top1"] == 1.0, res
 
 
 # -------------------------------------------------------------------------------- retrieval
+
 
 def test_retrieval_on_perfect_clusters_has_map_one():
   gallery, g_labels = _clusters(20, seed=0)
@@ -182,6 +219,12 @@ def test_retrieval_matches_numpy_reference_on_random_features():
     rel = g_labels[np.argsort(-(unit(gallery) @ q), kind="stable")] == lab
     hits = np.cumsum(rel)
     aps.append(np.sum(rel * hits / np.arange(1, 51)) / rel.sum())
-  res = retrieval_metrics(queries.astype(np.float32), q_labels, gallery.astype(np.float32),
-                          g_labels, ks=(5,), batch_size=4)
+  res = retrieval_metrics(
+    queries.astype(np.float32),
+    q_labels,
+    gallery.astype(np.float32),
+    g_labels,
+    ks=(5,),
+    batch_size=4,
+  )
   assert res["mAP"] == pytest.approx(np.mean(aps), abs=1e-5)

@@ -1,5 +1,6 @@
 """Exported encoders (bundle, jax.export StableHLO, TF SavedModel) reproduce the in-library encoder
 on raw uint8 images; the StableHLO one runs with jax alone and the SavedModel with TF alone."""
+
 import json
 import os
 import subprocess
@@ -62,14 +63,19 @@ def reference(trained, devices):
   config = evaluate.load_config(trained)
   enc = evaluate.restore_encoder(config, trained)
   source = sources.get_source("fake", "test", image_size=16, num_examples=8, seed=0)
-  features, _ = features_lib.extract_features(enc.backbone, enc.variables, source, image_size=16,
-                                              batch_size=8, mesh=enc.mesh)
+  features, _ = features_lib.extract_features(
+    enc.backbone, enc.variables, source, image_size=16, batch_size=8, mesh=enc.mesh
+  )
   return source.images, features
 
 
 def _run_isolated(script, blocked, *args):
-  r = subprocess.run([sys.executable, "-c", script, ",".join(blocked), *map(str, args)],
-                     capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+    [sys.executable, "-c", script, ",".join(blocked), *map(str, args)],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -80,7 +86,7 @@ def test_bundle_round_trip(trained, reference, tmp_path):
   spec = json.loads(open(os.path.join(out, "encoder.json")).read())
   assert spec["preprocessing"]["image_size"] == 16 and spec["preprocessing"]["channels"] == 3
   assert spec["preprocessing"]["scale"] == pytest.approx(1 / 255) and spec["source"]["step"] == 4
-  encoder = sslax.load_encoder(out)   # the lazy top-level export
+  encoder = sslax.load_encoder(out)  # the lazy top-level export
   assert encoder.feature_dim == 64
   np.testing.assert_allclose(encoder(images), expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(encoder(images[:3]), expected[:3], rtol=1e-5, atol=1e-6)
@@ -94,9 +100,14 @@ def test_stablehlo_round_trip_without_flax_or_sslax(trained, reference, tmp_path
   spec = export.export(trained, str(out), "stablehlo")
   assert spec["platforms"] == ["cpu", "cuda"] and spec["input_shape"] == ["batch", 16, 16, 3]
   np.save(tmp_path / "images.npy", images)
-  _run_isolated(_RUN_STABLEHLO, ["flax", "sslax", "tensorflow", "orbax"],
-                out / "encoder.jax_exported", tmp_path / "images.npy", tmp_path / "out.npz")
-  with np.load(tmp_path / "out.npz", allow_pickle=False) as got:   # two batch sizes
+  _run_isolated(
+    _RUN_STABLEHLO,
+    ["flax", "sslax", "tensorflow", "orbax"],
+    out / "encoder.jax_exported",
+    tmp_path / "images.npy",
+    tmp_path / "out.npz",
+  )
+  with np.load(tmp_path / "out.npz", allow_pickle=False) as got:  # two batch sizes
     np.testing.assert_allclose(got["b3"], expected[:3], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["b5"], expected[:5], rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(export.load_encoder(str(out))(images), expected, rtol=1e-5, atol=1e-6)
@@ -107,8 +118,13 @@ def test_savedmodel_round_trip_with_tensorflow_alone(trained, reference, tmp_pat
   out = tmp_path / "savedmodel"
   assert export.main(["--workdir", trained, "--out", str(out), "--format", "savedmodel"]) == 0
   np.save(tmp_path / "images.npy", images)
-  _run_isolated(_RUN_SAVEDMODEL, ["jax", "jaxlib", "flax", "sslax", "orbax"],
-                out, tmp_path / "images.npy", tmp_path / "out.npz")
+  _run_isolated(
+    _RUN_SAVEDMODEL,
+    ["jax", "jaxlib", "flax", "sslax", "orbax"],
+    out,
+    tmp_path / "images.npy",
+    tmp_path / "out.npz",
+  )
   with np.load(tmp_path / "out.npz", allow_pickle=False) as got:
     np.testing.assert_allclose(got["b3"], expected[:3], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(got["b5"], expected[:5], rtol=1e-4, atol=1e-5)

@@ -1,5 +1,6 @@
 """Fine-tuning: layer ids and lr scales (MAE's layer-wise decay), label smoothing, and
 `--protocol finetune` on ViT and ResNet checkpoints writing top-1 to results.json."""
+
 import json
 import os
 
@@ -17,18 +18,34 @@ from sslax.evaluation import finetune as finetune_lib
 
 
 def _vit(**kw):
-  m = dict(name="vit", variant="custom", hidden_size=32, num_layers=3, num_heads=2, mlp_dim=0,
-           patch_size=4, posemb="learn", pool="cls", class_token=True, drop_path_rate=0.0,
-           remat_policy="none", scan=False)
+  m = dict(
+    name="vit",
+    variant="custom",
+    hidden_size=32,
+    num_layers=3,
+    num_heads=2,
+    mlp_dim=0,
+    patch_size=4,
+    posemb="learn",
+    pool="cls",
+    class_token=True,
+    drop_path_rate=0.0,
+    remat_policy="none",
+    scan=False,
+  )
   m.update(kw)
   return models.make_backbone(ml_collections.ConfigDict(m))
 
 
 def _classifier_params(backbone, channels=3):
   variables = backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, channels)), train=False)
-  return {"backbone": variables["params"],
-          "head": {"kernel": jnp.zeros((32 if hasattr(backbone, "patch_size") else 64, 10)),
-                   "bias": jnp.zeros((10,))}}
+  return {
+    "backbone": variables["params"],
+    "head": {
+      "kernel": jnp.zeros((32 if hasattr(backbone, "patch_size") else 64, 10)),
+      "bias": jnp.zeros((10,)),
+    },
+  }
 
 
 def _flat(tree):
@@ -38,7 +55,7 @@ def _flat(tree):
 def test_vit_layer_ids_follow_mae():
   params = _classifier_params(_vit())
   ids, num_layers = finetune_lib.layer_ids(params)
-  assert num_layers == 4                                  # 3 blocks + 1
+  assert num_layers == 4  # 3 blocks + 1
   flat = _flat(ids)
   expected = {"patch_embed": 0, "pos_embedding": 0, "cls_token": 0, "encoder_norm": 4}
   for path, layer in flat.items():
@@ -58,12 +75,15 @@ def test_vit_scan_layer_ids_are_per_stacked_block():
   ids, num_layers = finetune_lib.layer_ids(params)
   qkv = ids["backbone"]["encoder"]["blocks"]["attn"]["query"]["kernel"]
   assert num_layers == 4 and np.asarray(qkv).reshape(-1).tolist() == [1, 2, 3]
-  assert np.asarray(qkv).ndim == params["backbone"]["encoder"]["blocks"]["attn"]["query"]["kernel"].ndim
+  assert (
+    np.asarray(qkv).ndim == params["backbone"]["encoder"]["blocks"]["attn"]["query"]["kernel"].ndim
+  )
 
 
 def test_resnet_layer_ids_are_stages():
-  backbone = models.make_backbone(ml_collections.ConfigDict(
-      dict(name="resnet", depth=18, width=0.125, stem="small")))
+  backbone = models.make_backbone(
+    ml_collections.ConfigDict(dict(name="resnet", depth=18, width=0.125, stem="small"))
+  )
   params = _classifier_params(backbone)
   ids, num_layers = finetune_lib.layer_ids(params)
   assert num_layers == 5
@@ -71,7 +91,7 @@ def test_resnet_layer_ids_are_stages():
     if "stem" in path:
       assert layer == 0, path
     elif "['stage" in path:
-      assert layer == int(path.split("['stage")[1][0]), path      # stageN_blockM -> N
+      assert layer == int(path.split("['stage")[1][0]), path  # stageN_blockM -> N
     else:
       assert path.startswith("['head']") and layer == 5, path
 
@@ -81,17 +101,18 @@ def test_lr_scale_per_parameter_is_exact():
   params = _classifier_params(_vit())
   scales = finetune_lib.layer_decay_scales(params, 0.5)
   flat = _flat(scales)
-  assert float(flat["['backbone']['patch_embed']['kernel']"]) == 0.5 ** 4
-  assert float(flat["['backbone']['encoder']['block0']['mlp']['fc1']['kernel']"]) == 0.5 ** 3
-  assert float(flat["['backbone']['encoder']['block2']['norm1']['scale']"]) == 0.5 ** 1
+  assert float(flat["['backbone']['patch_embed']['kernel']"]) == 0.5**4
+  assert float(flat["['backbone']['encoder']['block0']['mlp']['fc1']['kernel']"]) == 0.5**3
+  assert float(flat["['backbone']['encoder']['block2']['norm1']['scale']"]) == 0.5**1
   assert float(flat["['head']['kernel']"]) == 1.0
   assert float(flat["['backbone']['encoder_norm']['bias']"]) == 1.0
   grads = jax.tree.map(lambda p: jnp.ones_like(p) * 2.0, params)
   tx = optax.chain(optax.sgd(0.1), finetune_lib.scale_updates(scales))
   updates, _ = tx.update(grads, tx.init(params), params)
   for path, u in _flat(updates).items():
-    np.testing.assert_allclose(np.asarray(u), -0.1 * 2.0 * np.asarray(flat[path]) * np.ones(u.shape),
-                               rtol=1e-6, err_msg=path)
+    np.testing.assert_allclose(
+      np.asarray(u), -0.1 * 2.0 * np.asarray(flat[path]) * np.ones(u.shape), rtol=1e-6, err_msg=path
+    )
 
 
 def test_label_smoothing_matches_the_formula():
@@ -105,8 +126,10 @@ def test_label_smoothing_matches_the_formula():
     np.testing.assert_allclose(float(got), expected, rtol=1e-6)
   # Smoothing raises the loss of a confident correct prediction (it penalises certainty).
   confident = jnp.asarray([[10.0, 0.0, 0.0]])
-  assert float(finetune_lib.smoothed_cross_entropy(confident, jnp.asarray([0]), 0.1)) > \
-      float(finetune_lib.smoothed_cross_entropy(confident, jnp.asarray([0]), 0.0)) + 0.1
+  assert (
+    float(finetune_lib.smoothed_cross_entropy(confident, jnp.asarray([0]), 0.1))
+    > float(finetune_lib.smoothed_cross_entropy(confident, jnp.asarray([0]), 0.0)) + 0.1
+  )
 
 
 def _colour_source(n, seed):
@@ -114,19 +137,38 @@ def _colour_source(n, seed):
   y = np.arange(n) % 4
   base = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230], [128, 128, 128]], np.float32)[y]
   images = base[:, None, None, :] + rng.normal(0, 20, size=(n, 16, 16, 3))
-  return ArraySource(images=np.clip(images, 0, 255).astype(np.uint8), labels=y.astype(np.int32),
-                     num_classes=4, class_names=("red", "green", "blue", "grey"), name="colours")
+  return ArraySource(
+    images=np.clip(images, 0, 255).astype(np.uint8),
+    labels=y.astype(np.int32),
+    num_classes=4,
+    class_names=("red", "green", "blue", "grey"),
+    name="colours",
+  )
 
 
 def test_vit_finetune_with_mae_recipe_learns_colours(devices):
   backbone = _vit(num_layers=2)
   variables = backbone.init(jax.random.key(0), jnp.zeros((2, 16, 16, 3)), train=False)
-  res = finetune_lib.finetune(backbone, variables, _colour_source(64, 0), _colour_source(64, 1),
-                              num_classes=4, image_size=16, mesh=train.sharding.make_mesh({"data": -1}),
-                              epochs=10, batch_size=16, eval_batch_size=64, optimizer="adamw",
-                              learning_rate=3e-3, weight_decay=0.05, crop_scale=(0.5, 1.0),
-                              layer_decay=0.75, label_smoothing=0.1, warmup_epochs=1,
-                              drop_path_rate=0.1)
+  res = finetune_lib.finetune(
+    backbone,
+    variables,
+    _colour_source(64, 0),
+    _colour_source(64, 1),
+    num_classes=4,
+    image_size=16,
+    mesh=train.sharding.make_mesh({"data": -1}),
+    epochs=10,
+    batch_size=16,
+    eval_batch_size=64,
+    optimizer="adamw",
+    learning_rate=3e-3,
+    weight_decay=0.05,
+    crop_scale=(0.5, 1.0),
+    layer_decay=0.75,
+    label_smoothing=0.1,
+    warmup_epochs=1,
+    drop_path_rate=0.1,
+  )
   assert res["steps"] == 40
   assert res["top1"] == 1.0, res
 
@@ -154,24 +196,36 @@ def _vit_mae_config():
 
 
 @pytest.mark.slow  # pretrains, fine-tunes and evaluates: ~35 s CPU time each
-@pytest.mark.parametrize("make_config", [_vit_mae_config, tiny_config], ids=["vit_mae", "resnet_simclr"])
+@pytest.mark.parametrize(
+  "make_config", [_vit_mae_config, tiny_config], ids=["vit_mae", "resnet_simclr"]
+)
 def test_protocol_finetune_writes_top1(tmp_path, make_config, devices):
   workdir = _pretrain(tmp_path, make_config())
-  overrides = ["eval.finetune_epochs=1", "eval.finetune_batch_size=32",
-               "eval.finetune_layer_decay=0.75", "eval.finetune_label_smoothing=0.1",
-               "eval.finetune_optimizer=adamw", "eval.finetune_lr=1e-3"]
-  assert evaluate.main(["--workdir", workdir, "--protocol", "finetune"]
-                       + [f"--config.{o}" for o in overrides]) == 0
+  overrides = [
+    "eval.finetune_epochs=1",
+    "eval.finetune_batch_size=32",
+    "eval.finetune_layer_decay=0.75",
+    "eval.finetune_label_smoothing=0.1",
+    "eval.finetune_optimizer=adamw",
+    "eval.finetune_lr=1e-3",
+  ]
+  assert (
+    evaluate.main(
+      ["--workdir", workdir, "--protocol", "finetune"] + [f"--config.{o}" for o in overrides]
+    )
+    == 0
+  )
   records = json.loads(open(os.path.join(workdir, "results.json")).read())["evaluations"]
   (record,) = [r for r in records if r["protocol"] == "finetune"]
   res = record["results"]
   assert 0 <= res["top1"] <= 1 and res["global_batch"] == 32
-  assert res["steps"] == res["train_examples"] // 32 >= 1                 # one epoch
+  assert res["steps"] == res["train_examples"] // 32 >= 1  # one epoch
   assert record["config"]["eval"]["finetune_layer_decay"] == 0.75
 
 
 def test_bad_finetune_keys_name_the_fix(tmp_path):
   from sslax.evaluation import runner
+
   c = tiny_config()
   c.eval.finetune_layer_decay = 1.5
   with pytest.raises(ValueError, match=r"finetune_layer_decay=1.5 must be in \(0, 1\]"):

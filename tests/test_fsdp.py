@@ -1,4 +1,5 @@
 """FSDP: the sharding rule, and an FSDP-sharded ViT train step equals the replicated one."""
+
 import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
@@ -11,13 +12,13 @@ from sslax import sharding, train
 def test_rule_picks_the_largest_divisible_dimension():
   assert sharding.fsdp_spec((64, 256), 4, min_size=100) == P(None, "fsdp")
   assert sharding.fsdp_spec((256, 64), 4, min_size=100) == P("fsdp", None)
-  assert sharding.fsdp_spec((30, 64), 4, min_size=100) == P(None, "fsdp")   # 30 % 4 != 0
-  assert sharding.fsdp_spec((64, 64), 4, min_size=100) == P("fsdp", None)   # tie: the first
+  assert sharding.fsdp_spec((30, 64), 4, min_size=100) == P(None, "fsdp")  # 30 % 4 != 0
+  assert sharding.fsdp_spec((64, 64), 4, min_size=100) == P("fsdp", None)  # tie: the first
   assert sharding.fsdp_spec((3, 3, 1, 8), 8, min_size=10) == P(None, None, None, "fsdp")
-  assert sharding.fsdp_spec((30, 30), 4, min_size=100) == P()               # none divisible
-  assert sharding.fsdp_spec((8, 8), 4, min_size=100) == P()                 # small: replicated
-  assert sharding.fsdp_spec((64, 256), 1, min_size=100) == P()              # no fsdp axis
-  assert sharding.fsdp_spec((), 4, min_size=0) == P()                       # scalars
+  assert sharding.fsdp_spec((30, 30), 4, min_size=100) == P()  # none divisible
+  assert sharding.fsdp_spec((8, 8), 4, min_size=100) == P()  # small: replicated
+  assert sharding.fsdp_spec((64, 256), 1, min_size=100) == P()  # no fsdp axis
+  assert sharding.fsdp_spec((), 4, min_size=0) == P()  # scalars
 
 
 def _vit_simclr_config(fsdp_min_size):
@@ -58,11 +59,11 @@ def test_fsdp_vit_train_step_equals_replicated(devices):
   qkv = fsdp_state.params["backbone"]["encoder"]["block0"]["attn"]["query"]["kernel"]  # [32, 2, 16]
   assert qkv.sharding.spec == P("fsdp", None, None)
   assert qkv.addressable_shards[0].data.shape == (8, 2, 16)
-  fc1 = fsdp_state.params["backbone"]["encoder"]["block1"]["mlp"]["fc1"]["kernel"]      # [32, 128]
+  fc1 = fsdp_state.params["backbone"]["encoder"]["block1"]["mlp"]["fc1"]["kernel"]  # [32, 128]
   assert fc1.sharding.spec == P(None, "fsdp")
   mu = fsdp_state.opt_state[1][0].trace["backbone"]["encoder"]["block1"]["mlp"]["fc1"]["kernel"]
   assert mu.sharding.spec == P(None, "fsdp")
-  bias = fsdp_state.params["backbone"]["encoder"]["block1"]["mlp"]["fc1"]["bias"]       # 128: small
+  bias = fsdp_state.params["backbone"]["encoder"]["block1"]["mlp"]["fc1"]["bias"]  # 128: small
   assert bias.sharding.spec == P()
   assert all(x.sharding.spec == P() for x in jax.tree.leaves(repl_state.params))
   sharded = [x for x in jax.tree.leaves(fsdp_state.params) if x.sharding.spec != P()]
@@ -74,6 +75,8 @@ def test_fsdp_vit_train_step_equals_replicated(devices):
   assert_trees_close(host(fsdp_state.opt_state), host(repl_state.opt_state), rtol=1e-4, atol=1e-5)
   # ... and the step changed them (the comparison is not between two untouched inits).
   init = host(train.init_state(train.setup(_vit_simclr_config(1024), devices=devices)).params)
-  change = max(float(np.abs(a - b).max()) for a, b in
-               zip(jax.tree.leaves(host(fsdp_state.params)), jax.tree.leaves(init)))
+  change = max(
+    float(np.abs(a - b).max())
+    for a, b in zip(jax.tree.leaves(host(fsdp_state.params)), jax.tree.leaves(init))
+  )
   assert change > 1e-4

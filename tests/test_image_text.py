@@ -1,5 +1,6 @@
 """Image-text sources, pipeline tokens, the CLIP/SigLIP train step on 8 devices == 1, the
 tokenizer in the checkpoint, zero-shot and retrieval math. Fixtures are written here (tmp_path)."""
+
 import dataclasses
 import json
 import os
@@ -31,8 +32,10 @@ def _write_pairs(root, n=24, fmt="jsonl"):
   else:
     path = os.path.join(root, "pairs.csv")
     with open(path, "w") as f:
-      f.write("image,caption,label\n" + "".join(f'{r["image"]},"{r["caption"]}",{r["label"]}\n'
-                                               for r in rows))
+      f.write(
+        "image,caption,label\n"
+        + "".join(f'{r["image"]},"{r["caption"]}",{r["label"]}\n' for r in rows)
+      )
   return path, rows
 
 
@@ -44,7 +47,9 @@ def test_pairs_file_source_splits_and_alpha(tmp_path, fmt):
   assert full.images.shape == (24, 8, 8, 3) and full.images.dtype == np.uint8
   assert list(full.captions) == [r["caption"] for r in rows]
   np.testing.assert_array_equal(full.labels, [r["label"] for r in rows])
-  np.testing.assert_array_equal(full.tokens, image_text.source_tokenizer().encode_batch(full.captions))
+  np.testing.assert_array_equal(
+    full.tokens, image_text.source_tokenizer().encode_batch(full.captions)
+  )
   # Transparent pixels are composited on white; the opaque colour survives.
   assert np.all(full.images[0, :, -1] == 255)
   assert tuple(full.images[0, 4, 1]) == (0, 100, 200)
@@ -83,15 +88,19 @@ def test_openclipart_and_tuxpaint_layouts(tmp_path, monkeypatch):
   monkeypatch.setattr(image_text, "DECODED_CACHE_DIR", str(tmp_path / "cache"))
   png = np.zeros((6, 6, 4), np.uint8)
   oca = tmp_path / "openclipart"
-  for cat, name, title, desc in [("animals", "frog_01", "2 dead frogs", "nothing &amp; more"),
-                                 ("food", "bowl_02", "bowl", ""), ("food", "pie_03", None, None)]:
+  for cat, name, title, desc in [
+    ("animals", "frog_01", "2 dead frogs", "nothing &amp; more"),
+    ("food", "bowl_02", "bowl", ""),
+    ("food", "pie_03", None, None),
+  ]:
     (oca / "png" / cat).mkdir(parents=True, exist_ok=True)
     (oca / "svg" / cat).mkdir(parents=True, exist_ok=True)
     Image.fromarray(png, "RGBA").save(oca / "png" / cat / f"{name}.png")
     if title is not None:
       (oca / "svg" / cat / f"{name}.svg").write_text(
-          f"<svg><metadata><dc:title>{title}</dc:title><dc:description>{desc}</dc:description>"
-          "<dc:creator><dc:title>Someone</dc:title></dc:creator></metadata></svg>")
+        f"<svg><metadata><dc:title>{title}</dc:title><dc:description>{desc}</dc:description>"
+        "<dc:creator><dc:title>Someone</dc:title></dc:creator></metadata></svg>"
+      )
   src = sources.get_source("openclipart_captions", "all", data_dir=str(tmp_path), image_size=4)
   assert list(src.captions) == ["2 dead frogs. nothing & more", "bowl", "pie"]
   np.testing.assert_array_equal(src.labels, [0, 1, 1])
@@ -109,14 +118,16 @@ def test_openclipart_and_tuxpaint_layouts(tmp_path, monkeypatch):
 def test_templated_captions_and_prompt_names():
   base = sources.get_source("fake", "train", image_size=4, num_examples=12)
   base = dataclasses.replace(base, name="fashion_mnist")
-  src = image_text._templated_source(base, image_text.FASHION_MNIST_PROMPT_NAMES,
-                                     ("a photo of a {label}.", "a {label}."), name="x")
+  src = image_text._templated_source(
+    base, image_text.FASHION_MNIST_PROMPT_NAMES, ("a photo of a {label}.", "a {label}."), name="x"
+  )
   names = image_text.FASHION_MNIST_PROMPT_NAMES
   assert src.captions[0] == f"a photo of a {names[base.labels[0]]}."
   assert src.captions[1] == f"a {names[base.labels[1]]}."
   assert image_text.prompt_class_names(base) == names
-  assert image_text.prompt_class_names(dataclasses.replace(base, name="openclipart", class_names=(
-      "signs_and_symbols",))) == ("signs and symbols",)
+  assert image_text.prompt_class_names(
+    dataclasses.replace(base, name="openclipart", class_names=("signs_and_symbols",))
+  ) == ("signs and symbols",)
 
 
 def test_tfds_image_text_not_prepared_says_how(tmp_path):
@@ -128,13 +139,15 @@ def test_pipeline_batches_carry_the_caption_of_each_image(tmp_path):
   path, _ = _write_pairs(str(tmp_path))
   src = sources.get_source("image_text_pairs", "all", data_dir=path, image_size=8)
   from sslax.data.augment import ViewSpec
+
   ds = pipeline.train_dataset(src, (ViewSpec(size=8),), global_batch=8, seed=3)
   for batch in ds.take(4).as_numpy_iterator():
     assert batch["tokens"].dtype == np.int32 and batch["tokens"].shape == (8, 77)
     np.testing.assert_array_equal(batch["tokens"], src.tokens[batch["index"]])
   plain = sources.get_source("fake", "train", image_size=8, num_examples=16)
-  assert "tokens" not in next(pipeline.train_dataset(plain, (ViewSpec(size=8),), global_batch=8,
-                                                     seed=3).as_numpy_iterator())
+  assert "tokens" not in next(
+    pipeline.train_dataset(plain, (ViewSpec(size=8),), global_batch=8, seed=3).as_numpy_iterator()
+  )
 
 
 def _tiny_image_text_config(method, data_path, chunked=False):
@@ -154,7 +167,7 @@ def _tiny_image_text_config(method, data_path, chunked=False):
   return c
 
 
-@pytest.mark.slow   # three two-tower train-step compiles: 70-170 s each on the shared 2 cores
+@pytest.mark.slow  # three two-tower train-step compiles: 70-170 s each on the shared 2 cores
 @pytest.mark.parametrize("method,chunked", [("clip", False), ("clip", True), ("siglip", True)])
 def test_loss_and_grads_eight_devices_equal_one(tmp_path, devices, method, chunked):
   path, _ = _write_pairs(str(tmp_path), n=16)
@@ -163,15 +176,17 @@ def test_loss_and_grads_eight_devices_equal_one(tmp_path, devices, method, chunk
   m1 = get_method(method)(config, sharding.make_mesh({"data": -1}, devices[:1]))
   variables = m1.network().init(jax.random.key(0), *m1.init_inputs(8, 3), train=False)
   rng = np.random.default_rng(0)
-  batch = {"views": (rng.uniform(size=(16, 8, 8, 3)).astype(np.float32),),
-           "tokens": src.tokens}
+  batch = {"views": (rng.uniform(size=(16, 8, 8, 3)).astype(np.float32),), "tokens": src.tokens}
   results = []
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
     m = get_method(method)(config, mesh)
     put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
-    fn = jax.jit(jax.value_and_grad(lambda p, b: m.loss(p, variables["batch_stats"], {}, b,
-                                                        jax.random.key(1)), has_aux=True))
+    fn = jax.jit(
+      jax.value_and_grad(
+        lambda p, b: m.loss(p, variables["batch_stats"], {}, b, jax.random.key(1)), has_aux=True
+      )
+    )
     (loss, (metrics, stats, _)), grads = fn(variables["params"], jax.tree.map(put, batch))
     results.append((float(loss), jax.tree.map(np.asarray, grads), jax.tree.map(np.asarray, stats)))
   (l1, g1, s1), (l8, g8, s8) = results
@@ -183,9 +198,10 @@ def test_loss_and_grads_eight_devices_equal_one(tmp_path, devices, method, chunk
   assert np.abs(g1["log_scale"]) > 0 and np.abs(g1["text"]["token_embed"]["embedding"]).sum() > 0
 
 
-@pytest.mark.slow   # trains 2 steps, then two protocols with random-init baselines
+@pytest.mark.slow  # trains 2 steps, then two protocols with random-init baselines
 def test_train_saves_tokenizer_then_retrieval_and_zero_shot_run(tmp_path):
   from sslax import checkpoint, evaluate, train
+
   path, _ = _write_pairs(str(tmp_path), n=32)
   config = _tiny_image_text_config("clip", path)
   config.text.context_length = 10
@@ -197,8 +213,10 @@ def test_train_saves_tokenizer_then_retrieval_and_zero_shot_run(tmp_path):
   # Restored from the checkpoint alone: the pairs file is not read.
   os.rename(path, path + ".gone")
   from sslax.methods.image_text import restore_tokenizer
+
   assert restore_tokenizer(tree["method_state"]) == text.ByteTokenizer(context_length=10)
   from sslax import export
+
   export.export(workdir, str(tmp_path / "exported"), "bundle", config=config)
   with open(tmp_path / "exported" / "tokenizer.json") as f:
     assert text.ByteTokenizer.from_json(f.read()) == text.ByteTokenizer(context_length=10)
@@ -231,9 +249,13 @@ def test_zero_shot_prompt_ensemble_and_accuracy_by_hand():
 
 
 def test_retrieval_recall_by_hand():
-  sim = np.array([[0.9, 0.1, 0.0],     # query 0: own item first
-                  [0.8, 0.5, 0.1],     # query 1: own item second
-                  [0.3, 0.2, 0.1]])    # query 2: own item third
+  sim = np.array(
+    [
+      [0.9, 0.1, 0.0],  # query 0: own item first
+      [0.8, 0.5, 0.1],  # query 1: own item second
+      [0.3, 0.2, 0.1],
+    ]
+  )  # query 2: own item third
   assert image_text_retrieval.recall_at_k(sim, (1, 2, 3)) == {1: 1 / 3, 2: 2 / 3, 3: 1.0}
   emb = np.eye(4)
   out = image_text_retrieval.image_text_retrieval(emb, emb, ks=(1,))
@@ -246,6 +268,7 @@ def test_clip_vitb32_tpu_config_builds_the_papers_towers(devices):
   context 77, joint width 512, by shapes only (nothing is allocated)."""
   import importlib.util
   from sslax import config as config_lib
+
   spec = importlib.util.spec_from_file_location("cfg", "configs/clip_vitb32_tpu.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -254,10 +277,12 @@ def test_clip_vitb32_tpu_config_builds_the_papers_towers(devices):
   assert config.batch_size == 32768 and config.optimizer.b2 == 0.98
   assert config.optimizer.warmup_epochs * module.STEPS_PER_EPOCH == pytest.approx(2000)
   method = get_method("clip")(config, sharding.make_mesh({"data": -1}, devices[:1]))
-  shapes = jax.eval_shape(lambda: method.network().init(
-      jax.random.key(0), *method.init_inputs(224, 3), train=False))["params"]
+  shapes = jax.eval_shape(
+    lambda: method.network().init(jax.random.key(0), *method.init_inputs(224, 3), train=False)
+  )["params"]
   assert shapes["image_proj"]["kernel"].shape == (768, 512)
   assert shapes["text_proj"]["kernel"].shape == (512, 512)
   assert shapes["text"]["pos_embed"].shape == (77, 512)
   assert sorted(k for k in shapes["text"] if k.startswith("block")) == sorted(
-      f"block{i}" for i in range(12))
+    f"block{i}" for i in range(12)
+  )

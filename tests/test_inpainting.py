@@ -1,5 +1,6 @@
 """Context encoder: exact mask positions, seeded random blocks, the L2 loss vs NumPy,
 8 devices == 1 for loss and gradients."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,10 +14,10 @@ from sslax.pretext import inpainting
 
 def test_center_mask_positions_exact():
   expected = np.zeros((8, 8), bool)
-  expected[2:6, 2:6] = True                         # side 4 = 0.5 * 8, offset (8 - 4) / 2
+  expected[2:6, 2:6] = True  # side 4 = 0.5 * 8, offset (8 - 4) / 2
   np.testing.assert_array_equal(inpainting.center_mask(8, 0.5), expected)
   expected = np.zeros((7, 7), bool)
-  expected[2:5, 2:5] = True                         # side round(0.4 * 7) = 3, offset 2
+  expected[2:5, 2:5] = True  # side round(0.4 * 7) = 3, offset 2
   np.testing.assert_array_equal(inpainting.center_mask(7, 0.4), expected)
   with pytest.raises(ValueError, match="fraction=1.5"):
     inpainting.center_mask(8, 1.5)
@@ -30,10 +31,11 @@ def test_random_blocks_exact_and_seeded():
   expected = np.zeros((5, 12, 12), bool)
   for b in range(5):
     for r, c in corners[b]:
-      expected[b, r:r + 4, c:c + 4] = True
+      expected[b, r : r + 4, c : c + 4] = True
   np.testing.assert_array_equal(masks, expected)
   np.testing.assert_array_equal(
-      masks, inpainting.random_block_masks(key, 5, 12, num_blocks=3, block_size=4))
+    masks, inpainting.random_block_masks(key, 5, 12, num_blocks=3, block_size=4)
+  )
   other = inpainting.random_block_masks(jax.random.key(8), 5, 12, num_blocks=3, block_size=4)
   assert not np.array_equal(masks, np.asarray(other))
   with pytest.raises(ValueError, match="block_size"):
@@ -50,7 +52,9 @@ def test_loss_matches_numpy():
     w = np.where(m, 1.0, cw)[..., None] * np.ones((1, 1, 1, 2))
     np.testing.assert_allclose(float(loss), ((y - x) ** 2 * w).sum() / w.sum(), rtol=1e-5)
   hidden = x[m]
-  np.testing.assert_allclose(float(metrics["reconstruction_mse"]), ((y[m] - hidden) ** 2).mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(metrics["reconstruction_mse"]), ((y[m] - hidden) ** 2).mean(), rtol=1e-5
+  )
   np.testing.assert_allclose(float(metrics["mean_predictor_mse"]), hidden.var(), rtol=1e-4)
 
 
@@ -65,9 +69,12 @@ def loss_and_grads(config, devices, images):
   s = train.setup(config, devices=devices)
   state = train.init_state(s)
   batch = sharding.make_global_batch(s.mesh, {"views": (images,)})
-  fn = jax.jit(jax.value_and_grad(
+  fn = jax.jit(
+    jax.value_and_grad(
       lambda p: s.method.loss(p, state.batch_stats, state.method_state, batch, jax.random.key(3)),
-      has_aux=True))
+      has_aux=True,
+    )
+  )
   (loss, (metrics, stats, _)), grads = fn(state.params)
   return jax.device_get((loss, metrics, stats, grads))
 
@@ -82,7 +89,9 @@ def test_eight_devices_equal_one_loss_and_grads(devices):
   c.inpainting.decoder_upsamples = 2
   c.inpainting.decoder_width = 16
   rng = np.random.default_rng(1)
-  images = (rng.uniform(0.1, 0.7, size=(16, 1, 1, 3)) + 0.3 * rng.uniform(size=(16, 16, 16, 3))).astype(np.float32)
+  images = (
+    rng.uniform(0.1, 0.7, size=(16, 1, 1, 3)) + 0.3 * rng.uniform(size=(16, 16, 16, 3))
+  ).astype(np.float32)
   l1, m1, s1, g1 = loss_and_grads(c, devices[:1], images)
   l8, m8, s8, g8 = loss_and_grads(c, devices, images)
   np.testing.assert_allclose(l8, l1, rtol=1e-5)

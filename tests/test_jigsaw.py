@@ -1,6 +1,7 @@
 """Jigsaw: the greedy max-min Hamming permutation set against brute force, tile positions on
 a coordinate image, seeding, per-tile normalisation, the set kept in method_state, the loss
 against NumPy cross-entropy, and 8 devices == 1 device (task, loss, gradients)."""
+
 import itertools
 import math
 
@@ -10,15 +11,19 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from pretext_testing import (check_eight_devices_equal_one, check_task_same_on_eight_devices,
-                             loss_and_grads, numpy_cross_entropy)
+from pretext_testing import (
+  check_eight_devices_equal_one,
+  check_task_same_on_eight_devices,
+  loss_and_grads,
+  numpy_cross_entropy,
+)
 from sslax import sharding
 from sslax.methods.jigsaw import Jigsaw
 from sslax.pretext import jigsaw
 
 
 def jigsaw_config():
-  c = tiny_config()        # 16 px views: 3 x 3 cells of 5 px
+  c = tiny_config()  # 16 px views: 3 x 3 cells of 5 px
   c.method = "jigsaw"
   c.jigsaw.tile_size = 4
   c.jigsaw.num_permutations = 10
@@ -60,10 +65,13 @@ def test_permutation_set_is_seeded_and_can_be_exhaustive():
   assert selection[-1] == min(hamming(x, y) for x, y in itertools.combinations(full, 2)) == 2
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(num_permutations=25, num_tiles=4), r"num_permutations=25 .* 4! = 24"),
     (dict(num_permutations=5, num_tiles=16), r"num_tiles=16"),
-])
+  ],
+)
 def test_bad_permutation_requests_are_refused(kwargs, match):
   with pytest.raises(ValueError, match=match):
     jigsaw.hamming_permutations(**kwargs)
@@ -71,17 +79,18 @@ def test_bad_permutation_requests_are_refused(kwargs, match):
 
 def coordinate_images(batch, size):
   """Pixel (r, c) of image b holds b * size^2 + r * size + c: a tile tells where it came from."""
-  return (np.arange(batch * size * size, dtype=np.float32).reshape(batch, size, size, 1))
+  return np.arange(batch * size * size, dtype=np.float32).reshape(batch, size, size, 1)
 
 
-@pytest.mark.parametrize("size", [15, 17])   # 17: a 1 px border is left around the grid
+@pytest.mark.parametrize("size", [15, 17])  # 17: a 1 px border is left around the grid
 def test_tiles_come_from_their_cells_in_permutation_order(size):
   grid, tile, batch = 3, 3, 6
   cell, margin = size // grid, (size - grid * (size // grid)) // 2
   perms, _ = jigsaw.hamming_permutations(5, 9, seed=0)
   images = coordinate_images(batch, size)
-  tiles, labels = jigsaw.jigsaw_puzzles(jnp.asarray(images), jax.random.key(0),
-                                        jnp.asarray(perms), grid, tile, normalize=False)
+  tiles, labels = jigsaw.jigsaw_puzzles(
+    jnp.asarray(images), jax.random.key(0), jnp.asarray(perms), grid, tile, normalize=False
+  )
   tiles, labels = np.asarray(tiles), np.asarray(labels)
   assert tiles.shape == (batch, 9, tile, tile, 1) and labels.shape == (batch,)
   for b in range(batch):
@@ -92,12 +101,13 @@ def test_tiles_come_from_their_cells_in_permutation_order(size):
       row, col = divmod(int(source_cell), grid)
       assert margin + row * cell <= r0 <= margin + row * cell + cell - tile
       assert margin + col * cell <= c0 <= margin + col * cell + cell - tile
-      np.testing.assert_array_equal(tiles[b, position, ..., 0],
-                                    images[b, r0:r0 + tile, c0:c0 + tile, 0])
+      np.testing.assert_array_equal(
+        tiles[b, position, ..., 0], images[b, r0 : r0 + tile, c0 : c0 + tile, 0]
+      )
 
 
 def test_jitter_covers_every_offset_inside_the_cell():
-  offsets = np.asarray(jigsaw.tile_offsets(jax.random.key(0), 200, 15, 3, 3))   # cells of 5
+  offsets = np.asarray(jigsaw.tile_offsets(jax.random.key(0), 200, 15, 3, 3))  # cells of 5
   within = offsets - 5 * np.stack(np.divmod(np.arange(9), 3), axis=1)
   assert within.min() == 0 and within.max() == 2
   assert len(np.unique(within)) == 3
@@ -117,7 +127,7 @@ def test_puzzles_are_seeded():
 
 def test_each_tile_is_standardised_on_its_own():
   images = np.random.default_rng(1).uniform(size=(2, 15, 15, 1)).astype(np.float32)
-  images[1] = 0.5                                            # a flat image: flat tiles
+  images[1] = 0.5  # a flat image: flat tiles
   perms = jnp.asarray(jigsaw.hamming_permutations(4, 9, seed=0)[0])
   tiles, _ = jigsaw.jigsaw_puzzles(jnp.asarray(images), jax.random.key(0), perms, 3, 4)
   t = np.asarray(tiles, np.float64)
@@ -147,14 +157,19 @@ def test_permutation_set_lives_in_method_state_and_drives_the_loss(devices):
   expected, _ = jigsaw.hamming_permutations(10, 9, seed=config.jigsaw.permutation_seed)
   np.testing.assert_array_equal(state.method_state["permutations"], expected)
   # The loss is cross-entropy of the network on the puzzles cut with the stored set ...
-  tiles, labels = jigsaw.jigsaw_puzzles(jnp.asarray(images), jax.random.key(0),
-                                        jnp.asarray(expected), 3, 4)
+  tiles, labels = jigsaw.jigsaw_puzzles(
+    jnp.asarray(images), jax.random.key(0), jnp.asarray(expected), 3, 4
+  )
   (_, logits), _ = s.method.network().apply(
-      {"params": state.params, "batch_stats": state.batch_stats}, tiles, train=True,
-      mutable=["batch_stats"])
+    {"params": state.params, "batch_stats": state.batch_stats},
+    tiles,
+    train=True,
+    mutable=["batch_stats"],
+  )
   np.testing.assert_allclose(loss, numpy_cross_entropy(logits, np.asarray(labels)), rtol=1e-5)
-  np.testing.assert_allclose(metrics["pretext_accuracy"],
-                             np.mean(np.argmax(logits, axis=1) == np.asarray(labels)), atol=1e-7)
+  np.testing.assert_allclose(
+    metrics["pretext_accuracy"], np.mean(np.argmax(logits, axis=1) == np.asarray(labels)), atol=1e-7
+  )
   assert metrics["pretext_chance"] == pytest.approx(0.1)
   # ... and it is read from method_state, not rebuilt (a resumed run keeps its set).
   other = {"permutations": jnp.asarray(expected[::-1].copy())}
@@ -170,5 +185,9 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
 def test_puzzle_task_is_the_same_on_eight_devices(devices):
   """The task's random draws do not depend on how the batch is sharded."""
   inputs, _ = check_task_same_on_eight_devices(
-      lambda mesh: Jigsaw(jigsaw_config(), mesh), _images(), devices, method_state=lambda m: {"permutations": jnp.asarray(m.permutations())})
+    lambda mesh: Jigsaw(jigsaw_config(), mesh),
+    _images(),
+    devices,
+    method_state=lambda m: {"permutations": jnp.asarray(m.permutations())},
+  )
   assert inputs.shape == (16, 9, 4, 4, 3)

@@ -1,5 +1,6 @@
 """PCA whitening and sharded k-means: toy clusters recovered, empty clusters re-seeded,
 8 devices == 1, NMI."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,20 +54,21 @@ def test_empty_cluster_is_reseeded_from_a_large_one(devices):
   # still end with the three blobs.
   b0 = x[labels == 0]
   init = jnp.asarray(np.stack([b0[0], b0[1], np.full(4, 100.0)]), jnp.float32)
-  out = jax.device_get(kmeans.kmeans(xs, valid, 3, jax.random.key(1), mesh=mesh, num_iters=10,
-                                     init_centroids=init))
+  out = jax.device_get(
+    kmeans.kmeans(xs, valid, 3, jax.random.key(1), mesh=mesh, num_iters=10, init_centroids=init)
+  )
   assert out["reseeded"] >= 1
   assert np.all(out["counts"] > 0)
   assert is_same_partition(out["assignments"], labels)
 
 
 def test_eight_devices_equal_one(devices):
-  x, _ = blobs(n_per=41, k=5, dim=6, seed=3)   # 205 rows: padding on 8 devices
+  x, _ = blobs(n_per=41, k=5, dim=6, seed=3)  # 205 rows: padding on 8 devices
   x = x + np.random.default_rng(0).normal(size=x.shape).astype(np.float32) * 3  # overlapping
   one, n = run(x, 7, devices[:1], num_iters=8)
   eight, _ = run(x, 7, devices, num_iters=8)
   np.testing.assert_array_equal(eight["assignments"][:n], one["assignments"][:n])
-  assert np.all(eight["assignments"][n:] == -1)   # padding rows are marked
+  assert np.all(eight["assignments"][n:] == -1)  # padding rows are marked
   np.testing.assert_allclose(eight["centroids"], one["centroids"], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(eight["counts"], one["counts"])
   np.testing.assert_allclose(eight["inertia"], one["inertia"], rtol=1e-5)
@@ -104,8 +106,9 @@ def test_nmi():
   hb = -(1 / 3 * np.log(1 / 3) + 2 / 3 * np.log(2 / 3))
   assert kmeans.normalized_mutual_information(a, b) == pytest.approx(hb / np.sqrt(np.log(3) * hb))
   # Independent labelings: 0.
-  assert kmeans.normalized_mutual_information(np.array([0, 0, 1, 1]),
-                                              np.array([0, 1, 0, 1])) == pytest.approx(0.0, abs=1e-12)
+  assert kmeans.normalized_mutual_information(
+    np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+  ) == pytest.approx(0.0, abs=1e-12)
   with pytest.raises(ValueError, match="same length"):
     kmeans.normalized_mutual_information(a, b[:3])
 

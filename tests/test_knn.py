@@ -1,4 +1,5 @@
 """Weighted kNN evaluation: exact vote arithmetic, agreement with a NumPy reference, chunking."""
+
 import math
 
 import numpy as np
@@ -24,8 +25,10 @@ def _reference_knn(train, train_labels, test, *, num_classes, k, temperature):
 # two class-0 points at +-0.3 rad (cos 0.3 = 0.955); the rest point elsewhere. Norms vary
 # on purpose, to check that only directions matter.
 _A = 0.3
-_TRAIN = np.array([[1, 0], [math.cos(_A), math.sin(_A)], [math.cos(_A), -math.sin(_A)],
-                   [0, 2], [-3, 0], [0, -1]], np.float32)
+_TRAIN = np.array(
+  [[1, 0], [math.cos(_A), math.sin(_A)], [math.cos(_A), -math.sin(_A)], [0, 2], [-3, 0], [0, -1]],
+  np.float32,
+)
 _LABELS = np.array([1, 0, 0, 2, 1, 2])
 _QUERIES = np.array([[5, 0], [0.1, 1]], np.float32)
 
@@ -39,20 +42,25 @@ def test_hand_example_weighting_beats_majority():
   # q1 ~ +y: its 3 neighbours (0,2), (cos.3, sin.3), (1,0) all have different classes, so the
   # most similar one, class 2, wins at any temperature.
   kw = dict(num_classes=3, k=3)
-  np.testing.assert_array_equal(knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=0.01, **kw), [1, 2])
-  np.testing.assert_array_equal(knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=1.0, **kw), [0, 2])
   np.testing.assert_array_equal(
-      knn_predict(_TRAIN, _LABELS, _QUERIES, num_classes=3, k=1), [1, 2])
+    knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=0.01, **kw), [1, 2]
+  )
+  np.testing.assert_array_equal(
+    knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=1.0, **kw), [0, 2]
+  )
+  np.testing.assert_array_equal(knn_predict(_TRAIN, _LABELS, _QUERIES, num_classes=3, k=1), [1, 2])
   for t in (0.01, 1.0):
     np.testing.assert_array_equal(
-        knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=t, **kw),
-        _reference_knn(_TRAIN, _LABELS, _QUERIES, temperature=t, **kw))
+      knn_predict(_TRAIN, _LABELS, _QUERIES, temperature=t, **kw),
+      _reference_knn(_TRAIN, _LABELS, _QUERIES, temperature=t, **kw),
+    )
 
 
 def test_k_larger_than_train_set_uses_all_points():
   all6 = knn_predict(_TRAIN, _LABELS, _QUERIES, num_classes=3, k=6, temperature=1.0)
   np.testing.assert_array_equal(
-      knn_predict(_TRAIN, _LABELS, _QUERIES, num_classes=3, k=1000, temperature=1.0), all6)
+    knn_predict(_TRAIN, _LABELS, _QUERIES, num_classes=3, k=1000, temperature=1.0), all6
+  )
   acc = knn_accuracy(_TRAIN, _LABELS, _QUERIES, np.array([1, 2]), num_classes=3, ks=(1, 1000))
   assert set(acc) == {1, 1000}  # Keyed by the requested k, not the clipped one.
 
@@ -60,9 +68,11 @@ def test_k_larger_than_train_set_uses_all_points():
 def test_clustered_features_are_classified_perfectly():
   rng = np.random.default_rng(0)
   centers = 10.0 * np.eye(8)[:4]
+
   def sample(n):
     y = np.repeat(np.arange(4), n)
     return (centers[y] + rng.normal(scale=0.5, size=(len(y), 8))).astype(np.float32), y
+
   x_tr, y_tr = sample(40)
   x_te, y_te = sample(10)
   acc = knn_accuracy(x_tr, y_tr, x_te, y_te, num_classes=4, ks=(1, 5, 20, 200))
@@ -102,7 +112,9 @@ def test_accuracy_reuses_topk_consistently_and_chunking_is_invisible(random_data
     assert acc[k] == pytest.approx(np.mean(want == y_te))
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(train_features=np.zeros((6, 3))), "dim 2 != train_features dim 3"),
     (dict(train_labels=np.array([1, 0, 0, 2, 1, 5])), "label 5"),
     (dict(train_labels=np.array([1, 0, 0, 2, 1, -1])), "label -1"),
@@ -114,14 +126,17 @@ def test_accuracy_reuses_topk_consistently_and_chunking_is_invisible(random_data
     (dict(temperature=0.0), "temperature"),
     (dict(batch_size=0), "batch_size"),
     (dict(num_classes=0), "num_classes"),
-])
+  ],
+)
 def test_bad_inputs_raise(kwargs, match):
-  args = dict(train_features=_TRAIN, train_labels=_LABELS, test_features=_QUERIES,
-              num_classes=3, k=3)
+  args = dict(
+    train_features=_TRAIN, train_labels=_LABELS, test_features=_QUERIES, num_classes=3, k=3
+  )
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    knn_predict(args.pop("train_features"), args.pop("train_labels"), args.pop("test_features"),
-                **args)
+    knn_predict(
+      args.pop("train_features"), args.pop("train_labels"), args.pop("test_features"), **args
+    )
 
 
 def test_bad_accuracy_inputs_raise():

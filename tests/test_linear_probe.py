@@ -1,4 +1,5 @@
 """Linear probe: standardisation, learns separable data, does not generalise random labels."""
+
 import numpy as np
 import pytest
 
@@ -42,8 +43,9 @@ def test_standardize_uses_train_statistics_only():
 
 def test_separable_blobs_are_learned(blobs):
   x_tr, y_tr, x_te, y_te = blobs
-  res = linear_probe(x_tr, y_tr, x_te, y_te, num_classes=3, epochs=10, batch_size=64,
-                     learning_rate=1e-2)
+  res = linear_probe(
+    x_tr, y_tr, x_te, y_te, num_classes=3, epochs=10, batch_size=64, learning_rate=1e-2
+  )
   assert res["test_accuracy"] >= 0.98
   assert res["train_accuracy"] >= 0.98
   assert res["epochs"] == 10
@@ -52,8 +54,17 @@ def test_separable_blobs_are_learned(blobs):
 
 def test_val_split_is_reported(blobs):
   x_tr, y_tr, x_te, y_te = blobs
-  res = linear_probe(x_tr, y_tr, x_te, y_te, num_classes=3, epochs=10, batch_size=64,
-                     learning_rate=1e-2, val_fraction=0.2)
+  res = linear_probe(
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    num_classes=3,
+    epochs=10,
+    batch_size=64,
+    learning_rate=1e-2,
+    val_fraction=0.2,
+  )
   assert res["val_accuracy"] >= 0.95 and res["test_accuracy"] >= 0.95
 
 
@@ -61,8 +72,9 @@ def test_random_labels_do_not_generalise():
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2200, 128)).astype(np.float32)
   y = rng.integers(0, 2, size=2200)
-  res = linear_probe(x[:200], y[:200], x[200:], y[200:], num_classes=2, epochs=100,
-                     batch_size=50, learning_rate=1e-2)
+  res = linear_probe(
+    x[:200], y[:200], x[200:], y[200:], num_classes=2, epochs=100, batch_size=50, learning_rate=1e-2
+  )
   # 128 dims for 200 points: the probe memorises the train set (capacity ~2 x dim) ...
   assert res["train_accuracy"] > 0.95
   # ... but 2000 test points at chance have accuracy 0.5 +- 0.011 (one std).
@@ -79,7 +91,9 @@ def test_deterministic_given_seed(blobs):
   assert a["train_loss"] != c["train_loss"]  # The seed is actually used.
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(test_features=np.zeros((4, 5), np.float32)), "dim 5 != train_features dim 16"),
     (dict(train_labels=np.full(300, 3)), "label 3"),
     (dict(test_labels=np.zeros(7, int)), "test_labels"),
@@ -89,12 +103,24 @@ def test_deterministic_given_seed(blobs):
     (dict(weight_decay=-1.0), "weight_decay"),
     (dict(val_fraction=1.0), "val_fraction"),
     (dict(val_fraction=0.001), "val_fraction"),  # Rounds to 0 held-out rows.
-])
+  ],
+)
 def test_bad_inputs_raise(blobs, kwargs, match):
   x_tr, y_tr, x_te, y_te = blobs
-  args = dict(train_features=x_tr, train_labels=y_tr, test_features=x_te, test_labels=y_te,
-              num_classes=3, epochs=1)
+  args = dict(
+    train_features=x_tr,
+    train_labels=y_tr,
+    test_features=x_te,
+    test_labels=y_te,
+    num_classes=3,
+    epochs=1,
+  )
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    linear_probe(args.pop("train_features"), args.pop("train_labels"),
-                 args.pop("test_features"), args.pop("test_labels"), **args)
+    linear_probe(
+      args.pop("train_features"),
+      args.pop("train_labels"),
+      args.pop("test_features"),
+      args.pop("test_labels"),
+      **args,
+    )

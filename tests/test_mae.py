@@ -1,4 +1,5 @@
 """MAE: masking (ratio, restore order), the masked-only loss vs NumPy, the method end to end."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +20,9 @@ def mae_loss_numpy(pred, images, mask, p, norm_pix):
     n = 0
     for r in range(h // p):
       for col in range(w // p):
-        patch = images[i, r * p:(r + 1) * p, col * p:(col + 1) * p, :].reshape(-1).astype(np.float64)
+        patch = (
+          images[i, r * p : (r + 1) * p, col * p : (col + 1) * p, :].reshape(-1).astype(np.float64)
+        )
         if norm_pix:
           patch = (patch - patch.mean()) / np.sqrt(patch.var() + 1e-6)
         if mask[i, n]:
@@ -39,19 +42,21 @@ def test_patchify_is_row_major_patches():
 
 @pytest.mark.parametrize("num_patches,ratio,kept", [(16, 0.75, 4), (49, 0.75, 12), (64, 0.5, 32)])
 def test_masking_keeps_the_asked_ratio_and_restore_inverts_the_shuffle(num_patches, ratio, kept):
-  keep, restore, mask = jax.device_get(mae_losses.random_masking(jax.random.key(0), 8, num_patches, ratio))
+  keep, restore, mask = jax.device_get(
+    mae_losses.random_masking(jax.random.key(0), 8, num_patches, ratio)
+  )
   assert keep.shape == (8, kept) and restore.shape == (8, num_patches)
   assert kept == int(num_patches * (1 - ratio))
-  np.testing.assert_array_equal(mask.sum(1), num_patches - kept)        # per example, exactly
+  np.testing.assert_array_equal(mask.sum(1), num_patches - kept)  # per example, exactly
   for i in range(8):
     assert len(set(keep[i])) == kept
-    np.testing.assert_array_equal(mask[i, keep[i]], 0)                  # kept ones are visible
+    np.testing.assert_array_equal(mask[i, keep[i]], 0)  # kept ones are visible
     # restore inverts the shuffle: the shuffle (argsort of noise) begins with the kept ids, and
     # shuffle[restore] = identity; rebuild the shuffle from restore and check both facts.
     shuffle = np.argsort(restore[i])
     np.testing.assert_array_equal(shuffle[:kept], keep[i])
     np.testing.assert_array_equal(shuffle[restore[i]], np.arange(num_patches))
-    tokens = np.arange(num_patches)[shuffle]                             # shuffled order
+    tokens = np.arange(num_patches)[shuffle]  # shuffled order
     np.testing.assert_array_equal(np.take_along_axis(tokens, restore[i], 0), np.arange(num_patches))
   # Masks differ between examples (a fresh shuffle each).
   assert len({tuple(m) for m in mask}) > 1
@@ -68,17 +73,34 @@ def test_loss_counts_masked_patches_only(norm_pix):
   images = rng.uniform(size=(3, 8, 8, 2)).astype(np.float32)
   pred = rng.normal(size=(3, 4, 32)).astype(np.float32)
   mask = np.array([[1, 0, 1, 1], [0, 1, 1, 1], [1, 1, 0, 1]], np.float32)
-  loss = mae_losses.mae_loss(jnp.asarray(pred), mae_losses.patchify(jnp.asarray(images), 4),
-                             jnp.asarray(mask), norm_pix=norm_pix)
-  np.testing.assert_allclose(float(loss), mae_loss_numpy(pred, images, mask, 4, norm_pix), rtol=1e-5)
+  loss = mae_losses.mae_loss(
+    jnp.asarray(pred),
+    mae_losses.patchify(jnp.asarray(images), 4),
+    jnp.asarray(mask),
+    norm_pix=norm_pix,
+  )
+  np.testing.assert_allclose(
+    float(loss), mae_loss_numpy(pred, images, mask, 4, norm_pix), rtol=1e-5
+  )
   # Changing a visible patch's prediction changes nothing; a masked one changes the loss.
-  pred2 = pred.copy(); pred2[0, 1] += 5.0
-  same = mae_losses.mae_loss(jnp.asarray(pred2), mae_losses.patchify(jnp.asarray(images), 4),
-                             jnp.asarray(mask), norm_pix=norm_pix)
+  pred2 = pred.copy()
+  pred2[0, 1] += 5.0
+  same = mae_losses.mae_loss(
+    jnp.asarray(pred2),
+    mae_losses.patchify(jnp.asarray(images), 4),
+    jnp.asarray(mask),
+    norm_pix=norm_pix,
+  )
   assert float(same) == float(loss)
   pred2[0, 0] += 5.0
-  assert float(mae_losses.mae_loss(jnp.asarray(pred2), mae_losses.patchify(jnp.asarray(images), 4),
-                                   jnp.asarray(mask), norm_pix=norm_pix)) > float(loss)
+  assert float(
+    mae_losses.mae_loss(
+      jnp.asarray(pred2),
+      mae_losses.patchify(jnp.asarray(images), 4),
+      jnp.asarray(mask),
+      norm_pix=norm_pix,
+    )
+  ) > float(loss)
 
 
 def mae_config():
@@ -121,17 +143,21 @@ def test_method_loss_is_the_masked_mse_of_the_network(devices):
   state = train.init_state(s)
   images = _images(4)
   rng = jax.random.key(3)
-  loss, (metrics, _, _) = s.method.loss(state.params, {}, {}, {"views": (jnp.asarray(images),)}, rng)
+  loss, (metrics, _, _) = s.method.loss(
+    state.params, {}, {}, {"views": (jnp.asarray(images),)}, rng
+  )
   mask_rng, _ = jax.random.split(rng)
   keep, restore, mask = mae_losses.random_masking(mask_rng, 4, 16, 0.75)
-  pred = s.method.network().apply({"params": state.params}, jnp.asarray(images), train=False,
-                                  keep_ids=keep, restore_ids=restore)
+  pred = s.method.network().apply(
+    {"params": state.params}, jnp.asarray(images), train=False, keep_ids=keep, restore_ids=restore
+  )
   expected = mae_loss_numpy(np.asarray(pred), images, np.asarray(mask), 4, norm_pix=True)
   np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
   np.testing.assert_allclose(float(metrics["masked_fraction"]), 0.75)
   # network.backbone is the encoder evaluation uses: full images -> [B, 32].
-  feats = s.method.network().backbone.apply({"params": state.params["backbone"]}, jnp.asarray(images),
-                                            train=False)
+  feats = s.method.network().backbone.apply(
+    {"params": state.params["backbone"]}, jnp.asarray(images), train=False
+  )
   assert feats.shape == (4, 32)
 
 
@@ -162,7 +188,10 @@ def test_config_keys_validate():
 def _load_config(name):
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py")
+
+  path = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", f"{name}.py"
+  )
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -172,10 +201,17 @@ def _load_config(name):
 def test_tpu_config_is_the_papers_vitb16_by_shape(devices):
   c = _load_config("mae_vitb16_tpu")
   config_lib.check_unknown_keys(c)
-  assert (c.batch_size, c.total_epochs, c.mae.mask_ratio, c.optimizer.b2) == (4096, 1600.0, 0.75, 0.95)
+  assert (c.batch_size, c.total_epochs, c.mae.mask_ratio, c.optimizer.b2) == (
+    4096,
+    1600.0,
+    0.75,
+    0.95,
+  )
   assert c.optimizer.base_lr * c.batch_size / 256 == pytest.approx(2.4e-3)
   net = MAE(c, sharding.make_mesh({"data": -1}, devices[:1])).network()
-  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((2, 224, 224, 3)), train=False))
+  shapes = jax.eval_shape(
+    lambda: net.init(jax.random.key(0), jnp.zeros((2, 224, 224, 3)), train=False)
+  )
   count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
   # ViT-B/16 without position table (fixed sin-cos) and key bias: 85.8M; decoder 512 x 8: 26M.
   assert 85.0e6 < count(shapes["params"]["backbone"]) < 86.0e6

@@ -1,4 +1,5 @@
 """MoCo's InfoNCE-with-queue and queue update: paper formula, 8 devices == 1 device."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,17 +29,23 @@ def test_matches_paper_formula_on_hand_made_batch(tau):
   q = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 1.0]])
   k = np.array([[0.9, 0.1, 0.0], [0.1, 1.0, 0.3], [1.0, 0.0, 0.0]])
   queue = np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.2]])
-  queue = queue / np.linalg.norm(queue, axis=1, keepdims=True)   # the queue holds unit keys
-  loss, metrics = losses.info_nce_queue_loss(jnp.asarray(q), jnp.asarray(k), jnp.asarray(queue), tau)
+  queue = queue / np.linalg.norm(queue, axis=1, keepdims=True)  # the queue holds unit keys
+  loss, metrics = losses.info_nce_queue_loss(
+    jnp.asarray(q), jnp.asarray(k), jnp.asarray(queue), tau
+  )
   expected_loss, expected_acc = info_nce_queue_numpy(q, k, queue, tau)
   np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
   np.testing.assert_allclose(float(metrics["contrastive_acc"]), expected_acc)
-  assert 0 < expected_acc < 1   # the hand-made batch has both outcomes
+  assert 0 < expected_acc < 1  # the hand-made batch has both outcomes
 
 
 def _sharded(fn, mesh, num_local, num_replicated):
-  return jax.shard_map(lambda *a: fn(*a, axis_name=AXES), mesh=mesh,
-                       in_specs=(P(AXES),) * num_local + (P(),) * num_replicated, out_specs=P())
+  return jax.shard_map(
+    lambda *a: fn(*a, axis_name=AXES),
+    mesh=mesh,
+    in_specs=(P(AXES),) * num_local + (P(),) * num_replicated,
+    out_specs=P(),
+  )
 
 
 def test_eight_devices_equal_one_device_loss_and_grads(devices):
@@ -49,8 +56,12 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   results = []
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
-    loss_fn = _sharded(lambda a, b, n, axis_name: losses.info_nce_queue_loss(
-        a, b, n, 0.2, axis_name=axis_name)[0], mesh, 2, 1)
+    loss_fn = _sharded(
+      lambda a, b, n, axis_name: losses.info_nce_queue_loss(a, b, n, 0.2, axis_name=axis_name)[0],
+      mesh,
+      2,
+      1,
+    )
     put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
     loss, grads = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1)))(put(q), put(k), queue)
     results.append((np.asarray(loss), [np.asarray(g) for g in grads]))
@@ -73,8 +84,14 @@ def test_enqueue_eight_devices_equal_one_device_and_pointer_wraps(devices):
   runs = []
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
-    enqueue = jax.jit(_sharded(lambda k, queue, ptr, axis_name: losses.enqueue_keys(
-        queue, ptr, k, axis_name=axis_name), mesh, 1, 2))
+    enqueue = jax.jit(
+      _sharded(
+        lambda k, queue, ptr, axis_name: losses.enqueue_keys(queue, ptr, k, axis_name=axis_name),
+        mesh,
+        1,
+        2,
+      )
+    )
     queue, ptr, history = queue0, jnp.zeros((), jnp.int32), []
     for k in keys:
       queue, ptr = enqueue(jax.device_put(k, sharding.batch_sharding(mesh)), queue, ptr)
@@ -84,7 +101,7 @@ def test_enqueue_eight_devices_equal_one_device_and_pointer_wraps(devices):
   expected, ptr = np.asarray(queue0).copy(), 0
   for step, k in enumerate(keys):
     k = np.asarray(k, np.float64)
-    expected[ptr:ptr + 32] = k / np.linalg.norm(k, axis=1, keepdims=True)
+    expected[ptr : ptr + 32] = k / np.linalg.norm(k, axis=1, keepdims=True)
     ptr = (ptr + 32) % 96
     for history in runs:
       np.testing.assert_allclose(history[step][0], expected, rtol=1e-6, atol=1e-7)

@@ -1,5 +1,6 @@
 """MoCo v2 as a method: whole train step 8 devices == 1, EMA key encoder, no key gradient,
 shuffling BN, symmetric loss, config checks (collapse check: test_mocov2_collapse.py)."""
+
 import importlib.util
 import os
 
@@ -26,8 +27,13 @@ def moco_config():
 
 
 def _batches(n, rng=np.random.default_rng(0)):
-  return [{"views": tuple(rng.uniform(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(2)),
-           "label": np.zeros(16, np.int32)} for _ in range(n)]
+  return [
+    {
+      "views": tuple(rng.uniform(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(2)),
+      "label": np.zeros(16, np.int32),
+    }
+    for _ in range(n)
+  ]
 
 
 def _method(config, devices):
@@ -37,7 +43,9 @@ def _method(config, devices):
 @pytest.fixture(scope="module")
 def variables(devices):
   net = _method(moco_config(), devices[:1]).network()
-  return jax.jit(lambda rng: net.init(rng, jnp.zeros((2, 16, 16, 3)), train=False))(jax.random.key(0))
+  return jax.jit(lambda rng: net.init(rng, jnp.zeros((2, 16, 16, 3)), train=False))(
+    jax.random.key(0)
+  )
 
 
 def test_train_step_eight_devices_equal_one_device(devices):
@@ -58,7 +66,7 @@ def test_train_step_eight_devices_equal_one_device(devices):
   close(m8["loss"], m1["loss"])
   jax.tree.map(close, p8, p1)
   jax.tree.map(close, bs8, bs1)
-  jax.tree.map(close, ms8, ms1)   # key params, key BN statistics, queue, pointer
+  jax.tree.map(close, ms8, ms1)  # key params, key BN statistics, queue, pointer
   # Two batches of 16 went into the 64-row queue: rows 0..31 are new, 32..63 untouched.
   assert int(ms8["queue_ptr"]) == 32
   np.testing.assert_array_equal(ms8["queue"][32:], init_queue[32:])
@@ -71,32 +79,42 @@ def test_after_update_is_ema_with_configured_momentum(devices, variables):
   c.mocov2.momentum = 0.99
   method = _method(c, devices[:1])
   state = method.init_state(jax.random.key(1), variables)
-  params = jax.tree.map(lambda p: p + 1.0, variables["params"])   # the query moved on
+  params = jax.tree.map(lambda p: p + 1.0, variables["params"])  # the query moved on
   new = method.after_update(state, params, jnp.asarray(1))
-  jax.tree.map(lambda n, e: np.testing.assert_allclose(n, e, rtol=1e-6),
-               new["key_params"], optim.ema_update(state["key_params"], params, 0.99))
-  jax.tree.map(lambda n, t, o: np.testing.assert_allclose(n, 0.99 * np.asarray(t) + 0.01 * np.asarray(o),
-                                                          rtol=1e-5, atol=1e-7),
-               new["key_params"], state["key_params"], params)
+  jax.tree.map(
+    lambda n, e: np.testing.assert_allclose(n, e, rtol=1e-6),
+    new["key_params"],
+    optim.ema_update(state["key_params"], params, 0.99),
+  )
+  jax.tree.map(
+    lambda n, t, o: np.testing.assert_allclose(
+      n, 0.99 * np.asarray(t) + 0.01 * np.asarray(o), rtol=1e-5, atol=1e-7
+    ),
+    new["key_params"],
+    state["key_params"],
+    params,
+  )
   for key in ("queue", "queue_ptr", "key_batch_stats"):
     jax.tree.map(np.testing.assert_array_equal, new[key], state[key])
 
 
 def test_shuffle_bn_uses_statistics_of_groups(devices, variables):
   """Queries: BN over contiguous groups of B/G; keys: over groups of a random permutation."""
-  method = _method(moco_config(), devices[:1])   # shuffle_bn_groups = 2
+  method = _method(moco_config(), devices[:1])  # shuffle_bn_groups = 2
   net = method.network()
   x = jnp.asarray(_batches(1)[0]["views"][0])
-  apply = lambda rows: losses.l2_normalize(net.apply(variables, x[rows], train=True,
-                                                     mutable=["batch_stats"])[0][1])
+  apply = lambda rows: losses.l2_normalize(
+    net.apply(variables, x[rows], train=True, mutable=["batch_stats"])[0][1]
+  )
   z, _ = method.encode(variables["params"], variables["batch_stats"], x)
-  np.testing.assert_allclose(z, jnp.concatenate([apply(np.arange(8)), apply(np.arange(8, 16))]),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    z, jnp.concatenate([apply(np.arange(8)), apply(np.arange(8, 16))]), rtol=1e-5, atol=1e-6
+  )
   rng = jax.random.key(3)
   perm = np.asarray(jax.random.permutation(rng, 16))
   expected = np.zeros((16, 16), np.float32)
   for g in range(2):
-    expected[perm[8 * g:8 * (g + 1)]] = apply(perm[8 * g:8 * (g + 1)])
+    expected[perm[8 * g : 8 * (g + 1)]] = apply(perm[8 * g : 8 * (g + 1)])
   z_keys, _ = method.encode(variables["params"], variables["batch_stats"], x, rng=rng)
   np.testing.assert_allclose(z_keys, expected, rtol=1e-5, atol=1e-6)
   # One global group is a different computation (the groups really change the statistics).
@@ -117,12 +135,14 @@ def test_symmetric_loss_and_no_gradient_to_the_key_encoder(devices, variables):
   p, bs = variables["params"], variables["batch_stats"]
 
   def loss(params, key_params):
-    loss, (_, _, new_state) = method.loss(params, bs, dict(state, key_params=key_params),
-                                          {"views": (v1, v2)}, rng)
+    loss, (_, _, new_state) = method.loss(
+      params, bs, dict(state, key_params=key_params), {"views": (v1, v2)}, rng
+    )
     return loss, new_state["queue"]
 
-  (value, queue), (g_query, g_key) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-      p, state["key_params"])
+  (value, queue), (g_query, g_key) = jax.jit(
+    jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+  )(p, state["key_params"])
   assert all(not np.any(g) for g in jax.tree.leaves(g_key))
   assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g_query)) > 1e-4
 
@@ -133,12 +153,14 @@ def test_symmetric_loss_and_no_gradient_to_the_key_encoder(devices, variables):
     q2, _ = method.encode(p, bs_q, v2)
     k2, bs_k = method.encode(state["key_params"], state["key_batch_stats"], v2, rng=rng2)
     k1, _ = method.encode(state["key_params"], bs_k, v1, rng=rng1)
-    return 0.5 * (losses.info_nce_queue_loss(q1, k2, state["queue"], 0.2)[0]
-                  + losses.info_nce_queue_loss(q2, k1, state["queue"], 0.2)[0]), k2
+    return 0.5 * (
+      losses.info_nce_queue_loss(q1, k2, state["queue"], 0.2)[0]
+      + losses.info_nce_queue_loss(q2, k1, state["queue"], 0.2)[0]
+    ), k2
 
   expected_loss, k2 = expected()
   np.testing.assert_allclose(float(value), float(expected_loss), rtol=1e-5)
-  np.testing.assert_allclose(queue[:16], k2, rtol=1e-5, atol=1e-6)   # view-2 keys enqueued
+  np.testing.assert_allclose(queue[:16], k2, rtol=1e-5, atol=1e-6)  # view-2 keys enqueued
 
 
 def test_config_checks_name_the_fix(devices):

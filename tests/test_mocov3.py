@@ -1,6 +1,7 @@
 """MoCo v3: the loss vs the paper's formula in NumPy, 8 devices == 1 (loss, grads, train step),
 per-device logits [b, B], no gradient to the momentum encoder, the momentum schedule, and the
 frozen random patch projection of a ViT."""
+
 import os
 
 import jax
@@ -9,9 +10,14 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from siamese_testing import (assert_trees_close, check_eight_devices_equal_one,
-                             jaxpr_shapes_and_primitives, max_abs_change, random_batches,
-                             run_steps)
+from siamese_testing import (
+  assert_trees_close,
+  check_eight_devices_equal_one,
+  jaxpr_shapes_and_primitives,
+  max_abs_change,
+  random_batches,
+  run_steps,
+)
 from sslax import sharding, train
 from sslax.losses.mocov3 import mocov3_contrastive_loss, mocov3_loss
 from sslax.methods import get_method
@@ -76,7 +82,8 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   rng = np.random.default_rng(1)
   arrays = [jnp.asarray(rng.normal(size=(32, 16)), jnp.float32) for _ in range(4)]
   loss, grads = check_eight_devices_equal_one(
-      lambda *a, axis_name: mocov3_loss(*a, 0.2, axis_name=axis_name)[0], arrays, devices)
+    lambda *a, axis_name: mocov3_loss(*a, 0.2, axis_name=axis_name)[0], arrays, devices
+  )
   q1, q2, k1, k2 = arrays
   np.testing.assert_allclose(loss, ctr_numpy(q1, k2, 0.2) + ctr_numpy(q2, k1, 0.2), rtol=1e-5)
   # Queries get gradients; keys (momentum encoder outputs) exactly none.
@@ -88,7 +95,8 @@ def test_per_device_logits_are_local_by_global(devices):
   """Negatives are the keys of the GLOBAL batch: each device builds [b, B] logits."""
   mesh = sharding.make_mesh({"data": -1}, devices)
   fn = sharding.shard_over_batch(
-      lambda q, k, axis_name: mocov3_contrastive_loss(q, k, 0.2, axis_name=axis_name)[0], mesh, 2)
+    lambda q, k, axis_name: mocov3_contrastive_loss(q, k, 0.2, axis_name=axis_name)[0], mesh, 2
+  )
   shapes, prims = jaxpr_shapes_and_primitives(fn, jnp.zeros((64, 8)), jnp.zeros((64, 8)))
   assert (8, 64) in shapes and (64, 64) not in shapes
   assert "all_gather" in prims
@@ -144,10 +152,17 @@ def test_train_step_eight_devices_equal_one_device(devices):
   _, one, _ = run_steps(c, devices[:1], batches[:1])
   m = 1 - 0.5 * (1 + np.cos(np.pi * 1 / c.total_steps)) * (1 - c.mocov3.momentum)
   for name in ("backbone", "projector"):
-    jax.tree.map(lambda k0, q1, k1: np.testing.assert_allclose(
-        k1, m * np.asarray(k0, np.float64) + (1 - m) * np.asarray(q1, np.float64),
-        rtol=1e-6, atol=1e-7), init.method_state["params"][name], one.params[name],
-        one.method_state["params"][name])
+    jax.tree.map(
+      lambda k0, q1, k1: np.testing.assert_allclose(
+        k1,
+        m * np.asarray(k0, np.float64) + (1 - m) * np.asarray(q1, np.float64),
+        rtol=1e-6,
+        atol=1e-7,
+      ),
+      init.method_state["params"][name],
+      one.params[name],
+      one.method_state["params"][name],
+    )
 
 
 @pytest.mark.slow
@@ -155,7 +170,7 @@ def test_frozen_patch_projection_stays_at_random_init_with_vit(devices):
   c = vit_config()
   init, state, metrics = run_steps(c, devices[:1], random_batches(3))
   embed0, embed3 = init.params["backbone"]["patch_embed"], state.params["backbone"]["patch_embed"]
-  assert max_abs_change(embed3, embed0) == 0.0           # no step, no weight decay
+  assert max_abs_change(embed3, embed0) == 0.0  # no step, no weight decay
   rest = {k: v for k, v in state.params["backbone"].items() if k != "patch_embed"}
   rest0 = {k: v for k, v in init.params["backbone"].items() if k != "patch_embed"}
   assert max_abs_change(rest, rest0) > 1e-4
@@ -163,8 +178,10 @@ def test_frozen_patch_projection_stays_at_random_init_with_vit(devices):
   # Without the option it trains (so the test above can fail).
   c.mocov3.freeze_patch_embed = False
   init, state, _ = run_steps(c, devices[:1], random_batches(1))
-  assert max_abs_change(state.params["backbone"]["patch_embed"],
-                        init.params["backbone"]["patch_embed"]) > 0
+  assert (
+    max_abs_change(state.params["backbone"]["patch_embed"], init.params["backbone"]["patch_embed"])
+    > 0
+  )
 
 
 def test_freezing_patch_projection_of_a_resnet_is_a_clear_error(devices):
@@ -184,15 +201,25 @@ def test_bad_values_name_the_fix(devices):
 def test_tpu_config_builds_vit_s_with_the_papers_heads(devices):
   """configs/mocov3_vits_tpu.py: ViT-S/16 + 4096-wide heads, shapes only (jax.eval_shape)."""
   import importlib.util
+
   spec = importlib.util.spec_from_file_location(
-      "cfg", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mocov3_vits_tpu.py"))
+    "cfg",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "mocov3_vits_tpu.py"),
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config()
-  assert (c.batch_size, c.total_epochs, c.optimizer.base_lr, c.mocov3.momentum) == (4096, 300, 1.5e-4, 0.99)
+  assert (c.batch_size, c.total_epochs, c.optimizer.base_lr, c.mocov3.momentum) == (
+    4096,
+    300,
+    1.5e-4,
+    0.99,
+  )
   method = get_method("mocov3")(c, sharding.make_mesh({"data": -1}, devices[:1]))
   net = method.network()
-  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), *method.init_inputs(224, 3), train=False))
+  shapes = jax.eval_shape(
+    lambda: net.init(jax.random.key(0), *method.init_inputs(224, 3), train=False)
+  )
   params = shapes["params"]
   assert params["backbone"]["patch_embed"]["kernel"].shape == (16, 16, 3, 384)
   assert params["projector"]["dense0"]["kernel"].shape == (384, 4096)

@@ -1,4 +1,5 @@
 """NT-Xent: paper formula, and 8 devices == 1 device on the global batch (loss and grads)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,7 +30,8 @@ def test_matches_paper_formula_on_hand_made_batch(tau):
   np.testing.assert_allclose(float(loss), nt_xent_numpy(z1, z2, tau), rtol=1e-5)
   # Rows 0 and 1 of each view find their partner first; row 2 of view 2 ([.5,0,.5]) is
   # closer to z1[2]=[0,0,1]... and to z1[0]: check the metric against a direct count.
-  z = np.concatenate([z1, z2]); z = z / np.linalg.norm(z, axis=1, keepdims=True)
+  z = np.concatenate([z1, z2])
+  z = z / np.linalg.norm(z, axis=1, keepdims=True)
   sim = z @ z.T - 10 * np.eye(6)
   expected_acc = np.mean(np.argmax(sim, 1) == (np.arange(6) + 3) % 6)
   np.testing.assert_allclose(float(metrics["contrastive_acc"]), expected_acc)
@@ -46,7 +48,8 @@ def test_perfect_alignment_gives_low_loss_and_random_high():
 
 def _sharded_loss(mesh, tau):
   return sharding.shard_over_batch(
-      lambda a, b, axis_name: losses.nt_xent_loss(a, b, tau, axis_name=axis_name)[0], mesh, 2)
+    lambda a, b, axis_name: losses.nt_xent_loss(a, b, tau, axis_name=axis_name)[0], mesh, 2
+  )
 
 
 def test_eight_devices_equal_one_device_loss_and_grads(devices):
@@ -86,5 +89,5 @@ def test_per_device_logits_are_local_by_global(devices):
           walk(inner)
 
   walk(jax.make_jaxpr(_sharded_loss(mesh, 0.1))(z, z).jaxpr)
-  assert (16, 128) in shapes          # [2b, 2B] with b = 64 / 8
+  assert (16, 128) in shapes  # [2b, 2B] with b = 64 / 8
   assert (128, 128) not in shapes

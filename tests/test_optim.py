@@ -1,4 +1,5 @@
 """Optimizers against hand computations; schedules hit their end points."""
+
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -9,23 +10,36 @@ from sslax import optim
 
 
 def _lars_config(**kw):
-  return ml_collections.ConfigDict(dict(name="lars", weight_decay=0.1, momentum=0.9,
-                                        trust_coefficient=1e-3, grad_clip_norm=0.0, **kw))
+  return ml_collections.ConfigDict(
+    dict(
+      name="lars", weight_decay=0.1, momentum=0.9, trust_coefficient=1e-3, grad_clip_norm=0.0, **kw
+    )
+  )
 
 
 def test_lars_matches_hand_computation_including_excluded_params():
   lr = 0.5
-  params = {"conv": {"kernel": jnp.array([[1.0, 2.0], [3.0, -1.0]]), "bias": jnp.array([0.5, -0.5])},
-            "bn": {"scale": jnp.array([1.0, 2.0])}}
-  grads = [{"conv": {"kernel": jnp.array([[0.1, -0.2], [0.3, 0.4]]), "bias": jnp.array([1.0, 2.0])},
-            "bn": {"scale": jnp.array([-1.0, 0.5])}},
-           {"conv": {"kernel": jnp.array([[0.2, 0.0], [-0.1, 0.1]]), "bias": jnp.array([0.5, 0.5])},
-            "bn": {"scale": jnp.array([0.3, 0.3])}}]
+  params = {
+    "conv": {"kernel": jnp.array([[1.0, 2.0], [3.0, -1.0]]), "bias": jnp.array([0.5, -0.5])},
+    "bn": {"scale": jnp.array([1.0, 2.0])},
+  }
+  grads = [
+    {
+      "conv": {"kernel": jnp.array([[0.1, -0.2], [0.3, 0.4]]), "bias": jnp.array([1.0, 2.0])},
+      "bn": {"scale": jnp.array([-1.0, 0.5])},
+    },
+    {
+      "conv": {"kernel": jnp.array([[0.2, 0.0], [-0.1, 0.1]]), "bias": jnp.array([0.5, 0.5])},
+      "bn": {"scale": jnp.array([0.3, 0.3])},
+    },
+  ]
   tx = optim.make_optimizer(_lars_config(), lr)
   opt_state = tx.init(params)
 
   # SimCLR's LARS by hand (numpy): 2-D weights get decay + trust ratio; 1-D params neither.
-  np_params = {k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()}
+  np_params = {
+    k: {kk: np.asarray(vv, np.float64) for kk, vv in v.items()} for k, v in params.items()
+  }
   velocity = {k: {kk: np.zeros_like(vv) for kk, vv in v.items()} for k, v in np_params.items()}
   for g in grads:
     updates, opt_state = tx.update(g, opt_state, params)
@@ -44,9 +58,11 @@ def test_lars_matches_hand_computation_including_excluded_params():
       for name in np_params[mod]:
         np.testing.assert_allclose(np.asarray(params[mod][name]), np_params[mod][name], rtol=1e-6)
   # The bias moved by plain momentum SGD: lr * (g1 * 0.9 + g2) + lr * g1.
-  np.testing.assert_allclose(np.asarray(params["conv"]["bias"]),
-                             np.array([0.5, -0.5]) - 0.5 * (np.array([1.0, 2.0]) * 1.9 + np.array([0.5, 0.5])),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(params["conv"]["bias"]),
+    np.array([0.5, -0.5]) - 0.5 * (np.array([1.0, 2.0]) * 1.9 + np.array([0.5, 0.5])),
+    rtol=1e-6,
+  )
 
 
 def test_decay_mask_excludes_vectors():

@@ -1,4 +1,5 @@
 """sslax.perf (FLOPs, memory, peak, XLA flag defaults) and the device prefetch thread."""
+
 from __future__ import annotations
 
 import threading
@@ -16,11 +17,13 @@ from sslax.data.prefetch import DevicePrefetcher
 
 # ---- FLOPs and memory from XLA's analyses -----------------------------------------------------
 
+
 def test_step_flops_counts_all_devices_of_a_sharded_matmul(devices):
   m, k, n = 64, 32, 16
   mesh = jax.make_mesh((8,), ("data",))
-  f = jax.jit(lambda a, b: a @ b,
-              in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P())))
+  f = jax.jit(
+    lambda a, b: a @ b, in_shardings=(NamedSharding(mesh, P("data")), NamedSharding(mesh, P()))
+  )
   compiled = f.lower(jnp.ones((m, k)), jnp.ones((k, n))).compile()
   assert perf.compiled_num_devices(compiled) == 8
   # A [m, k] @ [k, n] matmul is m*n dot products of length k: 2*m*k*n FLOPs in all.
@@ -31,17 +34,18 @@ def test_memory_stats_per_device(devices):
   mesh = jax.make_mesh((8,), ("data",))
   f = jax.jit(lambda a: a * 2.0, in_shardings=NamedSharding(mesh, P("data")), donate_argnums=0)
   stats = perf.memory_stats(f.lower(jnp.ones((8 * 1024, 32), jnp.float32)).compile())
-  shard_mb = 1024 * 32 * 4 / 2**20   # one device's rows, float32
+  shard_mb = 1024 * 32 * 4 / 2**20  # one device's rows, float32
   assert stats["argument_mb"] == pytest.approx(shard_mb, abs=0.01)
   assert stats["output_mb"] == pytest.approx(shard_mb, abs=0.01)
-  assert stats["alias_mb"] == pytest.approx(shard_mb, abs=0.01)   # donated: output reuses input
-  assert stats["peak_mb"] == pytest.approx(stats["argument_mb"] + stats["output_mb"]
-                                           + stats["temp_mb"] - stats["alias_mb"], abs=0.02)
+  assert stats["alias_mb"] == pytest.approx(shard_mb, abs=0.01)  # donated: output reuses input
+  assert stats["peak_mb"] == pytest.approx(
+    stats["argument_mb"] + stats["output_mb"] + stats["temp_mb"] - stats["alias_mb"], abs=0.02
+  )
 
 
 def test_measured_peak_and_mfu(devices):
   peak = perf.measured_peak_flops("float32", size=256, repeats=2)
-  assert 1e8 < peak < 1e15   # between a very slow core and far beyond any CPU
+  assert 1e8 < peak < 1e15  # between a very slow core and far beyond any CPU
   assert perf.mfu(1e9, 0.5, 4e9) == pytest.approx(0.5)
   assert perf.mfu(None, 0.5, 4e9) is None and perf.mfu(1e9, 0.5, None) is None
 
@@ -56,12 +60,17 @@ def test_vendor_peaks():
 
 # ---- XLA flag defaults ------------------------------------------------------------------------
 
+
 def test_merge_keeps_user_flags_and_device_count():
   user = "--xla_force_host_platform_device_count=8 --xla_cpu_use_onednn=false"
-  merged = perf.merge_xla_flags(user, {"xla_cpu_use_onednn": "true",
-                                       "xla_cpu_enable_fast_math": "false"})
-  assert merged.split() == ["--xla_force_host_platform_device_count=8",
-                            "--xla_cpu_use_onednn=false", "--xla_cpu_enable_fast_math=false"]
+  merged = perf.merge_xla_flags(
+    user, {"xla_cpu_use_onednn": "true", "xla_cpu_enable_fast_math": "false"}
+  )
+  assert merged.split() == [
+    "--xla_force_host_platform_device_count=8",
+    "--xla_cpu_use_onednn=false",
+    "--xla_cpu_enable_fast_math=false",
+  ]
   assert perf.merge_xla_flags("", {"xla_a": "1"}) == "--xla_a=1"
 
 
@@ -69,7 +78,8 @@ def test_apply_cpu_defaults_only_on_cpu_and_when_enabled():
   defaults = {"xla_cpu_enable_fast_math": "false"}
   env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   assert perf.apply_cpu_xla_defaults(env, defaults) == (
-      "--xla_force_host_platform_device_count=8 --xla_cpu_enable_fast_math=false")
+    "--xla_force_host_platform_device_count=8 --xla_cpu_enable_fast_math=false"
+  )
   assert env["XLA_FLAGS"].endswith("--xla_cpu_enable_fast_math=false")
   gpu = {"JAX_PLATFORMS": "cuda", "XLA_FLAGS": ""}
   assert perf.apply_cpu_xla_defaults(gpu, defaults) == "" and gpu["XLA_FLAGS"] == ""
@@ -78,6 +88,7 @@ def test_apply_cpu_defaults_only_on_cpu_and_when_enabled():
 
 
 # ---- Device prefetch --------------------------------------------------------------------------
+
 
 def test_prefetch_keeps_order_and_applies_put():
   with DevicePrefetcher(iter(range(10)), put=lambda x: x * 10, size=2) as it:
@@ -94,7 +105,7 @@ def test_prefetch_is_bounded():
 
   it = DevicePrefetcher(source(), size=3)
   assert next(it) == 0
-  time.sleep(0.3)   # give the thread every chance to run ahead
+  time.sleep(0.3)  # give the thread every chance to run ahead
   # 1 consumed + 3 queued + 1 held by the blocked thread, at most.
   assert len(produced) <= 5
   it.close()
@@ -127,8 +138,11 @@ def test_prefetch_close_stops_a_blocked_thread_on_an_infinite_stream():
   next(it)
   it.close(timeout=5)
   assert not it.alive
-  assert not any(t.name == "sslax-device-prefetch" and t.is_alive() for t in threading.enumerate()
-                 if t is it._thread)
+  assert not any(
+    t.name == "sslax-device-prefetch" and t.is_alive()
+    for t in threading.enumerate()
+    if t is it._thread
+  )
 
 
 def test_prefetch_measures_input_wait():
@@ -139,12 +153,13 @@ def test_prefetch_measures_input_wait():
 
   it = DevicePrefetcher(slow(), size=2)
   assert list(it) == [0, 1, 2]
-  assert it.wait_seconds >= 0.2   # the consumer waited for (almost) every slow batch
+  assert it.wait_seconds >= 0.2  # the consumer waited for (almost) every slow batch
   it.close()
 
 
 def test_prefetch_puts_on_the_mesh(devices):
   from sslax import sharding
+
   mesh = sharding.make_mesh({"data": -1, "fsdp": 1})
   host = [{"x": np.full((8, 2), i, np.float32)} for i in range(3)]
   with DevicePrefetcher(iter(host), put=lambda b: sharding.make_global_batch(mesh, b)) as it:

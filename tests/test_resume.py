@@ -1,4 +1,5 @@
 """Checkpoints: a SIGTERM-interrupted, resumed run equals an uninterrupted one; partial saves ignored."""
+
 import os
 import signal
 
@@ -12,7 +13,7 @@ from conftest import tiny_config
 def _config():
   c = tiny_config()
   c.total_steps = 6
-  c.checkpoint_every_steps = 100   # only the SIGTERM save and the final save
+  c.checkpoint_every_steps = 100  # only the SIGTERM save and the final save
   c.log_every_steps = 2
   return c
 
@@ -24,7 +25,7 @@ def _params(out):
 def test_sigterm_then_resume_equals_uninterrupted(tmp_path, devices):
   full = train.train(_config(), str(tmp_path / "full"))
   assert full["status"] == "done"
-  assert full["train_step_compiles"] == 1   # log steps and saves cause no recompiles
+  assert full["train_step_compiles"] == 1  # log steps and saves cause no recompiles
 
   def sigterm_at_3(step):
     if step == 3:
@@ -37,10 +38,16 @@ def test_sigterm_then_resume_equals_uninterrupted(tmp_path, devices):
   assert manager.latest_step() == 3
   second = train.train(_config(), workdir)
   assert second["status"] == "done" and int(second["state"].step) == 6
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-               _params(second), _params(full))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
-               jax.device_get(second["state"].batch_stats), jax.device_get(full["state"].batch_stats))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    _params(second),
+    _params(full),
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    jax.device_get(second["state"].batch_stats),
+    jax.device_get(full["state"].batch_stats),
+  )
   # The SIGTERM handler was removed again.
   assert signal.getsignal(signal.SIGTERM) is not None
 

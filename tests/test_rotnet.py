@@ -1,13 +1,18 @@
 """RotNet: exact rotations and labels, seeded random rotations, the loss against NumPy cross-
 entropy on NumPy-rotated inputs, and 8 devices == 1 device (loss, gradients, BN statistics)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import tiny_config
-from pretext_testing import (check_eight_devices_equal_one, check_task_same_on_eight_devices,
-                             loss_and_grads, numpy_cross_entropy)
+from pretext_testing import (
+  check_eight_devices_equal_one,
+  check_task_same_on_eight_devices,
+  loss_and_grads,
+  numpy_cross_entropy,
+)
 from sslax import sharding
 from sslax.methods.rotnet import RotNet
 from sslax.pretext import rotation
@@ -65,11 +70,15 @@ def test_loss_is_cross_entropy_over_the_four_numpy_rotations(devices):
   inputs = np.stack([np.rot90(im, k) for im in images for k in range(4)])[:, None]
   labels = np.tile(np.arange(4), len(images))
   (_, logits), _ = s.method.network().apply(
-      {"params": state.params, "batch_stats": state.batch_stats}, jnp.asarray(inputs),
-      train=True, mutable=["batch_stats"])
+    {"params": state.params, "batch_stats": state.batch_stats},
+    jnp.asarray(inputs),
+    train=True,
+    mutable=["batch_stats"],
+  )
   np.testing.assert_allclose(loss, numpy_cross_entropy(logits, labels), rtol=1e-5)
-  np.testing.assert_allclose(metrics["pretext_accuracy"],
-                             np.mean(np.argmax(logits, axis=1) == labels), atol=1e-7)
+  np.testing.assert_allclose(
+    metrics["pretext_accuracy"], np.mean(np.argmax(logits, axis=1) == labels), atol=1e-7
+  )
   assert metrics["pretext_chance"] == 0.25
 
 
@@ -81,7 +90,8 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
 def test_random_rotation_task_is_the_same_on_eight_devices(devices):
   """The task's random draws do not depend on how the batch is sharded."""
   inputs, _ = check_task_same_on_eight_devices(
-      lambda mesh: RotNet(rotnet_config(all_rotations=False), mesh), _images(), devices)
+    lambda mesh: RotNet(rotnet_config(all_rotations=False), mesh), _images(), devices
+  )
   assert inputs.shape == (16, 1, 16, 16, 3)
 
 
@@ -89,9 +99,14 @@ def test_backbone_embeds_whole_images(devices):
   method = RotNet(rotnet_config(), sharding.make_mesh({"data": -1}, devices[:1]))
   network = method.network()
   variables = jax.jit(lambda k: network.init(k, *method.init_inputs(16, 3), train=False))(
-      jax.random.key(0))
+    jax.random.key(0)
+  )
   features = network.backbone.apply(
-      {"params": variables["params"]["backbone"],
-       "batch_stats": variables["batch_stats"]["backbone"]},
-      jnp.asarray(_images(batch=2)), train=False)
-  assert features.shape == (2, 64)          # ResNet-10 x1/8: 512 / 8 features
+    {
+      "params": variables["params"]["backbone"],
+      "batch_stats": variables["batch_stats"]["backbone"],
+    },
+    jnp.asarray(_images(batch=2)),
+    train=False,
+  )
+  assert features.shape == (2, 64)  # ResNet-10 x1/8: 512 / 8 features

@@ -1,4 +1,5 @@
 """The BYOL / SimSiam / Barlow Twins / VICReg configs: load, build by shape, step at toy size."""
+
 import importlib.util
 import os
 
@@ -25,12 +26,23 @@ def _load(name):
 def test_fashion_mnist_config_is_the_cpu_demo(method):
   c = _load(f"{method}_fashion_mnist")
   config_lib.check_unknown_keys(c)
-  assert (c.method, c.dataset.name, c.model.depth, c.batch_size) == (method, "fashion_mnist", 10, 256)
+  assert (c.method, c.dataset.name, c.model.depth, c.batch_size) == (
+    method,
+    "fashion_mnist",
+    10,
+    256,
+  )
 
 
-@pytest.mark.parametrize("method,batch,projector_out", [
-    ("byol", 4096, 256), ("simsiam", 512, 2048), ("barlow_twins", 2048, 8192),
-    ("vicreg", 2048, 8192)])
+@pytest.mark.parametrize(
+  "method,batch,projector_out",
+  [
+    ("byol", 4096, 256),
+    ("simsiam", 512, 2048),
+    ("barlow_twins", 2048, 8192),
+    ("vicreg", 2048, 8192),
+  ],
+)
 def test_tpu_config_builds_resnet50_by_shape(method, batch, projector_out):
   c = _load(f"{method}_tpu")
   config_lib.check_unknown_keys(c)
@@ -39,7 +51,7 @@ def test_tpu_config_builds_resnet50_by_shape(method, batch, projector_out):
   x = jnp.zeros((2, 224, 224, 3))
   shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), x, train=False))
   n_backbone = sum(np.prod(s.shape) for s in jax.tree.leaves(shapes["params"]["backbone"]))
-  assert 23.0e6 < n_backbone < 23.8e6   # ResNet-50 without fc
+  assert 23.0e6 < n_backbone < 23.8e6  # ResNet-50 without fc
   assert shapes["params"]["projector"]["out"]["kernel"].shape[1] == projector_out
 
 
@@ -60,8 +72,12 @@ def test_tpu_config_runs_one_step_at_toy_size(method, devices):
   s = train.setup(c)
   state = train.init_state(s)
   rng = np.random.default_rng(0)
-  views = tuple((rng.uniform(0.1, 0.7, size=(16, 1, 1, 3))
-                 + 0.3 * rng.uniform(size=(16, 32, 32, 3))).astype(np.float32) for _ in range(2))
+  views = tuple(
+    (rng.uniform(0.1, 0.7, size=(16, 1, 1, 3)) + 0.3 * rng.uniform(size=(16, 32, 32, 3))).astype(
+      np.float32
+    )
+    for _ in range(2)
+  )
   batch = {"views": views, "label": np.zeros(16, np.int32)}
   new_state, metrics = train.make_train_step(s)(state, sharding.make_global_batch(s.mesh, batch))
   assert int(new_state.step) == 1

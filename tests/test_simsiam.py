@@ -1,19 +1,27 @@
 """SimSiam: paper formula, stop-gradient, 8 devices == 1 (loss, grads, train step), network."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siamese_testing import (check_eight_devices_equal_one, check_train_step_eight_equal_one,
-                             tiny_method_config)
+from siamese_testing import (
+  check_eight_devices_equal_one,
+  check_train_step_eight_equal_one,
+  tiny_method_config,
+)
 from sslax import losses, sharding
 from sslax.methods.simsiam import SimSiam
 
 
 def simsiam_numpy(p1, p2, z1, z2):
   """SimSiam eq. (1)-(2): D(p, z) = -p/|p| . z/|z|;  L = D(p1, z2) / 2 + D(p2, z1) / 2."""
+
   def d(p, z):
-    return -np.sum(p / np.linalg.norm(p, axis=1, keepdims=True)
-                   * z / np.linalg.norm(z, axis=1, keepdims=True), axis=1)
+    return -np.sum(
+      p / np.linalg.norm(p, axis=1, keepdims=True) * z / np.linalg.norm(z, axis=1, keepdims=True),
+      axis=1,
+    )
+
   p1, p2, z1, z2 = (np.asarray(x, np.float64) for x in (p1, p2, z1, z2))
   return np.mean(d(p1, z2) / 2 + d(p2, z1) / 2)
 
@@ -44,7 +52,8 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   rng = np.random.default_rng(1)
   arrays = [jnp.asarray(rng.normal(size=(32, 16)), jnp.float32) for _ in range(4)]
   loss, _ = check_eight_devices_equal_one(
-      lambda *a, axis_name: losses.simsiam_loss(*a, axis_name=axis_name)[0], arrays, devices)
+    lambda *a, axis_name: losses.simsiam_loss(*a, axis_name=axis_name)[0], arrays, devices
+  )
   np.testing.assert_allclose(loss, simsiam_numpy(*arrays), rtol=1e-5)
 
 
@@ -56,7 +65,7 @@ def test_network_has_three_layer_projector_and_bottleneck_predictor(devices):
   shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), x, train=False))
   proj, pred = shapes["params"]["projector"], shapes["params"]["predictor"]
   assert [proj[k]["kernel"].shape[1] for k in ("dense0", "dense1", "out")] == [24, 24, 16]
-  assert "out_bn" in shapes["batch_stats"]["projector"]       # BN on the projector output
+  assert "out_bn" in shapes["batch_stats"]["projector"]  # BN on the projector output
   assert [pred[k]["kernel"].shape for k in ("dense0", "out")] == [(16, 4), (4, 16)]
   assert "backbone" in shapes["params"]
 

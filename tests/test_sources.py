@@ -1,4 +1,5 @@
 """Tests of sslax.data.sources on tiny fixtures written in the datasets' original formats."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,8 +25,11 @@ def _hermetic_search_paths(monkeypatch, tmp_path):
   monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ())
   monkeypatch.setattr(sources, "USER_CACHE_DIR", str(tmp_path / "no-user-cache"))
   monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
-  monkeypatch.setattr(sources, "_try_prepared_tfds",
-                      lambda key, split, data_dir: (None, f"TFDS {key}: not prepared (test)"))
+  monkeypatch.setattr(
+    sources,
+    "_try_prepared_tfds",
+    lambda key, split, data_dir: (None, f"TFDS {key}: not prepared (test)"),
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,8 +57,10 @@ def _write(path, data: bytes, gz: bool):
 
 def _fake_mnist(seed, n=5):
   rng = np.random.default_rng(seed)
-  return (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
-          rng.integers(0, 10, n).astype(np.uint8))
+  return (
+    rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+    rng.integers(0, 10, n).astype(np.uint8),
+  )
 
 
 def _write_idx_split(directory, prefix, images, labels, gz):
@@ -98,8 +104,9 @@ def test_idx_files_directly_in_env_dir_and_data_dir_first(tmp_path, monkeypatch)
   assert src.class_names == tuple(str(i) for i in range(10))
 
   explicit_images, explicit_labels = _fake_mnist(3, n=4)
-  _write_idx_split(tmp_path / "explicit" / "mnist", "train", explicit_images, explicit_labels,
-                   gz=False)
+  _write_idx_split(
+    tmp_path / "explicit" / "mnist", "train", explicit_images, explicit_labels, gz=False
+  )
   src = sources.get_source("mnist", "train", data_dir=str(tmp_path / "explicit"))
   np.testing.assert_array_equal(src.images[..., 0], explicit_images)
   np.testing.assert_array_equal(src.labels, explicit_labels)
@@ -152,16 +159,24 @@ def test_missing_fashion_mnist_says_where_and_how(tmp_path, monkeypatch):
     sources.get_source("fashion_mnist", "train", data_dir=str(tmp_path / "explicit"))
   msg = str(e.value)
   assert isinstance(e.value, FileNotFoundError)
-  for expected in ("SSLAX_DATA_DIR", "apt-get install dataset-fashion-mnist", "dpkg-deb -x",
-                   str(tmp_path / "empty" / "fashion-mnist"), str(tmp_path / "explicit"),
-                   str(tmp_path / "system" / "fashion-mnist"), "no-user-cache", "TFDS"):
+  for expected in (
+    "SSLAX_DATA_DIR",
+    "apt-get install dataset-fashion-mnist",
+    "dpkg-deb -x",
+    str(tmp_path / "empty" / "fashion-mnist"),
+    str(tmp_path / "explicit"),
+    str(tmp_path / "system" / "fashion-mnist"),
+    "no-user-cache",
+    "TFDS",
+  ):
     assert expected in msg, expected
 
 
 def test_missing_fashion_mnist_checks_tfds_data_dir(tmp_path, monkeypatch):
   monkeypatch.setattr(sources, "_try_prepared_tfds", _REAL_TRY_PREPARED_TFDS)
-  with pytest.raises(sources.DatasetNotFoundError,
-                     match=f"TFDS fashion_mnist: not prepared in {tmp_path / 'd'}"):
+  with pytest.raises(
+    sources.DatasetNotFoundError, match=f"TFDS fashion_mnist: not prepared in {tmp_path / 'd'}"
+  ):
     sources.get_source("fashion_mnist", "test", data_dir=str(tmp_path / "d"))
 
 
@@ -175,8 +190,10 @@ def test_unknown_idx_split_lists_valid_splits():
     sources.get_source("fashion_mnist", "validation")
 
 
-@pytest.mark.skipif(not os.path.isfile(f"{REAL_FASHION_MNIST}/train-images-idx3-ubyte.gz"),
-                    reason="real Fashion-MNIST not installed")
+@pytest.mark.skipif(
+  not os.path.isfile(f"{REAL_FASHION_MNIST}/train-images-idx3-ubyte.gz"),
+  reason="real Fashion-MNIST not installed",
+)
 def test_real_fashion_mnist(monkeypatch):
   monkeypatch.setattr(sources, "SYSTEM_DATA_DIRS", ("/usr/share/datasets",))
   src = sources.get_source("fashion_mnist", "train")
@@ -192,6 +209,7 @@ def test_real_fashion_mnist(monkeypatch):
 
 class _Py2Pickler(pickle._Pickler):  # pylint: disable=protected-access
   """Writes str and bytes as Python 2 `str` (BINSTRING), like the original CIFAR files."""
+
   dispatch = pickle._Pickler.dispatch.copy()  # pylint: disable=protected-access
 
   def save_py2_str(self, obj):
@@ -214,9 +232,12 @@ def _py2_pickle(obj) -> bytes:
 
 
 def _cifar_batch(rng, n, labels_key=b"labels", num_classes=10):
-  return {b"batch_label": b"fake batch", labels_key: rng.integers(0, num_classes, n).tolist(),
-          b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-          b"filenames": [b"img_%d.png" % i for i in range(n)]}
+  return {
+    b"batch_label": b"fake batch",
+    labels_key: rng.integers(0, num_classes, n).tolist(),
+    b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+    b"filenames": [b"img_%d.png" % i for i in range(n)],
+  }
 
 
 def _write_cifar10(directory, dump=_py2_pickle, n=3, seed=0):
@@ -226,8 +247,11 @@ def _write_cifar10(directory, dump=_py2_pickle, n=3, seed=0):
   for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
     batches[name] = _cifar_batch(rng, n)
     (directory / name).write_bytes(dump(batches[name]))
-  meta = {b"label_names": [n.encode() for n in sources.CIFAR10_CLASSES],
-          b"num_cases_per_batch": n, b"num_vis": 3072}
+  meta = {
+    b"label_names": [n.encode() for n in sources.CIFAR10_CLASSES],
+    b"num_cases_per_batch": n,
+    b"num_vis": 3072,
+  }
   (directory / "batches.meta").write_bytes(dump(meta))
   return batches
 
@@ -266,8 +290,9 @@ def test_cifar100_fine_labels(tmp_path):
   (d / "train").write_bytes(_py2_pickle(train))
   (d / "test").write_bytes(_py2_pickle(_cifar_batch(rng, 2, b"fine_labels", 100)))
   names = [b"class%03d" % i for i in range(100)]
-  (d / "meta").write_bytes(_py2_pickle({b"fine_label_names": names,
-                                        b"coarse_label_names": names[:20]}))
+  (d / "meta").write_bytes(
+    _py2_pickle({b"fine_label_names": names, b"coarse_label_names": names[:20]})
+  )
   src = sources.get_source("cifar100", "train", data_dir=str(tmp_path))
   assert src.num_classes == 100 and src.class_names[7] == "class007"
   np.testing.assert_array_equal(src.labels, train[b"fine_labels"])
@@ -275,7 +300,6 @@ def test_cifar100_fine_labels(tmp_path):
 
 
 class _Evil:
-
   def __init__(self, marker):
     self.marker = marker
 
@@ -294,7 +318,9 @@ def test_malicious_cifar_pickle_does_not_execute(tmp_path):
   assert issubclass(sources.UnsafePickleError, sources.CorruptDatasetError)
 
 
-@pytest.mark.parametrize("payload", [
+@pytest.mark.parametrize(
+  "payload",
+  [
     lambda m: pickle.dumps(_Evil(m), protocol=2),
     lambda m: _py2_pickle({b"data": _Evil(m)}),
     lambda m: b"cbuiltins\neval\n(V__import__('os').system('touch %s')\ntR." % str(m).encode(),
@@ -302,8 +328,17 @@ def test_malicious_cifar_pickle_does_not_execute(tmp_path):
     lambda m: pickle.dumps(np.zeros(3, np.float64)),
     lambda m: pickle.dumps(np.zeros(3, np.uint8).view(np.recarray)),
     lambda m: pickle.dumps(np.zeros(2, dtype=[("a", np.uint8), ("b", np.uint8)])),
-], ids=["os_system", "py2_nested", "builtins_eval", "object_array", "float_array", "recarray",
-        "structured"])
+  ],
+  ids=[
+    "os_system",
+    "py2_nested",
+    "builtins_eval",
+    "object_array",
+    "float_array",
+    "recarray",
+    "structured",
+  ],
+)
 def test_safe_unpickle_refuses(tmp_path, payload):
   marker = tmp_path / "pwned"
   with pytest.raises(sources.UnsafePickleError):
@@ -312,8 +347,12 @@ def test_safe_unpickle_refuses(tmp_path, payload):
 
 
 def test_safe_unpickle_allows_plain_data_and_int_arrays():
-  obj = {b"a": [1, 2.5, None, True], "b": (b"x", "y"), "c": np.arange(6, dtype=np.int64)
-         .reshape(2, 3), "d": np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3))}
+  obj = {
+    b"a": [1, 2.5, None, True],
+    "b": (b"x", "y"),
+    "c": np.arange(6, dtype=np.int64).reshape(2, 3),
+    "d": np.asfortranarray(np.arange(6, dtype=np.uint8).reshape(2, 3)),
+  }
   for data in (pickle.dumps(obj, protocol=2), pickle.dumps(obj), _py2_pickle(obj)):
     out = sources.safe_unpickle(data)
     # Python 2 strings (the py2-style pickle writes every str as one) load as bytes.
@@ -329,8 +368,9 @@ def test_safe_unpickle_allows_plain_data_and_int_arrays():
 def test_malformed_cifar_pickle(tmp_path):
   d = tmp_path / "cifar-10-batches-py"
   _write_cifar10(d)
-  (d / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8),
-                                               b"labels": [0, 1]}))
+  (d / "test_batch").write_bytes(
+    pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]})
+  )
   with pytest.raises(sources.CorruptDatasetError, match="test_batch.*3072"):
     sources.get_source("cifar10", "test", data_dir=str(tmp_path))
   (d / "test_batch").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8)})[:-20])
@@ -342,8 +382,10 @@ def test_missing_cifar(tmp_path):
   d = tmp_path / "cifar-10-batches-py"
   d.mkdir()
   (d / "data_batch_1").write_bytes(b"")
-  with pytest.raises(sources.DatasetNotFoundError,
-                     match=r"(?s)missing data_batch_2.*cifar-10-python.tar.gz.*tfds build"):
+  with pytest.raises(
+    sources.DatasetNotFoundError,
+    match=r"(?s)missing data_batch_2.*cifar-10-python.tar.gz.*tfds build",
+  ):
     sources.get_source("cifar10", "train", data_dir=str(tmp_path))
 
 
@@ -372,7 +414,7 @@ def test_image_folder(tmp_path, caplog):
   _save(root / "test" / "zebra" / "z.png", img(), "PNG")  # A class only the test split has.
 
   caplog.set_level(logging.INFO)
-  caplog.set_level(logging.INFO, logger="absl")   # sslax.main may have set absl to WARNING
+  caplog.set_level(logging.INFO, logger="absl")  # sslax.main may have set absl to WARNING
   src = sources.get_source("image_folder", "train", data_dir=str(root))
   assert isinstance(src, sources.FileSource) and src.channels == 3
   assert src.class_names == ("cat", "dog", "zebra") and src.num_classes == 3
@@ -383,6 +425,7 @@ def test_image_folder(tmp_path, caplog):
   assert "ignored 1 non-image files" in caplog.text and "notes.txt" in caplog.text
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   ds = tf.data.Dataset.from_tensor_slices(src.paths).map(src.decode)
   decoded = list(ds.as_numpy_iterator())
   np.testing.assert_array_equal(decoded[0], cat_png)
@@ -394,8 +437,7 @@ def test_image_folder(tmp_path, caplog):
 
   sub = sources.get_source("image_folder", "train", data_dir=str(root), num_examples=2, seed=1)
   assert len(sub.paths) == 2 and set(sub.paths) <= set(src.paths)
-  again = sources.get_source("image_folder", "train", data_dir=str(root), num_examples=2,
-                             seed=1)
+  again = sources.get_source("image_folder", "train", data_dir=str(root), num_examples=2, seed=1)
   np.testing.assert_array_equal(sub.paths, again.paths)
 
 
@@ -419,10 +461,12 @@ def test_fake_is_deterministic():
   assert a.labels.dtype == np.int32 and a.num_classes == 10 and len(a.class_names) == 10
   np.testing.assert_array_equal(a.images, b.images)
   np.testing.assert_array_equal(a.labels, b.labels)
-  assert not np.array_equal(a.images, sources.get_source("fake", "train", image_size=8,
-                                                         num_examples=16, seed=4).images)
-  assert not np.array_equal(a.images, sources.get_source("fake", "test", image_size=8,
-                                                         num_examples=16, seed=3).images)
+  assert not np.array_equal(
+    a.images, sources.get_source("fake", "train", image_size=8, num_examples=16, seed=4).images
+  )
+  assert not np.array_equal(
+    a.images, sources.get_source("fake", "test", image_size=8, num_examples=16, seed=3).images
+  )
   assert len(sources.get_source("fake", "train").labels) == 256
 
 
@@ -439,9 +483,15 @@ def tiny_tfds(tmp_path_factory):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          "image": tfds.features.Image(shape=(4, 4, 3)),
-          "label": tfds.features.ClassLabel(names=["a", "b", "c"])}))
+      return tfds.core.DatasetInfo(
+        builder=self,
+        features=tfds.features.FeaturesDict(
+          {
+            "image": tfds.features.Image(shape=(4, 4, 3)),
+            "label": tfds.features.ClassLabel(names=["a", "b", "c"]),
+          }
+        ),
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -485,10 +535,14 @@ def test_tfds_large_dataset_streams_per_process(tiny_tfds, monkeypatch):
     assert all(e["image"].dtype == np.uint8 and e["label"].dtype == np.int32 for e in examples)
     parts.append([int(e["image"][0, 0, 0]) for e in examples])
   assert sorted(parts[0] + parts[1]) == [10 * i + 10 for i in range(10)]
-  first = [int(e["image"][0, 0, 0]) for e in src.as_dataset(
-      process_index=0, process_count=1, shuffle_seed=1).as_numpy_iterator()]
-  again = [int(e["image"][0, 0, 0]) for e in src.as_dataset(
-      process_index=0, process_count=1, shuffle_seed=1).as_numpy_iterator()]
+  first = [
+    int(e["image"][0, 0, 0])
+    for e in src.as_dataset(process_index=0, process_count=1, shuffle_seed=1).as_numpy_iterator()
+  ]
+  again = [
+    int(e["image"][0, 0, 0])
+    for e in src.as_dataset(process_index=0, process_count=1, shuffle_seed=1).as_numpy_iterator()
+  ]
   assert first == again and len(first) == 10
   sub = sources.get_source(name, "train", data_dir=data_dir, num_examples=4)
   assert sub.split == "train[:4]" and sub.num_examples == 4
@@ -496,8 +550,10 @@ def test_tfds_large_dataset_streams_per_process(tiny_tfds, monkeypatch):
 
 def test_tfds_not_prepared(tmp_path, tiny_tfds):
   name, _ = tiny_tfds
-  with pytest.raises(sources.DatasetNotFoundError,
-                     match=r"(?s)not prepared in .*cannot download.*tfds build .*manual"):
+  with pytest.raises(
+    sources.DatasetNotFoundError,
+    match=r"(?s)not prepared in .*cannot download.*tfds build .*manual",
+  ):
     sources.get_source(name, "train", data_dir=str(tmp_path / "empty"))
   with pytest.raises(sources.DatasetNotFoundError, match="no_such_dataset_xyz"):
     sources.get_source("no_such_dataset_xyz", "train", data_dir=str(tmp_path / "empty"))

@@ -1,6 +1,7 @@
 """SwAV as a method: multi-crop views through the real pipeline, prototype freezing in the
 optimizer, unit prototypes, BN per crop-size group, config checks. The whole train step
 8 devices == 1 is in test_swav_train_step.py, the collapse check in test_swav_collapse.py."""
+
 import importlib.util
 import os
 
@@ -37,15 +38,22 @@ def _method(config, devices):
 
 
 def _batches(views, n, rng=np.random.default_rng(0)):
-  return [{"views": tuple(rng.uniform(size=(16, v.size, v.size, 3)).astype(np.float32) for v in views),
-           "label": np.zeros(16, np.int32)} for _ in range(n)]
+  return [
+    {
+      "views": tuple(rng.uniform(size=(16, v.size, v.size, 3)).astype(np.float32) for v in views),
+      "label": np.zeros(16, np.int32),
+    }
+    for _ in range(n)
+  ]
 
 
 def test_multicrop_views_through_the_pipeline_are_deterministic(devices):
   c = swav_config()
   c.swav.num_local_crops = 3
   views = _method(c, devices[:1]).views()
-  assert [(v.size, v.crop_scale) for v in views] == [(16, (0.14, 1.0))] * 2 + [(8, (0.05, 0.14))] * 3
+  assert [(v.size, v.crop_scale) for v in views] == [(16, (0.14, 1.0))] * 2 + [
+    (8, (0.05, 0.14))
+  ] * 3
   source = sources.get_source("fake", "train", image_size=16, num_examples=64)
 
   def first_batches():
@@ -65,15 +73,19 @@ def test_multicrop_views_through_the_pipeline_are_deterministic(devices):
 def test_optimizer_really_leaves_frozen_params_unchanged():
   """No update, no weight decay, no momentum or Adam moments while frozen; then normal."""
   params = {"backbone": {"kernel": jnp.ones((3, 2))}, "prototypes": {"kernel": jnp.ones((2, 4))}}
-  grads = {"backbone": {"kernel": jnp.full((3, 2), 0.5)}, "prototypes": {"kernel": jnp.full((2, 4), 0.5)}}
+  grads = {
+    "backbone": {"kernel": jnp.full((3, 2), 0.5)},
+    "prototypes": {"kernel": jnp.full((2, 4), 0.5)},
+  }
   frozen = lambda p: {k: jax.tree.map(lambda _: k == "prototypes", v) for k, v in p.items()}
   for name in ("sgd", "adamw", "lars"):
-    opt = ml_collections.ConfigDict(dict(name=name, weight_decay=0.1, momentum=0.9,
-                                         trust_coefficient=1e-3, grad_clip_norm=0.0))
+    opt = ml_collections.ConfigDict(
+      dict(name=name, weight_decay=0.1, momentum=0.9, trust_coefficient=1e-3, grad_clip_norm=0.0)
+    )
     base = optim.make_optimizer(opt, 0.1)
     tx = optim.freeze_for_steps(base, frozen, 2)
     p, state = params, tx.init(params)
-    ref_p, ref_state = params["prototypes"], base.init(params)   # unfrozen reference
+    ref_p, ref_state = params["prototypes"], base.init(params)  # unfrozen reference
     for step in range(4):
       updates, state = tx.update(grads, state, p)
       p = optax.apply_updates(p, updates)
@@ -82,8 +94,9 @@ def test_optimizer_really_leaves_frozen_params_unchanged():
         np.testing.assert_array_equal(p["prototypes"]["kernel"], params["prototypes"]["kernel"])
       else:
         # After the freeze it behaves like a fresh optimizer started at step 2.
-        ref_updates, ref_state = base.update(grads, ref_state, {"backbone": params["backbone"],
-                                                                 "prototypes": ref_p})
+        ref_updates, ref_state = base.update(
+          grads, ref_state, {"backbone": params["backbone"], "prototypes": ref_p}
+        )
         ref_p = optax.apply_updates(ref_p, ref_updates["prototypes"])
         np.testing.assert_allclose(p["prototypes"]["kernel"], ref_p["kernel"], rtol=1e-6)
   assert optim.freeze_for_steps(base, frozen, 0) is base
@@ -93,11 +106,13 @@ def test_frozen_params_follow_the_global_lr_schedule_once_unfrozen():
   """The schedule is global: after a freeze of 2 steps, the first update uses lr(2), not lr(0)."""
   params = {"a": jnp.zeros((2, 2)), "b": jnp.zeros((2, 2))}
   grads = {"a": jnp.ones((2, 2)), "b": jnp.ones((2, 2))}
-  schedule = lambda step: 1.0 + step   # lr 1, 2, 3, ...
-  opt = ml_collections.ConfigDict(dict(name="sgd", weight_decay=0.0, momentum=0.0,
-                                       grad_clip_norm=0.0))
-  tx = optim.freeze_for_steps(optim.make_optimizer(opt, schedule),
-                              lambda p: {"a": False, "b": True}, 2)
+  schedule = lambda step: 1.0 + step  # lr 1, 2, 3, ...
+  opt = ml_collections.ConfigDict(
+    dict(name="sgd", weight_decay=0.0, momentum=0.0, grad_clip_norm=0.0)
+  )
+  tx = optim.freeze_for_steps(
+    optim.make_optimizer(opt, schedule), lambda p: {"a": False, "b": True}, 2
+  )
   state = tx.init(params)
   for _ in range(3):
     updates, state = tx.update(grads, state, params)
@@ -134,12 +149,17 @@ def test_backbone_batch_norm_is_per_crop_size_group(network_and_variables):
   assert [g.shape for g in groups] == [(4, 2, 16, 16, 3), (4, 2, 8, 8, 3)]
   (features, _, scores), _ = net.apply(variables, groups, train=True, mutable=["batch_stats"])
   assert features.shape[:2] == scores.shape[:2] == (4, 4)
-  backbone = lambda x: net.apply(variables, x, train=True, mutable=["batch_stats"],
-                                 method=lambda m, x, train: m.backbone(x, train=train))[0]
+  backbone = lambda x: net.apply(
+    variables,
+    x,
+    train=True,
+    mutable=["batch_stats"],
+    method=lambda m, x, train: m.backbone(x, train=train),
+  )[0]
   # Each size group is normalised with its own batch statistics (rows image-major).
   for g, crops in ((groups[0], (0, 1)), (groups[1], (2, 3))):
     alone = backbone(g.reshape(-1, *g.shape[2:])).reshape(4, 2, -1)
-    np.testing.assert_allclose(features[:, crops[0]:crops[1] + 1], alone, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features[:, crops[0] : crops[1] + 1], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_config_checks_name_the_fix(devices):

@@ -1,4 +1,5 @@
 """Byte tokenizer: round trips, empty and over-long captions, context fitting, JSON restore."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,10 @@ def test_round_trip(caption):
   assert tok.decode(ids) == caption
   n = len(caption.encode("utf-8"))
   # [SOT, bytes + 1 ..., EOT, PAD ...] written out by hand:
-  assert ids[0] == text.SOT and ids[n + 1] == text.EOT and np.all(ids[n + 2:] == text.PAD)
-  np.testing.assert_array_equal(ids[1:n + 1], np.frombuffer(caption.encode("utf-8"), np.uint8) + 1)
+  assert ids[0] == text.SOT and ids[n + 1] == text.EOT and np.all(ids[n + 2 :] == text.PAD)
+  np.testing.assert_array_equal(
+    ids[1 : n + 1], np.frombuffer(caption.encode("utf-8"), np.uint8) + 1
+  )
 
 
 def test_empty_caption_is_start_and_end_only():
@@ -26,8 +29,9 @@ def test_empty_caption_is_start_and_end_only():
 def test_over_long_caption_keeps_start_and_ends_with_eot():
   tok = text.ByteTokenizer(context_length=6)
   ids = tok.encode("abcdefghij")
-  np.testing.assert_array_equal(ids, [text.SOT, ord("a") + 1, ord("b") + 1, ord("c") + 1,
-                                      ord("d") + 1, text.EOT])
+  np.testing.assert_array_equal(
+    ids, [text.SOT, ord("a") + 1, ord("b") + 1, ord("c") + 1, ord("d") + 1, text.EOT]
+  )
   assert tok.decode(ids) == "abcd"
 
 
@@ -35,8 +39,8 @@ def test_fit_context_cuts_with_eot_and_pads():
   tok = text.ByteTokenizer(context_length=12)
   ids = tok.encode_batch(["abcdefghij", "ab"])
   cut = np.asarray(text.fit_context(ids, 5))
-  np.testing.assert_array_equal(cut[0], [text.SOT, 98, 99, 100, text.EOT])   # forced EOT
-  np.testing.assert_array_equal(cut[1], [text.SOT, 98, 99, text.EOT, 0])     # already short
+  np.testing.assert_array_equal(cut[0], [text.SOT, 98, 99, 100, text.EOT])  # forced EOT
+  np.testing.assert_array_equal(cut[1], [text.SOT, 98, 99, text.EOT, 0])  # already short
   padded = np.asarray(text.fit_context(ids, 16))
   assert padded.shape == (2, 16) and np.all(padded[:, 12:] == text.PAD)
 

@@ -1,4 +1,5 @@
 """configs/simclr_tpu.py: loads, builds ResNet-50 by shapes, and runs a step at toy size."""
+
 import importlib.util
 import os
 
@@ -24,12 +25,15 @@ def test_tpu_config_builds_resnet50_by_shape():
   assert (c.batch_size, c.model.depth, c.optimizer.name, c.dtype) == (4096, 50, "lars", "bfloat16")
   from sslax.methods import get_method
   from sslax import sharding as sh
+
   mesh = sh.make_mesh({"data": -1})
   net = get_method(c.method)(c, mesh).network()
-  shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((2, 224, 224, 3)), train=False))
+  shapes = jax.eval_shape(
+    lambda: net.init(jax.random.key(0), jnp.zeros((2, 224, 224, 3)), train=False)
+  )
   n_backbone = sum(np.prod(x.shape) for x in jax.tree.leaves(shapes["params"]["backbone"]))
-  assert 23.0e6 < n_backbone < 23.8e6   # ResNet-50 without fc: 23.5M parameters
-  assert jax.tree.leaves(shapes["params"])[0].dtype == jnp.float32   # params stay fp32 under bf16
+  assert 23.0e6 < n_backbone < 23.8e6  # ResNet-50 without fc: 23.5M parameters
+  assert jax.tree.leaves(shapes["params"])[0].dtype == jnp.float32  # params stay fp32 under bf16
 
 
 def test_tpu_config_runs_one_step_at_toy_size(devices):
@@ -45,8 +49,10 @@ def test_tpu_config_runs_one_step_at_toy_size(devices):
   s = train.setup(c)
   state = train.init_state(s)
   rng = np.random.default_rng(0)
-  batch = {"views": tuple(rng.uniform(size=(16, 32, 32, 3)).astype(np.float32) for _ in range(2)),
-           "label": np.zeros(16, np.int32)}
+  batch = {
+    "views": tuple(rng.uniform(size=(16, 32, 32, 3)).astype(np.float32) for _ in range(2)),
+    "label": np.zeros(16, np.int32),
+  }
   new_state, metrics = train.make_train_step(s)(state, sharding.make_global_batch(s.mesh, batch))
   assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
-  assert float(metrics["lr"]) == 0.0   # LARS warmup starts at zero
+  assert float(metrics["lr"]) == 0.0  # LARS warmup starts at zero

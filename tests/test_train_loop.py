@@ -1,4 +1,5 @@
 """The training loop: one compile per run, no host syncs between log steps, correct log means."""
+
 from __future__ import annotations
 
 import contextlib
@@ -49,6 +50,7 @@ class HostSyncDetector:
     def wrapped(*args, **kwargs):
       with self.allowed():
         return fn(*args, **kwargs)
+
     return wrapped
 
   def install(self, monkeypatch):
@@ -58,6 +60,7 @@ class HostSyncDetector:
     def patched_value(self_):
       detector._record("jax.Array._value (float/bool/device_get)")
       return value.fget(self_)
+
     monkeypatch.setattr(jax_array.ArrayImpl, "_value", property(patched_value))
     for name in _SYNC_METHODS:
       original = getattr(jax_array.ArrayImpl, name)
@@ -65,6 +68,7 @@ class HostSyncDetector:
       def patched(self_, *a, __name=name, __original=original, **k):
         detector._record(f"jax.Array.{__name}")
         return __original(self_, *a, **k)
+
       monkeypatch.setattr(jax_array.ArrayImpl, name, patched)
 
 
@@ -83,16 +87,17 @@ def _config(total_steps, log_every):
   c = tiny_config()
   c.total_steps = total_steps
   c.log_every_steps = log_every
-  c.checkpoint_every_steps = 1000   # only the final save
+  c.checkpoint_every_steps = 1000  # only the final save
   return c
 
 
 def _run(config, workdir, detector=None, stop_at=None):
   def hook(step):
     if detector is not None:
-      detector.active = True   # from the first step on: setup and init may sync freely
+      detector.active = True  # from the first step on: setup and init may sync freely
     if step == stop_at:
-      os.kill(os.getpid(), signal.SIGTERM)   # the trainer saves and stops at this step
+      os.kill(os.getpid(), signal.SIGTERM)  # the trainer saves and stops at this step
+
   try:
     return train.train(config, workdir, step_hook=hook)
   finally:
@@ -139,11 +144,12 @@ def test_detector_catches_a_float_of_the_loss_in_the_loop(tmp_path, devices, mon
     class Syncing:
       def __call__(self, state, batch):
         state, metrics = step(state, batch)
-        float(metrics["loss"])   # what the test must catch
+        float(metrics["loss"])  # what the test must catch
         return state, metrics
 
       def __getattr__(self, name):
         return getattr(step, name)
+
     return Syncing()
 
   monkeypatch.setattr(train, "make_train_step", make_with_sync)
@@ -160,5 +166,6 @@ def test_logged_metrics_are_means_over_the_log_interval(logged_every_3, tmp_path
   per_step = {r["step"]: r for r in _rows(workdir)}
   assert sorted(per_step) == [1, 2, 3]
   for key in ("loss", "lr", "grad_norm", "contrastive_acc"):
-    np.testing.assert_allclose(grouped[0][key], np.mean([per_step[i][key] for i in (1, 2, 3)]),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+      grouped[0][key], np.mean([per_step[i][key] for i in (1, 2, 3)]), rtol=1e-5, atol=1e-7
+    )

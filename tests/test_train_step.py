@@ -1,4 +1,5 @@
 """A whole SimCLR train step on 8 devices == on 1 device (params, BN statistics, loss)."""
+
 import jax
 import numpy as np
 
@@ -17,8 +18,13 @@ def _step_on(devices, batch_np):
 
 def test_eight_devices_equal_one_device(devices):
   rng = np.random.default_rng(0)
-  batches = [{"views": tuple(rng.uniform(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(2)),
-              "label": np.zeros(16, np.int32)} for _ in range(2)]
+  batches = [
+    {
+      "views": tuple(rng.uniform(size=(16, 16, 16, 3)).astype(np.float32) for _ in range(2)),
+      "label": np.zeros(16, np.int32),
+    }
+    for _ in range(2)
+  ]
   p1, bs1, m1 = _step_on(devices[:1], batches)
   p8, bs8, m8 = _step_on(devices, batches)
   np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)

@@ -1,10 +1,14 @@
 """VICReg: paper formula, 8 devices == 1 (loss, grads, train step), memory."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from siamese_testing import (check_eight_devices_equal_one, check_train_step_eight_equal_one,
-                             jaxpr_shapes_and_primitives)
+from siamese_testing import (
+  check_eight_devices_equal_one,
+  check_train_step_eight_equal_one,
+  jaxpr_shapes_and_primitives,
+)
 from sslax import losses, sharding
 
 
@@ -22,7 +26,7 @@ def vicreg_numpy(z1, z2, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
     cov = sum(np.outer(z[i] - zbar, z[i] - zbar) for i in range(n)) / (n - 1)
     return sum(cov[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
 
-  s = sum(np.sum((z1[i] - z2[i]) ** 2) for i in range(n)) / (n * d)   # eq. (5), mean over n, d
+  s = sum(np.sum((z1[i] - z2[i]) ** 2) for i in range(n)) / (n * d)  # eq. (5), mean over n, d
   var, cov = v(z1) + v(z2), c(z1) + c(z2)
   return lam * s + mu * var + nu * cov, s, var, cov
 
@@ -37,8 +41,9 @@ def test_matches_paper_formula_on_hand_made_batch(coeffs):
   loss, metrics = losses.vicreg_loss(jnp.asarray(Z1), jnp.asarray(Z2), *coeffs)
   ref, s, var, cov = vicreg_numpy(Z1, Z2, *coeffs)
   np.testing.assert_allclose(float(loss), ref, rtol=1e-5)
-  np.testing.assert_allclose([float(metrics[k]) for k in ("invariance", "variance", "covariance")],
-                             [s, var, cov], rtol=1e-5)
+  np.testing.assert_allclose(
+    [float(metrics[k]) for k in ("invariance", "variance", "covariance")], [s, var, cov], rtol=1e-5
+  )
   assert var > 0 and cov > 0
 
 
@@ -54,15 +59,19 @@ def test_eight_devices_equal_one_device_loss_and_grads(devices):
   # Small spread (variance hinge active) and an offset (global, not local, means).
   arrays = [jnp.asarray(0.5 * rng.normal(size=(32, 16)) + 2.0, jnp.float32) for _ in range(2)]
   loss, _ = check_eight_devices_equal_one(
-      lambda a, b, axis_name: losses.vicreg_loss(a, b, axis_name=axis_name)[0],
-      arrays, devices, atol=1e-6)
+    lambda a, b, axis_name: losses.vicreg_loss(a, b, axis_name=axis_name)[0],
+    arrays,
+    devices,
+    atol=1e-6,
+  )
   np.testing.assert_allclose(loss, vicreg_numpy(*arrays)[0], rtol=1e-5)
 
 
 def test_covariance_is_reduced_not_gathered(devices):
   mesh = sharding.make_mesh({"data": -1}, devices)
   fn = sharding.shard_over_batch(
-      lambda a, b, axis_name: losses.vicreg_loss(a, b, axis_name=axis_name)[0], mesh, 2)
+    lambda a, b, axis_name: losses.vicreg_loss(a, b, axis_name=axis_name)[0], mesh, 2
+  )
   z = jnp.zeros((64, 24))
   shapes, prims = jaxpr_shapes_and_primitives(fn, z, z)
   assert (24, 24) in shapes and any(p.startswith("psum") for p in prims)

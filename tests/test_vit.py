@@ -1,4 +1,5 @@
 """ViT backbone: shapes, position embeddings, masking input, remat/scan/bf16, config checks, export."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,9 @@ from sslax.models import vit
 
 
 def _images(n=2, size=16, channels=3, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, size, size, channels)), jnp.float32)
+  return jnp.asarray(
+    np.random.default_rng(seed).normal(size=(n, size, size, channels)), jnp.float32
+  )
 
 
 def _tiny(**kw):
@@ -53,7 +56,7 @@ def test_features_shapes_and_param_names():
   assert set(variables) == {"params"}
   params = variables["params"]
   assert {"patch_embed", "pos_embedding", "cls_token", "encoder", "encoder_norm"} <= set(params)
-  assert params["pos_embedding"].shape == (1, 4, 4, 32)            # native grid of 16 px / 4
+  assert params["pos_embedding"].shape == (1, 4, 4, 32)  # native grid of 16 px / 4
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   out = m.apply(variables, _images(), train=False)
   assert out.shape == (2, 32) and out.dtype == jnp.float32
@@ -70,8 +73,9 @@ def test_sincos_matches_the_formula_and_is_used():
   m = _tiny(posemb="sincos2d")
   variables = m.init(jax.random.key(0), _images(), train=False)
   assert "pos_embedding" not in variables["params"]
-  np.testing.assert_allclose(m.apply(variables, 4, 4, method=m.position_embeddings)[0],
-                             sincos_numpy(4, 4, 32), atol=1e-6)
+  np.testing.assert_allclose(
+    m.apply(variables, 4, 4, method=m.position_embeddings)[0], sincos_numpy(4, 4, 32), atol=1e-6
+  )
 
 
 def test_learned_posemb_is_exact_at_native_size_and_resized_elsewhere():
@@ -79,7 +83,7 @@ def test_learned_posemb_is_exact_at_native_size_and_resized_elsewhere():
   variables = m.init(jax.random.key(0), _images(), train=False)
   table = np.asarray(variables["params"]["pos_embedding"])
   native = m.apply(variables, 4, 4, method=m.position_embeddings)
-  np.testing.assert_array_equal(native, table.reshape(1, 16, 32))     # bit-exact
+  np.testing.assert_array_equal(native, table.reshape(1, 16, 32))  # bit-exact
   bigger = m.apply(variables, 8, 8, method=m.position_embeddings)
   assert bigger.shape == (1, 64, 32)
   # A 2x bilinear upsampling (half-pixel centres) keeps the mean of each channel and the
@@ -126,15 +130,20 @@ def test_remat_and_scan_give_the_same_outputs_and_grads():
 
   ref_l, ref_g = jax.value_and_grad(lambda p: loss(base, p))(variables["params"])
   for policy in ("dots_saveable",):
-    l, g = jax.jit(jax.value_and_grad(lambda p: loss(_tiny(remat_policy=policy), p)))(variables["params"])
+    l, g = jax.jit(jax.value_and_grad(lambda p: loss(_tiny(remat_policy=policy), p)))(
+      variables["params"]
+    )
     np.testing.assert_allclose(l, ref_l, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g, ref_g)
   # Scanned: the same blocks, params stacked on a leading [depth] axis.
   scanned = _tiny(scan=True)
   blocks = [variables["params"]["encoder"][f"block{i}"] for i in range(2)]
-  stacked = dict(variables["params"], encoder={"blocks": jax.tree.map(lambda *a: jnp.stack(a), *blocks)})
-  assert jax.tree.structure(scanned.init(jax.random.key(0), x, train=False)["params"]) == \
-      jax.tree.structure(stacked)
+  stacked = dict(
+    variables["params"], encoder={"blocks": jax.tree.map(lambda *a: jnp.stack(a), *blocks)}
+  )
+  assert jax.tree.structure(
+    scanned.init(jax.random.key(0), x, train=False)["params"]
+  ) == jax.tree.structure(stacked)
   np.testing.assert_allclose(loss(scanned, stacked), ref_l, rtol=1e-5)
 
 
@@ -143,8 +152,9 @@ def test_vit_s_bfloat16_remat_forward_backward_equals_no_remat():
   """Acceptance: ViT-S (384 wide, 12 blocks, 6 heads), 16 px, patch 4, batch 2, bf16 + remat."""
   x = _images()
   readout = jnp.asarray(np.random.default_rng(1).normal(size=(384,)) / 20, jnp.float32)
-  make = lambda policy: vit.ViT(*vit.vit_dims("S"), patch_size=4, dtype=jnp.bfloat16,
-                                remat_policy=policy, scan=True)
+  make = lambda policy: vit.ViT(
+    *vit.vit_dims("S"), patch_size=4, dtype=jnp.bfloat16, remat_policy=policy, scan=True
+  )
   params = make("none").init(jax.random.key(0), x, train=False)["params"]
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
 
@@ -177,8 +187,12 @@ def test_drop_path_is_random_in_training_and_needs_an_rng():
   # One block: rate linspace(0, 0.5, 1) = 0, so it is never dropped (and needs no rng).
   m1 = _tiny(drop_path_rate=0.5, depth=1)
   v1 = m1.init(jax.random.key(0), x, train=False)
-  np.testing.assert_allclose(m1.apply(v1, x, train=True, rngs={"dropout": jax.random.key(1)}),
-                             m1.apply(v1, x, train=False), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    m1.apply(v1, x, train=True, rngs={"dropout": jax.random.key(1)}),
+    m1.apply(v1, x, train=False),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   m = _tiny(drop_path_rate=0.5, depth=2)
   variables = m.init(jax.random.key(0), x, train=False)
   with pytest.raises(ValueError, match="dropout rng"):
@@ -187,8 +201,9 @@ def test_drop_path_is_random_in_training_and_needs_an_rng():
   b = m.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)})
   assert not np.allclose(a, b)
   # Eval mode ignores the rate.
-  np.testing.assert_allclose(m.apply(variables, x, train=False),
-                             _tiny(depth=2).apply(variables, x, train=False), rtol=1e-6)
+  np.testing.assert_allclose(
+    m.apply(variables, x, train=False), _tiny(depth=2).apply(variables, x, train=False), rtol=1e-6
+  )
 
 
 def _vit_config(**model):
@@ -202,7 +217,9 @@ def _vit_config(**model):
   return c
 
 
-@pytest.mark.parametrize("key,value,message", [
+@pytest.mark.parametrize(
+  "key,value,message",
+  [
     ("variant", "XL", "Unknown ViT variant 'XL'"),
     ("patch_size", 5, r"patch_size=5; choose one of"),
     ("patch_size", 32, r"image_size=16 is not divisible by config.model.patch_size=32"),
@@ -210,7 +227,8 @@ def _vit_config(**model):
     ("remat_policy", "most", r"config.model.remat_policy='most'"),
     ("num_heads", 3, "not divisible by num_heads=3"),
     ("drop_path_rate", 1.0, r"drop_path_rate=1.0 must be in"),
-])
+  ],
+)
 def test_config_errors_name_the_bad_value(key, value, message):
   c = _vit_config(**{key: value})
   with pytest.raises(ValueError, match=message):
@@ -229,8 +247,14 @@ def test_make_backbone_and_export_bundle_roundtrip(tmp_path):
   assert isinstance(backbone, vit.ViT) and backbone.width == 32 and backbone.depth == 2
   variables = backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)), train=False)
   spec = export.preprocessing_spec(16, 1)
-  export.export_encoder(str(tmp_path), "bundle", model=c.model.to_dict(), dtype=c.dtype,
-                        variables=variables, preprocessing=spec)
+  export.export_encoder(
+    str(tmp_path),
+    "bundle",
+    model=c.model.to_dict(),
+    dtype=c.dtype,
+    variables=variables,
+    preprocessing=spec,
+  )
   encoder = export.load_encoder(str(tmp_path))
   raw = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 1), dtype=np.uint8)
   expected = backbone.apply(variables, jnp.asarray(raw, jnp.float32) / 255.0, train=False)

@@ -24,6 +24,7 @@ Images with an alpha channel are composited on white and fitted (aspect kept) in
 square of side `image_size`; the decoded arrays of the large offline sets are cached as .npz
 (no pickle) in DECODED_CACHE_DIR.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -43,24 +44,41 @@ from sslax.data import sources, text
 
 IMAGE_TEXT_DATASETS = sources.IMAGE_TEXT_DATASETS
 SPLITS = ("train", "test", "all")
-HELD_OUT_PER_MILLE = 100          # 10% of the files go to "test"
-SOURCE_CONTEXT_LENGTH = 77        # sources tokenize at CLIP's length; the model cuts (fit_context)
+HELD_OUT_PER_MILLE = 100  # 10% of the files go to "test"
+SOURCE_CONTEXT_LENGTH = 77  # sources tokenize at CLIP's length; the model cuts (fit_context)
 DECODED_CACHE_DIR = os.path.join("~", ".cache", "sslax", "decoded")
 WHITE = 255
 
 # Readable class names for prompts; Fashion-MNIST's official names have "/" and capitals.
-FASHION_MNIST_PROMPT_NAMES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal",
-                              "shirt", "sneaker", "bag", "ankle boot")
+FASHION_MNIST_PROMPT_NAMES = (
+  "t-shirt",
+  "trouser",
+  "pullover",
+  "dress",
+  "coat",
+  "sandal",
+  "shirt",
+  "sneaker",
+  "bag",
+  "ankle boot",
+)
 # Training captions of fashion_mnist_captions: example i gets template i % len(...).
 FASHION_MNIST_TRAIN_TEMPLATES = (
-    "a photo of a {label}.", "a black and white photo of a {label}.", "a picture of a {label}.",
-    "a small photo of the {label}.", "a low resolution photo of a {label}.", "a {label}.",
-    "an image of a {label}.", "a grayscale photo of the {label}.")
+  "a photo of a {label}.",
+  "a black and white photo of a {label}.",
+  "a picture of a {label}.",
+  "a small photo of the {label}.",
+  "a low resolution photo of a {label}.",
+  "a {label}.",
+  "an image of a {label}.",
+  "a grayscale photo of the {label}.",
+)
 
 
 @dataclasses.dataclass
 class ImageTextSource(sources.ArraySource):
   """ArraySource + captions [N] (str) and their tokens [N, L] int32 (`sslax.data.text`)."""
+
   captions: np.ndarray
   tokens: np.ndarray
 
@@ -87,18 +105,30 @@ def prompt_class_names(source) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def get_image_text_source(key: str, split: str, *, data_dir: str | None, image_size: int,
-                          num_examples: int | None, seed: int) -> ImageTextSource:
+def get_image_text_source(
+  key: str,
+  split: str,
+  *,
+  data_dir: str | None,
+  image_size: int,
+  num_examples: int | None,
+  seed: int,
+) -> ImageTextSource:
   if key == "fashion_mnist_captions":
-    source = _templated_source(sources.get_source("fashion_mnist", split, data_dir=data_dir),
-                               FASHION_MNIST_PROMPT_NAMES, FASHION_MNIST_TRAIN_TEMPLATES,
-                               name=key)
+    source = _templated_source(
+      sources.get_source("fashion_mnist", split, data_dir=data_dir),
+      FASHION_MNIST_PROMPT_NAMES,
+      FASHION_MNIST_TRAIN_TEMPLATES,
+      name=key,
+    )
   elif key == "coco_captions":
     source = _tfds_image_text_source(key, split, data_dir, image_size, num_examples)
   else:
     if split not in SPLITS:
-      raise ValueError(f"unknown split {split!r} for {key}; valid splits: {SPLITS} (test is "
-                       f"a fixed held-out tenth chosen by file-name hash).")
+      raise ValueError(
+        f"unknown split {split!r} for {key}; valid splits: {SPLITS} (test is "
+        f"a fixed held-out tenth chosen by file-name hash)."
+      )
     if key == "image_text_pairs":
       paths, captions, labels, class_names = _read_pairs_file(data_dir)
       cache = False
@@ -110,26 +140,33 @@ def get_image_text_source(key: str, split: str, *, data_dir: str | None, image_s
       cache = True
     else:
       raise ValueError(f"unknown image-text dataset {key!r}; choose one of {IMAGE_TEXT_DATASETS}.")
-    keep = [i for i, p in enumerate(paths)
-            if split == "all" or is_held_out(p) == (split == "test")]
+    keep = [i for i, p in enumerate(paths) if split == "all" or is_held_out(p) == (split == "test")]
     if not keep:
-      raise ValueError(f"{key}: split {split!r} is empty ({len(paths)} pairs in all); use "
-                       f"split 'all' or add pairs.")
+      raise ValueError(
+        f"{key}: split {split!r} is empty ({len(paths)} pairs in all); use "
+        f"split 'all' or add pairs."
+      )
     paths = [paths[i] for i in keep]
     captions = [captions[i] for i in keep]
     labels = np.asarray(labels, np.int32)[keep]
     images, ok = load_images(paths, image_size, cache=cache)
-    source = _make_source(images, labels[ok], class_names,
-                          [c for c, good in zip(captions, ok) if good], name=key)
+    source = _make_source(
+      images, labels[ok], class_names, [c for c, good in zip(captions, ok) if good], name=key
+    )
   return _subset(source, num_examples, seed)
 
 
 def _make_source(images, labels, class_names, captions, *, name) -> ImageTextSource:
   captions = np.asarray(list(captions), dtype=object)
-  return ImageTextSource(images=images, labels=np.asarray(labels, np.int32),
-                         num_classes=len(class_names), class_names=tuple(class_names),
-                         name=name, captions=captions,
-                         tokens=source_tokenizer().encode_batch(list(captions)))
+  return ImageTextSource(
+    images=images,
+    labels=np.asarray(labels, np.int32),
+    num_classes=len(class_names),
+    class_names=tuple(class_names),
+    name=name,
+    captions=captions,
+    tokens=source_tokenizer().encode_batch(list(captions)),
+  )
 
 
 def _subset(source: ImageTextSource, n: int | None, seed: int) -> ImageTextSource:
@@ -138,16 +175,24 @@ def _subset(source: ImageTextSource, n: int | None, seed: int) -> ImageTextSourc
   if n is None or n >= len(source.labels):
     return source
   keep = np.sort(np.random.default_rng(seed).permutation(len(source.labels))[:n])
-  return dataclasses.replace(source, images=source.images[keep], labels=source.labels[keep],
-                             captions=source.captions[keep], tokens=source.tokens[keep])
+  return dataclasses.replace(
+    source,
+    images=source.images[keep],
+    labels=source.labels[keep],
+    captions=source.captions[keep],
+    tokens=source.tokens[keep],
+  )
 
 
 def _templated_source(source, names: Sequence[str], templates: Sequence[str], *, name: str):
   if not isinstance(source, sources.ArraySource):
-    raise ValueError(f"{name}: label-templated captions need an in-memory labelled dataset, got "
-                     f"{type(source).__name__}.")
-  captions = [templates[i % len(templates)].format(label=names[int(y)])
-              for i, y in enumerate(source.labels)]
+    raise ValueError(
+      f"{name}: label-templated captions need an in-memory labelled dataset, got "
+      f"{type(source).__name__}."
+    )
+  captions = [
+    templates[i % len(templates)].format(label=names[int(y)]) for i, y in enumerate(source.labels)
+  ]
   return _make_source(source.images, source.labels, source.class_names, captions, name=name)
 
 
@@ -161,9 +206,10 @@ def load_image(path: str, size: int) -> np.ndarray | None:
   with white to a square. None (with a warning) for a file PIL cannot or will not decode
   (corrupt, or a "decompression bomb" over PIL's pixel limit: Open Clip Art has one)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   try:
     with Image.open(path) as im:
-      im.draft("RGB", (2 * size, 2 * size))       # JPEG: decode at a reduced scale
+      im.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at a reduced scale
       im = im.convert("RGBA")
       im.thumbnail((size, size), Image.BILINEAR, reducing_gap=2.0)
   except (OSError, ValueError, Image.DecompressionBombError) as e:
@@ -179,8 +225,9 @@ def load_images(paths: Sequence[str], size: int, *, cache: bool) -> tuple[np.nda
   decoded in threads; cached as .npz when `cache`."""
   cache_file = None
   if cache:
-    key = hashlib.sha1(json.dumps([size, [(p, os.path.getmtime(p)) for p in paths]])
-                       .encode()).hexdigest()[:16]
+    key = hashlib.sha1(
+      json.dumps([size, [(p, os.path.getmtime(p)) for p in paths]]).encode()
+    ).hexdigest()[:16]
     cache_file = os.path.join(os.path.expanduser(DECODED_CACHE_DIR), f"images_{size}px_{key}.npz")
     if os.path.exists(cache_file):
       with np.load(cache_file, allow_pickle=False) as f:
@@ -190,8 +237,9 @@ def load_images(paths: Sequence[str], size: int, *, cache: bool) -> tuple[np.nda
     decoded = list(pool.map(lambda p: load_image(p, size), paths))
   ok = np.array([d is not None for d in decoded], bool)
   if not ok.any():
-    raise sources.CorruptDatasetError(f"none of the {len(paths)} images (e.g. {paths[0]}) could "
-                                      f"be decoded.")
+    raise sources.CorruptDatasetError(
+      f"none of the {len(paths)} images (e.g. {paths[0]}) could be decoded."
+    )
   images = np.stack([d for d in decoded if d is not None])
   if cache_file:
     os.makedirs(os.path.dirname(cache_file), exist_ok=True)
@@ -210,20 +258,24 @@ def load_images(paths: Sequence[str], size: int, *, cache: bool) -> tuple[np.nda
 def _read_pairs_file(data_dir: str | None):
   if not data_dir:
     raise sources.DatasetNotFoundError(
-        "image_text_pairs needs --config.dataset.data_dir=PATH to a .jsonl file with one "
-        '{"image": "path.png", "caption": "..."} per line (or a .csv with columns image,caption).')
+      "image_text_pairs needs --config.dataset.data_dir=PATH to a .jsonl file with one "
+      '{"image": "path.png", "caption": "..."} per line (or a .csv with columns image,caption).'
+    )
   path = os.path.expanduser(data_dir)
   if not os.path.isfile(path):
-    raise sources.DatasetNotFoundError(f"image_text_pairs: {path} is not a file; dataset.data_dir "
-                                       f"must name a .jsonl or .csv file of (image, caption) pairs.")
+    raise sources.DatasetNotFoundError(
+      f"image_text_pairs: {path} is not a file; dataset.data_dir "
+      f"must name a .jsonl or .csv file of (image, caption) pairs."
+    )
   base = os.path.dirname(os.path.abspath(path))
   rows = []
   if path.endswith(".csv"):
     with open(path, newline="", encoding="utf-8") as f:
       reader = csv.DictReader(f)
       if not reader.fieldnames or not {"image", "caption"} <= set(reader.fieldnames):
-        raise ValueError(f"{path}: the header must have columns image,caption[,label]; got "
-                         f"{reader.fieldnames}.")
+        raise ValueError(
+          f"{path}: the header must have columns image,caption[,label]; got {reader.fieldnames}."
+        )
       rows = [(i + 2, r) for i, r in enumerate(reader)]
   elif path.endswith(".jsonl"):
     with open(path, encoding="utf-8") as f:
@@ -233,8 +285,10 @@ def _read_pairs_file(data_dir: str | None):
         try:
           row = json.loads(line)
         except json.JSONDecodeError as e:
-          raise ValueError(f"{path}:{i}: not a JSON object ({e}); each line must look like "
-                           '{"image": "a.png", "caption": "a red apple"}.') from None
+          raise ValueError(
+            f"{path}:{i}: not a JSON object ({e}); each line must look like "
+            '{"image": "a.png", "caption": "a red apple"}.'
+          ) from None
         rows.append((i, row))
   else:
     raise ValueError(f"image_text_pairs: {path} must end in .jsonl or .csv.")
@@ -270,9 +324,10 @@ def _find_root(data_dir: str | None, subdir: str, marker: str, name: str) -> str
         return d
       searched.append(os.path.join(d, marker))
   raise sources.DatasetNotFoundError(
-      f"{name} not found; looked for " + ", ".join(searched) + ". Get it with "
-      "`bash scripts/get_image_text_data.sh` (unpacks it into ~/.cache/sslax/datasets; set "
-      f"${sources.DATA_DIR_ENV} or --config.dataset.data_dir to use another place).")
+    f"{name} not found; looked for " + ", ".join(searched) + ". Get it with "
+    "`bash scripts/get_image_text_data.sh` (unpacks it into ~/.cache/sslax/datasets; set "
+    f"${sources.DATA_DIR_ENV} or --config.dataset.data_dir to use another place)."
+  )
 
 
 def _pngs_by_category(top: str):
@@ -331,7 +386,7 @@ def _tuxpaint_pairs(data_dir):
     caption = ""
     if os.path.isfile(txt):
       with open(txt, encoding="utf-8", errors="replace") as f:
-        caption = _clean(f.readline())   # the English line; translations follow as xx.utf8=...
+        caption = _clean(f.readline())  # the English line; translations follow as xx.utf8=...
     paths.append(png)
     captions.append(caption or _humanize(png))
     labels.append(label)
@@ -351,11 +406,13 @@ def _tfds_image_text_source(name, split, data_dir, image_size, num_examples):
   if builder is None:
     where = data_dir or sources._tfds_default_dir()  # pylint: disable=protected-access
     raise sources.DatasetNotFoundError(
-        f"TFDS image-text dataset {name} is not prepared in {where} ({note}); this machine "
-        f"cannot download: run `tfds build {name}` on a machine with internet and copy the data "
-        f"dir here (or pass --config.dataset.data_dir). Offline image-text sets: openclipart, "
-        f"tuxpaint_stamps (bash scripts/get_image_text_data.sh), image_text_pairs (your files).")
+      f"TFDS image-text dataset {name} is not prepared in {where} ({note}); this machine "
+      f"cannot download: run `tfds build {name}` on a machine with internet and copy the data "
+      f"dir here (or pass --config.dataset.data_dir). Offline image-text sets: openclipart, "
+      f"tuxpaint_stamps (bash scripts/get_image_text_data.sh), image_text_pairs (your files)."
+    )
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   image_key, caption_path = TFDS_IMAGE_TEXT[name]
   if num_examples:
     split = f"{split}[:{num_examples}]"
@@ -364,15 +421,17 @@ def _tfds_image_text_source(name, split, data_dir, image_size, num_examples):
     caption = ex
     for k in caption_path:
       caption = caption[k]
-    if caption.shape.rank:                      # several captions per image: the first
+    if caption.shape.rank:  # several captions per image: the first
       caption = caption[0]
     image = tf.image.resize_with_pad(tf.cast(ex[image_key], tf.float32), image_size, image_size)
     return tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8), caption
 
   images, captions = [], []
-  for im, cap in builder.as_dataset(split=split, shuffle_files=False).map(select).batch(
-      1024).as_numpy_iterator():
+  for im, cap in (
+    builder.as_dataset(split=split, shuffle_files=False).map(select).batch(1024).as_numpy_iterator()
+  ):
     images.append(im)
     captions += [c.decode("utf-8") for c in cap]
-  return _make_source(np.concatenate(images), np.zeros(len(captions), np.int32), ("all",),
-                      captions, name=name)
+  return _make_source(
+    np.concatenate(images), np.zeros(len(captions), np.int32), ("all",), captions, name=name
+  )

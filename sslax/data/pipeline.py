@@ -7,6 +7,7 @@ split per epoch) and the seed of its augmentations. Process p produces rows
 examples, no two processes read the same example in an epoch, their union is the epoch, and a
 run on 1 or N processes, or resumed at step s, sees exactly the same global batches.
 """
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -51,18 +52,27 @@ def example_index(position, *, num_examples: int, global_batch: int, seed: int):
   return tf.random.experimental.index_shuffle(offset, shuffle_seed, num_examples - 1)
 
 
-def local_positions(start_step: int, *, global_batch: int, process_index: int,
-                    process_count: int) -> tf.data.Dataset:
+def local_positions(
+  start_step: int, *, global_batch: int, process_index: int, process_count: int
+) -> tf.data.Dataset:
   """The global stream positions this process produces, from start_step on (infinite)."""
   local_batch = global_batch // process_count
   counter = tf.data.Dataset.range(start_step * local_batch, 2**62)
-  return counter.map(lambda c: (c // local_batch) * global_batch + process_index * local_batch
-                     + c % local_batch)
+  return counter.map(
+    lambda c: (c // local_batch) * global_batch + process_index * local_batch + c % local_batch
+  )
 
 
-def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_batch: int,
-                  seed: int, start_step: int = 0, process_index: int = 0,
-                  process_count: int = 1) -> tf.data.Dataset:
+def train_dataset(
+  source: Source,
+  views: Sequence[augment.ViewSpec],
+  *,
+  global_batch: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> tf.data.Dataset:
   """Infinite dataset of this process's batches.
 
   Yields {"views": ([b,S,S,C] float32, ...), "label": [b] int32, "index": [b] int32 example
@@ -73,14 +83,20 @@ def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_b
   if isinstance(source, TFDSSource):
     # Streaming sources cannot be indexed: each process reads its own part of the split with
     # a seeded shuffle and skips what was consumed (exact, but slow for late resumes).
-    ds = source.as_dataset(process_index=process_index, process_count=process_count,
-                           shuffle_seed=seed).repeat()
+    ds = source.as_dataset(
+      process_index=process_index, process_count=process_count, shuffle_seed=seed
+    ).repeat()
     ds = ds.shuffle(16 * local_batch, seed=seed, reshuffle_each_iteration=True)
     ds = ds.skip(start_step * local_batch)
-    positions = local_positions(start_step, global_batch=global_batch,
-                                process_index=process_index, process_count=process_count)
+    positions = local_positions(
+      start_step,
+      global_batch=global_batch,
+      process_index=process_index,
+      process_count=process_count,
+    )
     ds = tf.data.Dataset.zip(positions, ds).map(
-        lambda pos, ex: (pos, ex["image"], ex["label"], tf.constant(-1, tf.int64)))
+      lambda pos, ex: (pos, ex["image"], ex["label"], tf.constant(-1, tf.int64))
+    )
   else:
     n = len(source.labels)
     labels = tf.constant(source.labels.astype(np.int32))
@@ -93,14 +109,21 @@ def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_b
         return pos, read(i), tf.gather(labels, i), i, tf.gather(tokens, i)
       return pos, read(i), tf.gather(labels, i), i
 
-    ds = local_positions(start_step, global_batch=global_batch, process_index=process_index,
-                         process_count=process_count)
+    ds = local_positions(
+      start_step,
+      global_batch=global_batch,
+      process_index=process_index,
+      process_count=process_count,
+    )
     ds = ds.map(lookup, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   def make_example(pos, image, label, index, *caption_tokens):
-    view_seed = tf.stack([tf.constant(seed, tf.int64), pos])   # same on any process layout
-    example = {"views": augment.make_views(image, view_seed, views),
-               "label": tf.cast(label, tf.int32), "index": tf.cast(index, tf.int32)}
+    view_seed = tf.stack([tf.constant(seed, tf.int64), pos])  # same on any process layout
+    example = {
+      "views": augment.make_views(image, view_seed, views),
+      "label": tf.cast(label, tf.int32),
+      "index": tf.cast(index, tf.int32),
+    }
     if caption_tokens:
       example["tokens"] = caption_tokens[0]
     return example
@@ -114,8 +137,15 @@ def train_dataset(source: Source, views: Sequence[augment.ViewSpec], *, global_b
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_batches(source: Source, *, image_size: int, global_batch: int, process_index: int = 0,
-                 process_count: int = 1, channels: int | None = None) -> Iterator[dict]:
+def eval_batches(
+  source: Source,
+  *,
+  image_size: int,
+  global_batch: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  channels: int | None = None,
+) -> Iterator[dict]:
   """Deterministic pass over a whole split for feature extraction.
 
   Yields local batches {"image": [b,S,S,C] float32, "label": [b], "mask": [b] bool}; the split is
@@ -131,19 +161,30 @@ def eval_batches(source: Source, *, image_size: int, global_batch: int, process_
     read = _example_reader(source)
     num = len(source.labels)
     labels = tf.constant(source.labels.astype(np.int32))
-    ds = tf.data.Dataset.range(num).map(lambda i: (read(i), tf.gather(labels, i)),
-                                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = tf.data.Dataset.range(num).map(
+      lambda i: (read(i), tf.gather(labels, i)),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
   local_batch = global_batch // process_count
-  ds = ds.map(lambda im, lab: {"image": augment.center_view(im, image_size),
-                               "label": tf.cast(lab, tf.int32), "mask": True},
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(
+    lambda im, lab: {
+      "image": augment.center_view(im, image_size),
+      "label": tf.cast(lab, tf.int32),
+      "mask": True,
+    },
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
   ds = ds.batch(global_batch).prefetch(tf.data.AUTOTUNE)
   lo, hi = process_index * local_batch, (process_index + 1) * local_batch
   for batch in ds.as_numpy_iterator():
     n = batch["label"].shape[0]
     if n < global_batch:  # pad the last batch
-      batch = {k: np.concatenate([v, np.zeros((global_batch - n,) + v.shape[1:], v.dtype)])
-               for k, v in batch.items()}
+      batch = {
+        k: np.concatenate([v, np.zeros((global_batch - n,) + v.shape[1:], v.dtype)])
+        for k, v in batch.items()
+      }
     yield {k: v[lo:hi] for k, v in batch.items()}
 
 

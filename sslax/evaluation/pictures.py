@@ -9,6 +9,7 @@ Layout (so a reader, or a test, knows the size): a grid of R rows x C columns of
 `cell` pixels, separated and surrounded by `PAD` pixels: width = C * cell + (C + 1) * PAD,
 height = R * cell + (R + 1) * PAD.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -19,20 +20,32 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-PAD = 4           # pixels between and around grid cells
-FRAME = 2         # width of the coloured frame of retrieval neighbours
-MIN_CELL = 64     # small images are enlarged (nearest neighbour, integer factor) to at least this
+PAD = 4  # pixels between and around grid cells
+FRAME = 2  # width of the coloured frame of retrieval neighbours
+MIN_CELL = 64  # small images are enlarged (nearest neighbour, integer factor) to at least this
 
-_TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+_TAB10 = [
+  (31, 119, 180),
+  (255, 127, 14),
+  (44, 160, 44),
+  (214, 39, 40),
+  (148, 103, 189),
+  (140, 86, 75),
+  (227, 119, 194),
+  (127, 127, 127),
+  (188, 189, 34),
+  (23, 190, 207),
+]
 
 
 def class_colours(num_classes: int) -> list[tuple[int, int, int]]:
   """Distinct RGB colours: matplotlib's tab10 for <= 10 classes, evenly spaced hues beyond."""
   if num_classes <= len(_TAB10):
     return _TAB10[:num_classes]
-  return [tuple(int(255 * v) for v in colorsys.hsv_to_rgb(i / num_classes, 0.75, 0.9))
-          for i in range(num_classes)]
+  return [
+    tuple(int(255 * v) for v in colorsys.hsv_to_rgb(i / num_classes, 0.75, 0.9))
+    for i in range(num_classes)
+  ]
 
 
 def cell_size(image_size: int) -> int:
@@ -55,8 +68,13 @@ def _to_pil(image: np.ndarray) -> Image.Image:
   return Image.fromarray(image, "RGB")
 
 
-def _draw_grid(cells: Sequence[Sequence[np.ndarray]], cell: int, path: str, scale: int,
-               frames: Sequence[Sequence[tuple | None]] | None = None) -> tuple[int, int]:
+def _draw_grid(
+  cells: Sequence[Sequence[np.ndarray]],
+  cell: int,
+  path: str,
+  scale: int,
+  frames: Sequence[Sequence[tuple | None]] | None = None,
+) -> tuple[int, int]:
   """Pastes cells[r][c] (enlarged `scale` times, centred) into a grid and saves it as PNG."""
   rows, cols = len(cells), max(len(r) for r in cells)
   width, height = grid_size(rows, cols, cell)
@@ -76,7 +94,9 @@ def _draw_grid(cells: Sequence[Sequence[np.ndarray]], cell: int, path: str, scal
   return width, height
 
 
-def augmentation_grid(images: Sequence[np.ndarray], views, path: str, *, seed: int = 0) -> tuple[int, int]:
+def augmentation_grid(
+  images: Sequence[np.ndarray], views, path: str, *, seed: int = 0
+) -> tuple[int, int]:
   """One row per image: its centre view, then one augmented view per ViewSpec in `views`.
 
   images: uint8 [H, W, C] images (any size); views: the method's `views()` (ViewSpecs).
@@ -84,13 +104,15 @@ def augmentation_grid(images: Sequence[np.ndarray], views, path: str, *, seed: i
   """
   import tensorflow as tf  # local: drawing embeddings needs no TensorFlow
   from sslax.data import augment
+
   largest = max(v.size for v in views)
   scale = cell_size(largest) // largest
   cells = []
   for i, image in enumerate(images):
     made = augment.make_views(tf.constant(image), tf.constant([seed, i], tf.int64), views)
-    cells.append([augment.center_view(tf.constant(image), largest).numpy()]
-                 + [v.numpy() for v in made])
+    cells.append(
+      [augment.center_view(tf.constant(image), largest).numpy()] + [v.numpy() for v in made]
+    )
   return _draw_grid(cells, largest * scale, path, scale)
 
 
@@ -103,9 +125,17 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
   return coords if coords.shape[1] == 2 else np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
 
 
-def embedding_map(features: np.ndarray, labels: np.ndarray, path: str, *, num_classes: int,
-                  class_names: Sequence[str] = (), size: int = 512, max_points: int = 5000,
-                  seed: int = 0) -> tuple[int, int]:
+def embedding_map(
+  features: np.ndarray,
+  labels: np.ndarray,
+  path: str,
+  *,
+  num_classes: int,
+  class_names: Sequence[str] = (),
+  size: int = 512,
+  max_points: int = 5000,
+  seed: int = 0,
+) -> tuple[int, int]:
   """Scatter plot of PCA-projected features, one colour per class, as a size x size PNG.
 
   features: [N, D]; labels: [N] in [0, num_classes). At most `max_points` (a seeded random
@@ -136,8 +166,9 @@ def embedding_map(features: np.ndarray, labels: np.ndarray, path: str, *, num_cl
   return size, size
 
 
-def retrieval_grid(query_images: Sequence[np.ndarray], query_labels, neighbour_images,
-                   neighbour_labels, path: str) -> tuple[int, int]:
+def retrieval_grid(
+  query_images: Sequence[np.ndarray], query_labels, neighbour_images, neighbour_labels, path: str
+) -> tuple[int, int]:
   """One row per query: the query (framed black), then its neighbours, best first.
 
   query_images: [Q] images [S, S, C] (float in [0, 1] or uint8); query_labels: [Q].
@@ -148,6 +179,10 @@ def retrieval_grid(query_images: Sequence[np.ndarray], query_labels, neighbour_i
   cells, frames = [], []
   for q, row in enumerate(neighbour_images):
     cells.append([query_images[q]] + list(row))
-    frames.append([(0, 0, 0)] + [(0, 160, 0) if int(l) == int(query_labels[q]) else (220, 0, 0)
-                                 for l in neighbour_labels[q]])
+    frames.append(
+      [(0, 0, 0)]
+      + [
+        (0, 160, 0) if int(l) == int(query_labels[q]) else (220, 0, 0) for l in neighbour_labels[q]
+      ]
+    )
   return _draw_grid(cells, cell, path, cell // side, frames)

@@ -1,4 +1,5 @@
 """Barlow Twins' redundancy-reduction loss on the cross-correlation of the global batch."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -7,8 +8,9 @@ from jax import lax
 from sslax.losses.batch_moments import center_and_variance, global_batch_size, psum_if
 
 
-def barlow_twins_loss(z1, z2, lambda_offdiag: float | None = 5e-3, *, eps: float = 1e-5,
-                      axis_name=None):
+def barlow_twins_loss(
+  z1, z2, lambda_offdiag: float | None = 5e-3, *, eps: float = 1e-5, axis_name=None
+):
   """Barlow Twins (Zbontar et al. 2021, eq. 1-2).
 
   Each dimension of z1 and of z2 is standardised over the global batch (mean 0, biased
@@ -33,7 +35,7 @@ def barlow_twins_loss(z1, z2, lambda_offdiag: float | None = 5e-3, *, eps: float
   z2n = _standardize(z2.astype(jnp.float32), eps, axis_name)
   n = global_batch_size(z1.shape[0], axis_name)
   dim = z1.shape[1]
-  c = psum_if(z1n.T @ z2n, axis_name) / n                           # [D, D]
+  c = psum_if(z1n.T @ z2n, axis_name) / n  # [D, D]
   diag = jnp.diagonal(c)
   on_diag = jnp.sum((1 - diag) ** 2)
   off_diag = _sum_sq_off_diagonal(c)

@@ -5,6 +5,7 @@ batch, not of one device's shard. Each helper takes the local rows [b, ...] and 
 `axis_name` the batch is sharded over (None for one device) and reduces across devices with
 `lax.psum`, whose transpose sends every device the gradient of its own rows.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp

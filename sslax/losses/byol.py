@@ -1,4 +1,5 @@
 """BYOL's regression loss between online predictions and target projections."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -24,7 +25,7 @@ def byol_loss(p1, p2, t1, t2, *, axis_name=None):
   t1, t2 = lax.stop_gradient(t1), lax.stop_gradient(t2)
   cos_12 = _cosine(p1, t2)
   cos_21 = _cosine(p2, t1)
-  per_example = (2 - 2 * cos_12) + (2 - 2 * cos_21)                 # [b]
+  per_example = (2 - 2 * cos_12) + (2 - 2 * cos_21)  # [b]
   loss, cos = global_mean(jnp.stack([per_example, (cos_12 + cos_21) / 2], axis=1), axis_name)
   return loss, {"cosine": cos}
 

@@ -16,6 +16,7 @@ Both variants compute, on the global batch of B image-text pairs,
   storing every block, so per-device memory is independent of the number of devices, i.e. of
   B at a fixed per-device batch.
 """
+
 from __future__ import annotations
 
 import functools
@@ -63,7 +64,7 @@ def _lse(s, axis):
 def _ring_forward(u, y, axis_name):
   """-> (global loss sum, correct image->text, correct text->image, row_lse [b], col_lse [b])."""
   n = ring_size(axis_name)
-  s0 = u @ y.T                                              # own block: holds the positives
+  s0 = u @ y.T  # own block: holds the positives
   diag = jnp.sum(u * y, axis=1)
   row_lse, row_max = _lse(s0, 1), jnp.max(s0, 1)
   # The column statistics of a text block travel with it and are complete when it gets home.
@@ -73,15 +74,20 @@ def _ring_forward(u, y, axis_name):
     row_lse, row_max, blk = carry
     blk = pass_to_next(blk, axis_name, n)
     y_blk, col_lse, col_max = blk
-    s = u @ y_blk.T                                         # [b, b]: local images x a text block
-    return (jnp.logaddexp(row_lse, _lse(s, 1)), jnp.maximum(row_max, jnp.max(s, 1)),
-            (y_blk, jnp.logaddexp(col_lse, _lse(s, 0)), jnp.maximum(col_max, jnp.max(s, 0))))
+    s = u @ y_blk.T  # [b, b]: local images x a text block
+    return (
+      jnp.logaddexp(row_lse, _lse(s, 1)),
+      jnp.maximum(row_max, jnp.max(s, 1)),
+      (y_blk, jnp.logaddexp(col_lse, _lse(s, 0)), jnp.maximum(col_max, jnp.max(s, 0))),
+    )
 
   row_lse, row_max, blk = lax.fori_loop(1, n, step, (row_lse, row_max, blk))
-  col_lse, col_max = pass_to_next(blk[1:], axis_name, n)   # the last hop brings them home
-  sums = (jnp.sum(row_lse - diag) + jnp.sum(col_lse - diag),
-          jnp.sum((diag >= row_max).astype(jnp.float32)),
-          jnp.sum((diag >= col_max).astype(jnp.float32)))
+  col_lse, col_max = pass_to_next(blk[1:], axis_name, n)  # the last hop brings them home
+  sums = (
+    jnp.sum(row_lse - diag) + jnp.sum(col_lse - diag),
+    jnp.sum((diag >= row_max).astype(jnp.float32)),
+    jnp.sum((diag >= col_max).astype(jnp.float32)),
+  )
   if axis_name is not None:
     sums = lax.psum(sums, axis_name)
   return sums, (row_lse, col_lse)
@@ -104,7 +110,7 @@ def _ring_clip_bwd(axis_name, residuals, cotangents):
   accumulated for it so far; after a full turn the gradient arrives back at its owner.
   """
   u, y, row_lse, col_lse = residuals
-  g = cotangents[0]                                         # accuracies have no gradient
+  g = cotangents[0]  # accuracies have no gradient
   n = ring_size(axis_name)
 
   def grad_block(s, col_lse_blk):
@@ -133,8 +139,15 @@ _ring_clip.defvjp(_ring_clip_fwd, _ring_clip_bwd)
 # --------------------------------------------------------------------------------------------
 
 
-def clip_loss(image_emb, text_emb, log_scale, *, axis_name=None, chunked: bool = False,
-              max_scale: float = MAX_LOGIT_SCALE):
+def clip_loss(
+  image_emb,
+  text_emb,
+  log_scale,
+  *,
+  axis_name=None,
+  chunked: bool = False,
+  max_scale: float = MAX_LOGIT_SCALE,
+):
   """CLIP's symmetric InfoNCE over the global batch.
 
   Args:
@@ -158,9 +171,9 @@ def clip_loss(image_emb, text_emb, log_scale, *, axis_name=None, chunked: bool =
   else:
     gx, offset = gather_rows(x, axis_name)
     gy, _ = gather_rows(y, axis_name)
-    labels = jnp.arange(x.shape[0]) + offset                # global ids of the local rows
-    logits_i = u @ gy.T                                     # [b, B] local images x all texts
-    logits_t = scale * y @ gx.T                             # [b, B] local texts x all images
+    labels = jnp.arange(x.shape[0]) + offset  # global ids of the local rows
+    logits_i = u @ gy.T  # [b, B] local images x all texts
+    logits_t = scale * y @ gx.T  # [b, B] local texts x all images
     pos = jnp.sum(u * y, axis=1)
     loss_sum = jnp.sum(_lse(logits_i, 1) - pos) + jnp.sum(_lse(logits_t, 1) - pos)
     i2t = jnp.sum((jnp.argmax(logits_i, 1) == labels).astype(jnp.float32))
@@ -168,5 +181,8 @@ def clip_loss(image_emb, text_emb, log_scale, *, axis_name=None, chunked: bool =
     if axis_name is not None:
       loss_sum, i2t, t2i = lax.psum((loss_sum, i2t, t2i), axis_name)
   big_b = x.shape[0] * ring_size(axis_name)
-  return loss_sum / (2 * big_b), {"image_to_text_acc": i2t / big_b,
-                                  "text_to_image_acc": t2i / big_b, "logit_scale": scale}
+  return loss_sum / (2 * big_b), {
+    "image_to_text_acc": i2t / big_b,
+    "text_to_image_acc": t2i / big_b,
+    "logit_scale": scale,
+  }

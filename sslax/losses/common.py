@@ -1,4 +1,5 @@
 """Helpers shared by the losses: normalisation and gathering rows across devices."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp

@@ -6,6 +6,7 @@ crops). The per-pair cross entropies only involve one image, so the cross-device
 mean over the global batch and the center, a running mean of the teacher's outputs over the
 GLOBAL batch (all-reduced, as in the reference's `update_center`).
 """
+
 from __future__ import annotations
 
 import jax
@@ -24,8 +25,9 @@ def teacher_temperature(epoch, warmup_temp: float, final_temp: float, warmup_epo
   return jnp.where(epoch < warmup_epochs, warm, final_temp).astype(jnp.float32)
 
 
-def dino_loss(student_logits, teacher_logits, center, student_temp: float, teacher_temp,
-              *, axis_name=None):
+def dino_loss(
+  student_logits, teacher_logits, center, student_temp: float, teacher_temp, *, axis_name=None
+):
   """DINO eq. (3): mean over pairs (t, s), s != t, of H(P_teacher(t), P_student(s)).
 
   Args:
@@ -46,26 +48,34 @@ def dino_loss(student_logits, teacher_logits, center, student_temp: float, teach
   """
   num_global, num_crops = teacher_logits.shape[1], student_logits.shape[1]
   if num_crops < num_global:
-    raise ValueError(f"DINO: the student sees {num_crops} crops but the teacher {num_global} "
-                     f"global crops; the student's crops must start with the teacher's.")
+    raise ValueError(
+      f"DINO: the student sees {num_crops} crops but the teacher {num_global} "
+      f"global crops; the student's crops must start with the teacher's."
+    )
   teacher = lax.stop_gradient(teacher_logits.astype(jnp.float32) - center)
-  teacher_probs = jax.nn.softmax(teacher / teacher_temp, axis=-1)            # [b, G, K]
+  teacher_probs = jax.nn.softmax(teacher / teacher_temp, axis=-1)  # [b, G, K]
   student_logp = jax.nn.log_softmax(student_logits.astype(jnp.float32) / student_temp, axis=-1)
-  cross = -jnp.einsum("bgk,bvk->bgv", teacher_probs, student_logp)           # [b, G, V]
+  cross = -jnp.einsum("bgk,bvk->bgv", teacher_probs, student_logp)  # [b, G, V]
   different = jnp.arange(num_global)[:, None] != jnp.arange(num_crops)[None, :]
   num_pairs = num_global * num_crops - num_global
   per_image = jnp.sum(jnp.where(different, cross, 0.0), axis=(1, 2)) / num_pairs
 
   entropy = -jnp.sum(teacher_probs * jnp.log(jnp.maximum(teacher_probs, 1e-30)), axis=-1)
-  sums = (jnp.sum(per_image), jnp.sum(entropy), jnp.sum(teacher_probs, axis=(0, 1)),
-          jnp.asarray(per_image.shape[0], jnp.float32))
+  sums = (
+    jnp.sum(per_image),
+    jnp.sum(entropy),
+    jnp.sum(teacher_probs, axis=(0, 1)),
+    jnp.asarray(per_image.shape[0], jnp.float32),
+  )
   if axis_name is not None:
     sums = lax.psum(sums, axis_name)
   loss_sum, entropy_sum, probs_sum, count = sums
   mean_probs = probs_sum / (count * num_global)
   batch_entropy = -jnp.sum(mean_probs * jnp.log(jnp.maximum(mean_probs, 1e-30)))
-  return loss_sum / count, {"teacher_entropy": entropy_sum / (count * num_global),
-                            "teacher_batch_entropy": batch_entropy}
+  return loss_sum / count, {
+    "teacher_entropy": entropy_sum / (count * num_global),
+    "teacher_batch_entropy": batch_entropy,
+  }
 
 
 def update_center(center, teacher_logits, momentum: float, *, axis_name=None):

@@ -1,4 +1,5 @@
 """MAE (He et al. 2021): patchify, per-example random masking, and the masked-patch MSE loss."""
+
 from __future__ import annotations
 
 import jax
@@ -23,8 +24,10 @@ def num_kept(num_patches: int, mask_ratio: float) -> int:
   """Visible patches per image: floor(N (1 - mask_ratio)), as the MAE reference code."""
   keep = int(num_patches * (1 - mask_ratio))
   if not 0 < keep <= num_patches:
-    raise ValueError(f"mask_ratio={mask_ratio} keeps {keep} of {num_patches} patches; pick a "
-                     f"ratio in [0, 1) that leaves at least one patch visible.")
+    raise ValueError(
+      f"mask_ratio={mask_ratio} keeps {keep} of {num_patches} patches; pick a "
+      f"ratio in [0, 1) that leaves at least one patch visible."
+    )
   return keep
 
 
@@ -39,7 +42,7 @@ def random_masking(rng: jax.Array, batch: int, num_patches: int, mask_ratio: flo
   """
   keep = num_kept(num_patches, mask_ratio)
   noise = jax.random.uniform(rng, (batch, num_patches))
-  shuffle = jnp.argsort(noise, axis=1).astype(jnp.int32)        # ascending: small noise is kept
+  shuffle = jnp.argsort(noise, axis=1).astype(jnp.int32)  # ascending: small noise is kept
   restore = jnp.argsort(shuffle, axis=1).astype(jnp.int32)
   shuffled_mask = (jnp.arange(num_patches) >= keep).astype(jnp.float32)
   mask = jnp.take_along_axis(jnp.broadcast_to(shuffled_mask, (batch, num_patches)), restore, axis=1)
@@ -63,5 +66,5 @@ def mae_loss(pred, target, mask, *, norm_pix: bool = True, eps: float = 1e-6):
     mean = jnp.mean(target, axis=-1, keepdims=True)
     var = jnp.var(target, axis=-1, keepdims=True)
     target = (target - mean) / jnp.sqrt(var + eps)
-  per_patch = jnp.mean((pred.astype(jnp.float32) - target) ** 2, axis=-1)   # [B, N]
+  per_patch = jnp.mean((pred.astype(jnp.float32) - target) ** 2, axis=-1)  # [B, N]
   return jnp.sum(per_patch * mask) / jnp.sum(mask)

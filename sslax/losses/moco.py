@@ -4,6 +4,7 @@ The loss of a query only involves its own key and the (replicated) queue, so the
 cross-device terms are the mean over the global batch and the queue update, which writes the
 keys of every device, gathered in device order, into the queue.
 """
+
 from __future__ import annotations
 
 import jax
@@ -32,7 +33,7 @@ def info_nce_queue_loss(q, k, queue, temperature: float, *, axis_name=None):
   q = l2_normalize(q.astype(jnp.float32))
   k = lax.stop_gradient(l2_normalize(k.astype(jnp.float32)))
   queue = lax.stop_gradient(queue.astype(jnp.float32))
-  positive = jnp.sum(q * k, axis=1, keepdims=True)                 # [b, 1]
+  positive = jnp.sum(q * k, axis=1, keepdims=True)  # [b, 1]
   logits = jnp.concatenate([positive, q @ queue.T], axis=1) / temperature
   per_query = jax.nn.logsumexp(logits, axis=1) - logits[:, 0]
   correct = (jnp.argmax(logits, axis=1) == 0).astype(jnp.float32)
@@ -57,11 +58,13 @@ def enqueue_keys(queue, pointer, k, *, axis_name=None):
   computed the whole batch.
   """
   k = lax.stop_gradient(l2_normalize(k.astype(jnp.float32)))
-  keys = gather_rows_invariant(k, axis_name)                       # [B, D]
+  keys = gather_rows_invariant(k, axis_name)  # [B, D]
   size, batch = queue.shape[0], keys.shape[0]
   if size % batch:
-    raise ValueError(f"MoCo queue size {size} is not a multiple of the global batch {batch}; "
-                     f"set the queue size to a multiple of the batch size, e.g. "
-                     f"{max(batch, size // batch * batch)}.")
+    raise ValueError(
+      f"MoCo queue size {size} is not a multiple of the global batch {batch}; "
+      f"set the queue size to a multiple of the batch size, e.g. "
+      f"{max(batch, size // batch * batch)}."
+    )
   queue = lax.dynamic_update_slice(queue, keys.astype(queue.dtype), (pointer, 0))
   return queue, (pointer + batch) % size

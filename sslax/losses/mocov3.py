@@ -4,6 +4,7 @@ No queue: the negatives of a query are the keys of every other image of the same
 gathered from every device. Keys come from the momentum encoder and pass a stop-gradient, so
 gradients reach the queries only; that also means the gather needs no gradient path back.
 """
+
 from __future__ import annotations
 
 import jax
@@ -30,8 +31,8 @@ def mocov3_contrastive_loss(q, k, temperature: float, *, axis_name=None):
   """
   q = l2_normalize(q.astype(jnp.float32))
   k = lax.stop_gradient(l2_normalize(k.astype(jnp.float32)))
-  keys, offset = gather_rows(k, axis_name)                         # [B, D]
-  logits = q @ keys.T / temperature                                # [b, B]
+  keys, offset = gather_rows(k, axis_name)  # [B, D]
+  logits = q @ keys.T / temperature  # [b, B]
   positive_ids = jnp.arange(q.shape[0]) + offset
   positive = jnp.take_along_axis(logits, positive_ids[:, None], axis=1)[:, 0]
   per_query = jax.nn.logsumexp(logits, axis=1) - positive

@@ -1,4 +1,5 @@
 """NT-Xent, SimCLR's contrastive loss, with negatives gathered from every device."""
+
 from __future__ import annotations
 
 import jax
@@ -28,11 +29,11 @@ def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
   g2, _ = gather_rows(z2, axis_name)
   big_b = g1.shape[0]
 
-  anchors = jnp.concatenate([z1, z2], axis=0)                     # [2b, D]
-  keys = jnp.concatenate([g1, g2], axis=0)                        # [2B, D]
-  logits = anchors @ keys.T / temperature                         # [2b, 2B]
+  anchors = jnp.concatenate([z1, z2], axis=0)  # [2b, D]
+  keys = jnp.concatenate([g1, g2], axis=0)  # [2B, D]
+  logits = anchors @ keys.T / temperature  # [2b, 2B]
 
-  rows = jnp.arange(b) + offset                                   # global ids of local rows
+  rows = jnp.arange(b) + offset  # global ids of local rows
   self_ids = jnp.concatenate([rows, rows + big_b])
   positive_ids = jnp.concatenate([rows + big_b, rows])
   columns = jnp.arange(2 * big_b)

@@ -13,6 +13,7 @@ Every pair is an independent binary problem, so no softmax normalisation crosses
   loss of its images against the block it holds ([b, b] logits). The backward pass (custom VJP)
   runs the ring again, carrying each block's gradient home, so nothing of size B is stored.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,7 +25,7 @@ from jax import lax
 from sslax.losses.clip import pass_to_next, ring_size
 from sslax.losses.common import gather_rows, l2_normalize
 
-INIT_LOG_SCALE = 2.302585092994046   # log 10 (paper: t' = log 10)
+INIT_LOG_SCALE = 2.302585092994046  # log 10 (paper: t' = log 10)
 INIT_BIAS = -10.0
 
 
@@ -32,8 +33,10 @@ def _augment(u, y, bias):
   """Folds the bias into the dot product: [u, b] . [y, 1] = u . y + b (so the ring core only
   sees two arrays and the bias gradient comes from ordinary autodiff outside it)."""
   b = u.shape[0]
-  return (jnp.concatenate([u, jnp.broadcast_to(bias, (b, 1)).astype(u.dtype)], axis=1),
-          jnp.concatenate([y, jnp.ones((b, 1), y.dtype)], axis=1))
+  return (
+    jnp.concatenate([u, jnp.broadcast_to(bias, (b, 1)).astype(u.dtype)], axis=1),
+    jnp.concatenate([y, jnp.ones((b, 1), y.dtype)], axis=1),
+  )
 
 
 def _ring_forward(u, y, axis_name):
@@ -41,14 +44,15 @@ def _ring_forward(u, y, axis_name):
   s0 = u @ y.T
   diag = jnp.sum(u * y, axis=1)
   # -log sigmoid(-s) on every pair of the own block, then fix the positives on the diagonal.
-  loss = jnp.sum(jax.nn.softplus(s0)) - jnp.sum(jax.nn.softplus(diag)) + jnp.sum(
-      jax.nn.softplus(-diag))
+  loss = (
+    jnp.sum(jax.nn.softplus(s0)) - jnp.sum(jax.nn.softplus(diag)) + jnp.sum(jax.nn.softplus(-diag))
+  )
   row_max_neg = jnp.max(jnp.where(jnp.eye(u.shape[0], dtype=bool), -jnp.inf, s0), axis=1)
 
   def step(_, carry):
     loss, row_max_neg, y_blk = carry
     y_blk = pass_to_next(y_blk, axis_name, n)
-    s = u @ y_blk.T                                         # [b, b], all negatives
+    s = u @ y_blk.T  # [b, b], all negatives
     return loss + jnp.sum(jax.nn.softplus(s)), jnp.maximum(row_max_neg, jnp.max(s, 1)), y_blk
 
   loss, row_max_neg, _ = lax.fori_loop(1, n, step, (loss, row_max_neg, y))
@@ -110,7 +114,7 @@ def siglip_loss(image_emb, text_emb, log_scale, bias, *, axis_name=None, chunked
     loss_sum, correct = _ring_siglip(u, yb, axis_name)
   else:
     gy, offset = gather_rows(y, axis_name)
-    logits = scale * x @ gy.T + bias                         # [b, B]
+    logits = scale * x @ gy.T + bias  # [b, B]
     positive = jnp.arange(gy.shape[0])[None, :] == (jnp.arange(b) + offset)[:, None]
     labels = jnp.where(positive, 1.0, -1.0)
     loss_sum = -jnp.sum(jax.nn.log_sigmoid(labels * logits))
@@ -119,5 +123,8 @@ def siglip_loss(image_emb, text_emb, log_scale, bias, *, axis_name=None, chunked
     if axis_name is not None:
       loss_sum, correct = lax.psum((loss_sum, correct), axis_name)
   big_b = b * ring_size(axis_name)
-  return loss_sum / big_b, {"image_to_text_acc": correct / big_b, "logit_scale": scale,
-                            "logit_bias": bias}
+  return loss_sum / big_b, {
+    "image_to_text_acc": correct / big_b,
+    "logit_scale": scale,
+    "logit_bias": bias,
+  }

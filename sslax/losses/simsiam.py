@@ -1,4 +1,5 @@
 """SimSiam's symmetrised negative cosine with a stop-gradient on the projections."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ def simsiam_loss(p1, p2, z1, z2, *, axis_name=None):
   -loss, the mean cosine between predictions and the other view's projection.
   """
   z1, z2 = lax.stop_gradient(z1), lax.stop_gradient(z2)
-  cos = (_cosine(p1, z2) + _cosine(p2, z1)) / 2                     # [b]
+  cos = (_cosine(p1, z2) + _cosine(p2, z1)) / 2  # [b]
   mean_cos = global_mean(cos, axis_name)
   return -mean_cos, {"cosine": mean_cos}
 

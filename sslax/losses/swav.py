@@ -5,6 +5,7 @@ across devices, so the equipartition constraint holds for the whole batch, not p
 An optional queue of earlier embeddings (replicated on every device) joins the assignment
 problem as extra samples; it is counted once, not once per device.
 """
+
 from __future__ import annotations
 
 import jax
@@ -18,8 +19,15 @@ def _psum(x, axis_name):
   return x if axis_name is None else lax.psum(x, axis_name)
 
 
-def sinkhorn_knopp(scores, epsilon: float = 0.05, num_iters: int = 3, *, axis_name=None,
-                   extra_scores=None, use_extra=True):
+def sinkhorn_knopp(
+  scores,
+  epsilon: float = 0.05,
+  num_iters: int = 3,
+  *,
+  axis_name=None,
+  extra_scores=None,
+  use_extra=True,
+):
   """Soft codes Q for the batch: SwAV eq. (3)-(4), solved by `num_iters` Sinkhorn-Knopp steps.
 
   With S the [N, K] scores of all N samples (global batch plus the queue, if any) against the K
@@ -49,22 +57,24 @@ def sinkhorn_knopp(scores, epsilon: float = 0.05, num_iters: int = 3, *, axis_na
     extra_scores = lax.stop_gradient(extra_scores.astype(jnp.float32))
     weight = jnp.asarray(use_extra, jnp.float32)
     shift = jnp.maximum(shift, jnp.where(weight > 0, jnp.max(extra_scores), shift))
-    extra = jnp.exp((extra_scores - shift) / epsilon) * weight      # [E, K]; zero when unused
+    extra = jnp.exp((extra_scores - shift) / epsilon) * weight  # [E, K]; zero when unused
     num_extra = weight * extra_scores.shape[0]
-  q = jnp.exp((scores - shift) / epsilon)                            # [b, K]
+  q = jnp.exp((scores - shift) / epsilon)  # [b, K]
 
   def total_over_samples(local_sum, extra_sum):
     return _psum(local_sum, axis_name) + (0.0 if extra_scores is None else extra_sum)
 
-  num_samples = total_over_samples(jnp.asarray(q.shape[0], jnp.float32),
-                                   None if extra_scores is None else num_extra)
+  num_samples = total_over_samples(
+    jnp.asarray(q.shape[0], jnp.float32), None if extra_scores is None else num_extra
+  )
   mass = total_over_samples(jnp.sum(q), None if extra_scores is None else jnp.sum(extra))
   q = q / mass
   if extra_scores is not None:
     extra = extra / mass
   for _ in range(num_iters):
     per_prototype = total_over_samples(
-        jnp.sum(q, axis=0), None if extra_scores is None else jnp.sum(extra, axis=0))   # [K]
+      jnp.sum(q, axis=0), None if extra_scores is None else jnp.sum(extra, axis=0)
+    )  # [K]
     q = q / (per_prototype * num_prototypes)
     q = q / (jnp.sum(q, axis=1, keepdims=True) * num_samples)
     if extra_scores is not None:
@@ -74,9 +84,17 @@ def sinkhorn_knopp(scores, epsilon: float = 0.05, num_iters: int = 3, *, axis_na
   return q / jnp.sum(q, axis=1, keepdims=True)
 
 
-def swapped_prediction_loss(scores, temperature: float = 0.1, epsilon: float = 0.05,
-                            num_iters: int = 3, num_assign: int = 2, *, axis_name=None,
-                            queue_scores=None, use_queue=True):
+def swapped_prediction_loss(
+  scores,
+  temperature: float = 0.1,
+  epsilon: float = 0.05,
+  num_iters: int = 3,
+  num_assign: int = 2,
+  *,
+  axis_name=None,
+  queue_scores=None,
+  use_queue=True,
+):
   """SwAV's swapped prediction loss (eq. 1-2) over all crops, with codes from the first crops.
 
   For each of the first `num_assign` crops (the global crops) i, codes q_i come from
@@ -99,13 +117,20 @@ def swapped_prediction_loss(scores, temperature: float = 0.1, epsilon: float = 0
   scores = scores.astype(jnp.float32)
   batch, num_crops = scores.shape[0], scores.shape[1]
   if not 1 <= num_assign < num_crops:
-    raise ValueError(f"num_assign={num_assign} must be in [1, {num_crops - 1}] for {num_crops} crops.")
-  log_p = jax.nn.log_softmax(scores / temperature, axis=-1)          # [b, V, K]
+    raise ValueError(
+      f"num_assign={num_assign} must be in [1, {num_crops - 1}] for {num_crops} crops."
+    )
+  log_p = jax.nn.log_softmax(scores / temperature, axis=-1)  # [b, V, K]
   total, entropy = 0.0, 0.0
   for i in range(num_assign):
-    codes = sinkhorn_knopp(scores[:, i], epsilon, num_iters, axis_name=axis_name,
-                           extra_scores=None if queue_scores is None else queue_scores[i],
-                           use_extra=use_queue)
+    codes = sinkhorn_knopp(
+      scores[:, i],
+      epsilon,
+      num_iters,
+      axis_name=axis_name,
+      extra_scores=None if queue_scores is None else queue_scores[i],
+      use_extra=use_queue,
+    )
     others = [v for v in range(num_crops) if v != i]
     cross_entropy = -jnp.sum(codes[:, None, :] * log_p[:, others], axis=(0, 2))  # [V - 1]
     total += jnp.sum(cross_entropy) / len(others)
@@ -125,6 +150,8 @@ def push_queue(queue, embeddings, *, axis_name=None):
   """
   rows = gather_rows_invariant(lax.stop_gradient(embeddings.astype(queue.dtype)), axis_name)
   if queue.shape[0] % rows.shape[0]:
-    raise ValueError(f"SwAV queue length {queue.shape[0]} is not a multiple of the global batch "
-                     f"{rows.shape[0]}; set swav.queue_length to a multiple of the batch size.")
-  return jnp.concatenate([rows, queue[:queue.shape[0] - rows.shape[0]]], axis=0)
+    raise ValueError(
+      f"SwAV queue length {queue.shape[0]} is not a multiple of the global batch "
+      f"{rows.shape[0]}; set swav.queue_length to a multiple of the batch size."
+    )
+  return jnp.concatenate([rows, queue[: queue.shape[0] - rows.shape[0]]], axis=0)

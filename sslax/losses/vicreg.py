@@ -1,4 +1,5 @@
 """VICReg's variance-invariance-covariance loss with statistics of the global batch."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -6,9 +7,17 @@ import jax.numpy as jnp
 from sslax.losses.batch_moments import center_and_variance, global_batch_size, global_sum, psum_if
 
 
-def vicreg_loss(z1, z2, sim_coeff: float = 25.0, var_coeff: float = 25.0,
-                cov_coeff: float = 1.0, *, gamma: float = 1.0, eps: float = 1e-4,
-                axis_name=None):
+def vicreg_loss(
+  z1,
+  z2,
+  sim_coeff: float = 25.0,
+  var_coeff: float = 25.0,
+  cov_coeff: float = 1.0,
+  *,
+  gamma: float = 1.0,
+  eps: float = 1e-4,
+  axis_name=None,
+):
   """VICReg (Bardes et al. 2022, eq. 1-6 and Algorithm 1).
 
     s(Z, Z') = 1/(N D) sum_{n,j} (z_nj - z'_nj)^2                   invariance (MSE)
@@ -37,7 +46,7 @@ def vicreg_loss(z1, z2, sim_coeff: float = 25.0, var_coeff: float = 25.0,
   for z in (z1, z2):
     centered, var = center_and_variance(z, axis_name, ddof=1)
     variance += jnp.mean(jnp.maximum(0.0, gamma - jnp.sqrt(var + eps)))
-    cov = psum_if(centered.T @ centered, axis_name) / (n - 1)     # [D, D]
+    cov = psum_if(centered.T @ centered, axis_name) / (n - 1)  # [D, D]
     # Masked, not sum(cov^2) - sum(diag^2): the variances would swamp small covariances.
     covariance += jnp.sum(jnp.where(jnp.eye(dim, dtype=bool), 0.0, cov * cov)) / dim
   loss = sim_coeff * invariance + var_coeff * variance + cov_coeff * covariance

@@ -1,4 +1,5 @@
 """Method registry: `config.method` names one of these."""
+
 from __future__ import annotations
 
 from sslax.methods.barlow_twins import BarlowTwins
@@ -22,12 +23,29 @@ from sslax.methods.swav import SwAV
 from sslax.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls for cls in (SimCLR, BYOL, SimSiam, BarlowTwins, VICReg, MoCoV2, SwAV, MoCoV3, DINO,
-                              RotNet, Jigsaw, RelativePatch)}
-METHODS.update({cls.name: cls for cls in (CLIP, SigLIP)})  # image-text (sslax/methods/image_text.py)
+  cls.name: cls
+  for cls in (
+    SimCLR,
+    BYOL,
+    SimSiam,
+    BarlowTwins,
+    VICReg,
+    MoCoV2,
+    SwAV,
+    MoCoV3,
+    DINO,
+    RotNet,
+    Jigsaw,
+    RelativePatch,
+  )
+}
+METHODS.update(
+  {cls.name: cls for cls in (CLIP, SigLIP)}
+)  # image-text (sslax/methods/image_text.py)
 
 METHODS.update({cls.name: cls for cls in (Colorization, Inpainting, DeepCluster)})  # pretext II
 METHODS[MAE.name] = MAE  # masked image modelling (sslax/methods/mae.py)
+
 
 def get_method(name: str) -> type[Method]:
   if name not in METHODS:

@@ -5,6 +5,7 @@ which network it trains (with a submodule named `backbone`, the encoder that eva
 export use), how its extra state starts and evolves, and how its loss is computed on the global
 batch.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -52,8 +53,9 @@ class Method:
     """Extra state (momentum encoder, queue, centers ...) from the initial variables."""
     return {}
 
-  def loss(self, params: PyTree, batch_stats: PyTree, method_state: PyTree, batch: dict,
-           rng: jax.Array) -> tuple[jax.Array, tuple[dict, PyTree, PyTree]]:
+  def loss(
+    self, params: PyTree, batch_stats: PyTree, method_state: PyTree, batch: dict, rng: jax.Array
+  ) -> tuple[jax.Array, tuple[dict, PyTree, PyTree]]:
     """Loss on the global batch -> (loss, (metrics, new_batch_stats, new_method_state)).
 
     batch["views"] is a tuple of [B, H, W, C] float arrays, one per `views()` entry, sharded

@@ -5,6 +5,7 @@ shape). Target: backbone + projector whose params are an EMA of the online ones,
 `method_state`; the loss never differentiates through it (stop-gradient). The EMA momentum
 rises from `base_momentum` to 1 with BYOL's cosine schedule over the run's total steps.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,14 +27,16 @@ class BYOL(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
+    return ml_collections.ConfigDict(
+      dict(
         proj_hidden_dim=4096,
         proj_dim=256,
         pred_hidden_dim=4096,
-        base_momentum=0.996,     # tau_base; the paper's 300-epoch runs use 0.99
+        base_momentum=0.996,  # tau_base; the paper's 300-epoch runs use 0.99
         view_blur_prob=(1.0, 0.1),
         view_solarize_prob=(0.0, 0.2),
-    ))
+      )
+    )
 
   def views(self):
     cfg = self.config.byol
@@ -41,16 +44,25 @@ class BYOL(Method):
 
   def network(self):
     cfg, dtype = self.config.byol, get_dtype(self.config.dtype)
-    mlp = lambda hidden: ProjectionHead(hidden_dim=hidden, out_dim=cfg.proj_dim, num_layers=2,
-                                        dtype=dtype)
-    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                          projector=mlp(cfg.proj_hidden_dim), predictor=mlp(cfg.pred_hidden_dim))
+    mlp = lambda hidden: ProjectionHead(
+      hidden_dim=hidden, out_dim=cfg.proj_dim, num_layers=2, dtype=dtype
+    )
+    return SiameseNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      projector=mlp(cfg.proj_hidden_dim),
+      predictor=mlp(cfg.pred_hidden_dim),
+    )
 
   def init_state(self, rng, variables):
     # The target starts as a copy of the online backbone + projector (params and BN stats).
-    return {"params": {k: variables["params"][k] for k in TARGET_MODULES},
-            "batch_stats": {k: variables.get("batch_stats", {})[k] for k in TARGET_MODULES
-                            if k in variables.get("batch_stats", {})}}
+    return {
+      "params": {k: variables["params"][k] for k in TARGET_MODULES},
+      "batch_stats": {
+        k: variables.get("batch_stats", {})[k]
+        for k in TARGET_MODULES
+        if k in variables.get("batch_stats", {})
+      },
+    }
 
   @functools.cached_property
   def total_steps(self) -> int:
@@ -65,6 +77,7 @@ class BYOL(Method):
       return int(c.total_steps)
     from sslax import train  # local: the trainer imports the method registry
     from sslax.data import pipeline
+
     source = train.load_source(c, c.dataset.train_split, c.dataset.num_train_examples)
     steps_per_epoch = pipeline.steps_per_epoch(pipeline.num_examples(source), c.batch_size)
     return max(int(c.total_epochs * steps_per_epoch), 1)
@@ -79,12 +92,15 @@ class BYOL(Method):
     # The target is a function of method_state only; stop_gradient makes "no gradient to the
     # target" hold even for a caller that differentiates w.r.t. method_state.
     target = jax.lax.stop_gradient(method_state)
-    (t1, t2), target_batch_stats = forward_views(net, target["params"], target["batch_stats"],
-                                                 batch["views"], method="project")
+    (t1, t2), target_batch_stats = forward_views(
+      net, target["params"], target["batch_stats"], batch["views"], method="project"
+    )
     (_, z1, p1), (_, _, p2) = online
     byol = sharding.shard_over_batch(
-        lambda a, b, c, d, axis_name: losses.byol_loss(a, b, c, d, axis_name=axis_name),
-        self.mesh, num_args=4)
+      lambda a, b, c, d, axis_name: losses.byol_loss(a, b, c, d, axis_name=axis_name),
+      self.mesh,
+      num_args=4,
+    )
     loss, metrics = byol(p1, p2, t1, t2)
     metrics = dict(metrics, embedding_std=embedding_std(z1))
     # The target's BN running statistics come from its own train-mode passes, as in the BYOL
@@ -95,5 +111,6 @@ class BYOL(Method):
   def after_update(self, method_state, params, step):
     """target <- tau target + (1 - tau) online, tau = momentum(step); step = steps taken."""
     online = {k: params[k] for k in TARGET_MODULES}
-    return dict(method_state, params=optim.ema_update(method_state["params"], online,
-                                                      self.momentum(step)))
+    return dict(
+      method_state, params=optim.ema_update(method_state["params"], online, self.momentum(step))
+    )

@@ -30,6 +30,7 @@ Metrics: `pretext_accuracy` (the classifier's accuracy on the pseudo-labels of t
 Left out: the paper's fixed Sobel filter in front of the network (it removes colour, which
 Fashion-MNIST has none of) and its MLP (fc6/fc7) between backbone and classifier.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -51,6 +52,7 @@ FIRST_MOMENT_FIELDS = ("mu", "trace")
 
 class DeepClusterNetwork(nn.Module):
   """images [B, S, S, C] -> (features [B, D], cluster logits [B, K])."""
+
   backbone: nn.Module
   num_clusters: int
   dtype: object = jnp.float32
@@ -62,13 +64,16 @@ class DeepClusterNetwork(nn.Module):
     return features, logits.astype(jnp.float32)
 
 
-def weighted_cross_entropy(logits: jax.Array, labels: jax.Array,
-                           class_weights: jax.Array) -> tuple[jax.Array, dict]:
+def weighted_cross_entropy(
+  logits: jax.Array, labels: jax.Array, class_weights: jax.Array
+) -> tuple[jax.Array, dict]:
   """logits [B, K], labels [B] int, class_weights [K] -> (mean_b w[y_b] CE_b, metrics)."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   loss = jnp.mean(class_weights[labels] * ce)
-  return loss, {"pretext_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-                "unweighted_ce": jnp.mean(ce)}
+  return loss, {
+    "pretext_accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+    "unweighted_ce": jnp.mean(ce),
+  }
 
 
 def uniform_cluster_weights(counts: jax.Array) -> jax.Array:
@@ -80,12 +85,14 @@ def uniform_cluster_weights(counts: jax.Array) -> jax.Array:
 
 def reset_first_moments(opt_state, subtree: str):
   """Zeros the momentum-like leaves (FIRST_MOMENT_FIELDS) of `opt_state` under params[subtree]."""
+
   def reset(path, leaf):
     names = [getattr(p, "name", None) for p in path]
     keys = [getattr(p, "key", None) for p in path]
     if subtree in keys and any(n in FIRST_MOMENT_FIELDS for n in names):
       return jnp.zeros_like(leaf)
     return leaf
+
   return jax.tree_util.tree_map_with_path(reset, opt_state)
 
 
@@ -94,67 +101,94 @@ class DeepCluster(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        num_clusters=10000,      # paper (ImageNet): 10k, over-segmentation helps
-        pca_dims=256,            # paper: 256, whitened, then L2-normalised
+    return ml_collections.ConfigDict(
+      dict(
+        num_clusters=10000,  # paper (ImageNet): 10k, over-segmentation helps
+        pca_dims=256,  # paper: 256, whitened, then L2-normalised
         kmeans_iters=20,
-        uniform_sampling=True,   # weight examples by 1 / cluster size (see module doc)
-        reset_classifier=True,   # paper: the top layer is re-initialised every epoch
-    ))
+        uniform_sampling=True,  # weight examples by 1 / cluster size (see module doc)
+        reset_classifier=True,  # paper: the top layer is re-initialised every epoch
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg = config.deepcluster
     if cfg.num_clusters < 2 or cfg.pca_dims < 1 or cfg.kmeans_iters < 1:
-      raise ValueError(f"config.deepcluster: num_clusters={cfg.num_clusters} must be >= 2, "
-                       f"pca_dims={cfg.pca_dims} and kmeans_iters={cfg.kmeans_iters} >= 1.")
+      raise ValueError(
+        f"config.deepcluster: num_clusters={cfg.num_clusters} must be >= 2, "
+        f"pca_dims={cfg.pca_dims} and kmeans_iters={cfg.kmeans_iters} >= 1."
+      )
     from sslax import train as train_lib  # pylint: disable=g-import-not-at-top (cycle)
     from sslax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-    source = train_lib.load_source(config, config.dataset.train_split,
-                                   config.dataset.num_train_examples)
+
+    source = train_lib.load_source(
+      config, config.dataset.train_split, config.dataset.num_train_examples
+    )
     if isinstance(source, sources.TFDSSource):
       raise ValueError(
-          f"deepcluster needs a random-access dataset (pseudo-labels are looked up by example "
-          f"index), but {config.dataset.name!r} is streamed from TFDS. Use a dataset that fits "
-          "in memory, an image_folder, or a smaller split.")
+        f"deepcluster needs a random-access dataset (pseudo-labels are looked up by example "
+        f"index), but {config.dataset.name!r} is streamed from TFDS. Use a dataset that fits "
+        "in memory, an image_folder, or a smaller split."
+      )
     self.num_examples = pipeline.num_examples(source)
     if cfg.num_clusters > self.num_examples:
-      raise ValueError(f"config.deepcluster.num_clusters={cfg.num_clusters} is more than the "
-                       f"{self.num_examples} training examples; lower it.")
+      raise ValueError(
+        f"config.deepcluster.num_clusters={cfg.num_clusters} is more than the "
+        f"{self.num_examples} training examples; lower it."
+      )
 
   def views(self):
     aug = self.config.augment
-    return (ViewSpec(size=self.config.dataset.image_size, crop_scale=tuple(aug.crop_scale),
-                     flip_prob=aug.flip_prob, jitter_prob=aug.jitter_prob,
-                     jitter_strength=aug.jitter_strength, grayscale_prob=aug.grayscale_prob,
-                     blur_prob=aug.blur_prob, solarize_prob=aug.solarize_prob),)
+    return (
+      ViewSpec(
+        size=self.config.dataset.image_size,
+        crop_scale=tuple(aug.crop_scale),
+        flip_prob=aug.flip_prob,
+        jitter_prob=aug.jitter_prob,
+        jitter_strength=aug.jitter_strength,
+        grayscale_prob=aug.grayscale_prob,
+        blur_prob=aug.blur_prob,
+        solarize_prob=aug.solarize_prob,
+      ),
+    )
 
   def network(self):
-    return DeepClusterNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                              num_clusters=self.config.deepcluster.num_clusters,
-                              dtype=get_dtype(self.config.dtype))
+    return DeepClusterNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      num_clusters=self.config.deepcluster.num_clusters,
+      dtype=get_dtype(self.config.dtype),
+    )
 
   def init_state(self, rng, variables):
     k = self.config.deepcluster.num_clusters
-    return {"pseudo_labels": jnp.zeros((self.num_examples,), jnp.int32),
-            "class_weights": jnp.ones((k,), jnp.float32),
-            "largest_cluster": jnp.ones((), jnp.float32),
-            "cluster_nmi": jnp.zeros((), jnp.float32),
-            "empty_clusters": jnp.zeros((), jnp.int32),
-            "clustered_epoch": jnp.full((), -1, jnp.int32)}
+    return {
+      "pseudo_labels": jnp.zeros((self.num_examples,), jnp.int32),
+      "class_weights": jnp.ones((k,), jnp.float32),
+      "largest_cluster": jnp.ones((), jnp.float32),
+      "cluster_nmi": jnp.zeros((), jnp.float32),
+      "empty_clusters": jnp.zeros((), jnp.int32),
+      "clustered_epoch": jnp.full((), -1, jnp.int32),
+    }
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     (_, logits), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats}, batch["views"][0], train=True,
-        mutable=["batch_stats"])
+      {"params": params, "batch_stats": batch_stats},
+      batch["views"][0],
+      train=True,
+      mutable=["batch_stats"],
+    )
     labels = method_state["pseudo_labels"][batch["index"]]
     weights = method_state["class_weights"]
     if not self.config.deepcluster.uniform_sampling:
       weights = jnp.ones_like(weights)
     loss, metrics = weighted_cross_entropy(logits, labels, weights)
-    metrics = dict(metrics, pretext_chance=method_state["largest_cluster"],
-                   cluster_nmi=method_state["cluster_nmi"],
-                   empty_clusters=method_state["empty_clusters"].astype(jnp.float32))
+    metrics = dict(
+      metrics,
+      pretext_chance=method_state["largest_cluster"],
+      cluster_nmi=method_state["cluster_nmi"],
+      empty_clusters=method_state["empty_clusters"].astype(jnp.float32),
+    )
     return loss, (metrics, updates["batch_stats"], method_state)
 
   # ---- The clustering step, once per epoch, on the host.
@@ -162,50 +196,69 @@ class DeepCluster(Method):
   def cluster(self, params, batch_stats, source, epoch: int) -> dict:
     """Features of `source` -> PCA/whitening/L2 -> k-means; a dict as `kmeans.kmeans`."""
     from sslax.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
+
     cfg = self.config.deepcluster
     variables = {"params": params["backbone"]}
     if "backbone" in batch_stats:
       variables["batch_stats"] = batch_stats["backbone"]
     feats, _ = features_lib.extract_features(
-        self.network().backbone, variables, source, image_size=self.config.dataset.image_size,
-        batch_size=self.config.eval.batch_size, mesh=self.mesh)
+      self.network().backbone,
+      variables,
+      source,
+      image_size=self.config.dataset.image_size,
+      batch_size=self.config.eval.batch_size,
+      mesh=self.mesh,
+    )
     x, valid = kmeans.put_rows(feats, self.mesh)
     z = kmeans.pca_whiten(x, valid, dims=min(cfg.pca_dims, feats.shape[1]))
     key = jax.random.fold_in(jax.random.key(self.config.seed), epoch)
-    return kmeans.kmeans(z, valid, cfg.num_clusters, key, mesh=self.mesh,
-                         num_iters=cfg.kmeans_iters)
+    return kmeans.kmeans(
+      z, valid, cfg.num_clusters, key, mesh=self.mesh, num_iters=cfg.kmeans_iters
+    )
 
   def before_epoch(self, state, epoch, setup):
     cfg, ms = self.config.deepcluster, state.method_state
     previous_epoch = int(jax.device_get(ms["clustered_epoch"]))
-    if previous_epoch == epoch:   # resumed mid-epoch: this epoch's labels are in the checkpoint
+    if previous_epoch == epoch:  # resumed mid-epoch: this epoch's labels are in the checkpoint
       return state
     out = self.cluster(state.params, state.batch_stats, setup.train_source, epoch)
-    labels = out["assignments"][:self.num_examples]
+    labels = out["assignments"][: self.num_examples]
     counts = out["counts"]
     host_labels = np.asarray(jax.device_get(labels))
-    nmi = (kmeans.normalized_mutual_information(host_labels, np.asarray(jax.device_get(ms["pseudo_labels"])))
-           if previous_epoch >= 0 else 0.0)
+    nmi = (
+      kmeans.normalized_mutual_information(
+        host_labels, np.asarray(jax.device_get(ms["pseudo_labels"]))
+      )
+      if previous_epoch >= 0
+      else 0.0
+    )
     empty = int(jnp.sum(counts == 0))
-    new_ms = dict(ms, pseudo_labels=labels, class_weights=uniform_cluster_weights(counts),
-                  largest_cluster=jnp.max(counts) / self.num_examples,
-                  cluster_nmi=jnp.asarray(nmi, jnp.float32),
-                  empty_clusters=jnp.asarray(empty, jnp.int32),
-                  clustered_epoch=jnp.asarray(epoch, jnp.int32))
+    new_ms = dict(
+      ms,
+      pseudo_labels=labels,
+      class_weights=uniform_cluster_weights(counts),
+      largest_cluster=jnp.max(counts) / self.num_examples,
+      cluster_nmi=jnp.asarray(nmi, jnp.float32),
+      empty_clusters=jnp.asarray(empty, jnp.int32),
+      clustered_epoch=jnp.asarray(epoch, jnp.int32),
+    )
     params, opt_state = state.params, state.opt_state
     if cfg.reset_classifier:
       from sslax import train as train_lib  # pylint: disable=g-import-not-at-top (cycle)
+
       channels = train_lib.image_channels(setup.train_source)
       key = jax.random.fold_in(jax.random.key(self.config.seed + 1), epoch)
-      fresh = self.network().init(key, *self.init_inputs(self.config.dataset.image_size,
-                                                         channels), train=False)
+      fresh = self.network().init(
+        key, *self.init_inputs(self.config.dataset.image_size, channels), train=False
+      )
       params = dict(params, classifier=fresh["params"]["classifier"])
       opt_state = reset_first_moments(opt_state, "classifier")
     if jax.process_index() == 0:
-      print(f"deepcluster: epoch {epoch}: k-means on {self.num_examples} examples, "
-            f"inertia {float(out['inertia']):.4f}, largest cluster {float(jnp.max(counts))}, "
-            f"{empty} empty, {int(out['reseeded'])} re-seeded; NMI with previous {nmi:.3f}",
-            flush=True)
+      print(
+        f"deepcluster: epoch {epoch}: k-means on {self.num_examples} examples, "
+        f"inertia {float(out['inertia']):.4f}, largest cluster {float(jnp.max(counts))}, "
+        f"{empty} empty, {int(out['reseeded'])} re-seeded; NMI with previous {nmi:.3f}",
+        flush=True,
+      )
     new = state.replace(params=params, opt_state=opt_state, method_state=new_ms)
     return jax.device_put(new, setup.state_sharding)
-

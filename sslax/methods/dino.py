@@ -32,6 +32,7 @@ The step counter in `method_state["step"]` (steps taken) drives the schedules in
 Evaluation and export use the student's backbone (the paper reports the teacher, which is
 usually ~1 point better; the teacher's params are in the checkpoint's method_state).
 """
+
 from __future__ import annotations
 
 import functools
@@ -59,6 +60,7 @@ def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
   more for its size (TFDS: metadata only)."""
   from sslax import train  # local: the trainer imports the method registry
   from sslax.data import pipeline
+
   source = train.load_source(config, config.dataset.train_split, config.dataset.num_train_examples)
   return pipeline.steps_per_epoch(pipeline.num_examples(source), config.batch_size)
 
@@ -85,8 +87,12 @@ class DINONetwork(nn.Module):
       return features, self.head(features, train=train)
     b = x[0].shape[0]
     features = jnp.concatenate(
-        [self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
-         for g in x], axis=1)                                           # [B, V, F]
+      [
+        self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
+        for g in x
+      ],
+      axis=1,
+    )  # [B, V, F]
     logits = self.head(features.reshape(-1, features.shape[-1]), train=train)
     return features, logits.reshape(b, features.shape[1], -1)
 
@@ -96,20 +102,21 @@ class DINO(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        out_dim=65536,                  # prototypes K
+    return ml_collections.ConfigDict(
+      dict(
+        out_dim=65536,  # prototypes K
         hidden_dim=2048,
         bottleneck_dim=256,
         head_layers=3,
-        head_use_bn=False,              # the reference: False for ViTs
+        head_use_bn=False,  # the reference: False for ViTs
         student_temp=0.1,
-        teacher_temp=0.07,              # after warmup (0.04 for short runs / unstable setups)
+        teacher_temp=0.07,  # after warmup (0.04 for short runs / unstable setups)
         warmup_teacher_temp=0.04,
         warmup_teacher_temp_epochs=30,  # integer epochs, as the reference
         center_momentum=0.9,
-        momentum_teacher=0.996,         # cosine to 1 over the run
+        momentum_teacher=0.996,  # cosine to 1 over the run
         freeze_last_layer_epochs=1.0,
-        weight_decay_end=-1.0,          # < 0: constant optimizer.weight_decay; DINO: 0.4
+        weight_decay_end=-1.0,  # < 0: constant optimizer.weight_decay; DINO: 0.4
         global_crop_scale=(0.4, 1.0),
         global_blur_prob=(1.0, 0.1),
         global_solarize_prob=(0.0, 0.2),
@@ -117,43 +124,63 @@ class DINO(Method):
         local_crop_size=96,
         local_crop_scale=(0.05, 0.4),
         local_blur_prob=0.5,
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg = config.dino
     if cfg.num_local_crops < 0 or (cfg.num_local_crops and cfg.local_crop_size < 1):
-      raise ValueError(f"config.dino.num_local_crops={cfg.num_local_crops} must be >= 0 and "
-                       f"local_crop_size={cfg.local_crop_size} >= 1.")
+      raise ValueError(
+        f"config.dino.num_local_crops={cfg.num_local_crops} must be >= 0 and "
+        f"local_crop_size={cfg.local_crop_size} >= 1."
+      )
     for key in ("global_crop_scale", "local_crop_scale"):
       lo, hi = cfg[key]
       if not 0 < lo <= hi <= 1:
         raise ValueError(f"config.dino.{key}={tuple(cfg[key])} must satisfy 0 < lo <= hi <= 1.")
     for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
       if cfg[key] <= 0:
-        raise ValueError(f"config.dino.{key}={cfg[key]} must be > 0 (DINO: student 0.1, "
-                         f"teacher 0.04 -> 0.07).")
+        raise ValueError(
+          f"config.dino.{key}={cfg[key]} must be > 0 (DINO: student 0.1, teacher 0.04 -> 0.07)."
+        )
     for key in ("center_momentum", "momentum_teacher"):
       if not 0.0 <= cfg[key] <= 1.0:
         raise ValueError(f"config.dino.{key}={cfg[key]} must be in [0, 1].")
     if cfg.out_dim < 1:
       raise ValueError(f"config.dino.out_dim={cfg.out_dim} must be >= 1 (DINO: 65536).")
     if cfg.weight_decay_end >= 0 and config.optimizer.name != "adamw":
-      raise ValueError(f"config.dino.weight_decay_end={cfg.weight_decay_end} schedules AdamW's "
-                       f"decoupled weight decay, but optimizer.name={config.optimizer.name!r}; "
-                       f"set --config.optimizer.name=adamw or --config.dino.weight_decay_end=-1.")
+      raise ValueError(
+        f"config.dino.weight_decay_end={cfg.weight_decay_end} schedules AdamW's "
+        f"decoupled weight decay, but optimizer.name={config.optimizer.name!r}; "
+        f"set --config.optimizer.name=adamw or --config.dino.weight_decay_end=-1."
+      )
 
   def views(self):
     aug, cfg = self.config.augment, self.config.dino
-    photometric = dict(flip_prob=aug.flip_prob, jitter_prob=aug.jitter_prob,
-                       jitter_strength=aug.jitter_strength, grayscale_prob=aug.grayscale_prob)
+    photometric = dict(
+      flip_prob=aug.flip_prob,
+      jitter_prob=aug.jitter_prob,
+      jitter_strength=aug.jitter_strength,
+      grayscale_prob=aug.grayscale_prob,
+    )
     global_crops = tuple(
-        ViewSpec(size=self.config.dataset.image_size, crop_scale=tuple(cfg.global_crop_scale),
-                 blur_prob=float(cfg.global_blur_prob[i]),
-                 solarize_prob=float(cfg.global_solarize_prob[i]), **photometric)
-        for i in range(NUM_GLOBAL_CROPS))
-    local_crop = ViewSpec(size=cfg.local_crop_size, crop_scale=tuple(cfg.local_crop_scale),
-                          blur_prob=cfg.local_blur_prob, solarize_prob=0.0, **photometric)
+      ViewSpec(
+        size=self.config.dataset.image_size,
+        crop_scale=tuple(cfg.global_crop_scale),
+        blur_prob=float(cfg.global_blur_prob[i]),
+        solarize_prob=float(cfg.global_solarize_prob[i]),
+        **photometric,
+      )
+      for i in range(NUM_GLOBAL_CROPS)
+    )
+    local_crop = ViewSpec(
+      size=cfg.local_crop_size,
+      crop_scale=tuple(cfg.local_crop_scale),
+      blur_prob=cfg.local_blur_prob,
+      solarize_prob=0.0,
+      **photometric,
+    )
     return global_crops + (local_crop,) * cfg.num_local_crops
 
   def network(self, teacher: bool = False):
@@ -163,9 +190,14 @@ class DINO(Method):
     if teacher and model.get("drop_path_rate", 0.0):
       model = ml_collections.ConfigDict(model.to_dict())
       model.drop_path_rate = 0.0
-    head = DINOHead(out_dim=cfg.out_dim, hidden_dim=cfg.hidden_dim,
-                    bottleneck_dim=cfg.bottleneck_dim, num_layers=cfg.head_layers,
-                    use_bn=cfg.head_use_bn, dtype=get_dtype(self.config.dtype))
+    head = DINOHead(
+      out_dim=cfg.out_dim,
+      hidden_dim=cfg.hidden_dim,
+      bottleneck_dim=cfg.bottleneck_dim,
+      num_layers=cfg.head_layers,
+      use_bn=cfg.head_use_bn,
+      dtype=get_dtype(self.config.dtype),
+    )
     return DINONetwork(backbone=make_backbone(model, self.config.dtype), head=head)
 
   @functools.cached_property
@@ -180,26 +212,32 @@ class DINO(Method):
     cfg = self.config.dino
     if cfg.weight_decay_end >= 0:
       tx = optax.chain(tx, self._weight_decay_schedule_correction())
-    in_last_layer = lambda path: (len(path) > 1 and path[0].key == "head"
-                                  and path[1].key == "last_layer")
+    in_last_layer = lambda path: (
+      len(path) > 1 and path[0].key == "head" and path[1].key == "last_layer"
+    )
     last_layer = lambda params: jax.tree_util.tree_map_with_path(
-        lambda path, _: in_last_layer(path), params)
+      lambda path, _: in_last_layer(path), params
+    )
     num_steps = int(round(cfg.freeze_last_layer_epochs * self.steps_per_epoch))
     return optim.freeze_for_steps(tx, last_layer, num_steps)
 
   def weight_decay(self, step):
     """DINO's cosine weight decay schedule from optimizer.weight_decay to weight_decay_end."""
-    return optim.cosine_increase(self.config.optimizer.weight_decay,
-                                 self.config.dino.weight_decay_end, self.total_steps)(step)
+    return optim.cosine_increase(
+      self.config.optimizer.weight_decay, self.config.dino.weight_decay_end, self.total_steps
+    )(step)
 
   def _weight_decay_schedule_correction(self) -> optax.GradientTransformation:
     """Adds -lr(t) (wd(t) - wd_0) p to AdamW's update -lr(t) (adam + wd_0 p) on decayed params,
     so the total decay is lr(t) wd(t) p as in DINO, without rebuilding the configured optimizer.
     The lr schedule is the trainer's (train.setup), rebuilt from the config."""
     opt, c = self.config.optimizer, self.config
-    lr = optim.warmup_cosine(optim.scaled_learning_rate(opt.base_lr, c.batch_size, opt.lr_scaling),
-                             self.total_steps, int(opt.warmup_epochs * self.steps_per_epoch),
-                             opt.end_lr)
+    lr = optim.warmup_cosine(
+      optim.scaled_learning_rate(opt.base_lr, c.batch_size, opt.lr_scaling),
+      self.total_steps,
+      int(opt.warmup_epochs * self.steps_per_epoch),
+      opt.end_lr,
+    )
 
     def init(params):
       return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -214,16 +252,24 @@ class DINO(Method):
 
   def init_state(self, rng, variables):
     # The teacher starts as a copy of the student (params and BN statistics).
-    return {"teacher": {"params": jax.tree.map(jnp.copy, variables["params"]),
-                        "batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {}))},
-            "center": jnp.zeros((self.config.dino.out_dim,), jnp.float32),
-            "step": jnp.zeros((), jnp.int32)}
+    return {
+      "teacher": {
+        "params": jax.tree.map(jnp.copy, variables["params"]),
+        "batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+      },
+      "center": jnp.zeros((self.config.dino.out_dim,), jnp.float32),
+      "step": jnp.zeros((), jnp.int32),
+    }
 
   def teacher_temperature(self, step):
     """The teacher temperature at (0-based) step `step`: DINO's per-epoch warmup."""
     cfg = self.config.dino
-    return dino_losses.teacher_temperature(step // self.steps_per_epoch, cfg.warmup_teacher_temp,
-                                           cfg.teacher_temp, cfg.warmup_teacher_temp_epochs)
+    return dino_losses.teacher_temperature(
+      step // self.steps_per_epoch,
+      cfg.warmup_teacher_temp,
+      cfg.teacher_temp,
+      cfg.warmup_teacher_temp_epochs,
+    )
 
   def momentum(self, step):
     """Teacher EMA momentum for the update after the step with 0-based index `step` (the
@@ -235,36 +281,53 @@ class DINO(Method):
     views = tuple(batch["views"])
     # Stochastic depth (ViT drop_path_rate) in the student needs a dropout rng.
     rngs = {} if rng is None else {"dropout": jax.random.fold_in(rng, 0)}
-    (_, student), updates = net.apply({"params": params, "batch_stats": batch_stats},
-                                      group_by_size(views), train=True, mutable=["batch_stats"],
-                                      rngs=rngs)
+    (_, student), updates = net.apply(
+      {"params": params, "batch_stats": batch_stats},
+      group_by_size(views),
+      train=True,
+      mutable=["batch_stats"],
+      rngs=rngs,
+    )
     # The teacher is a function of method_state only; the stop-gradient makes "no gradient to
     # the teacher" hold even for a caller that differentiates w.r.t. method_state.
     teacher_vars = jax.lax.stop_gradient(method_state["teacher"])
     (_, teacher), teacher_updates = self.network(teacher=True).apply(
-        teacher_vars, group_by_size(views[:NUM_GLOBAL_CROPS]), train=True, mutable=["batch_stats"])
+      teacher_vars, group_by_size(views[:NUM_GLOBAL_CROPS]), train=True, mutable=["batch_stats"]
+    )
     temp = self.teacher_temperature(method_state["step"])
 
     def local(student, teacher, center, temp, *, axis_name):
-      loss, metrics = dino_losses.dino_loss(student, teacher, center, cfg.student_temp, temp,
-                                            axis_name=axis_name)
-      new_center = dino_losses.update_center(center, teacher, cfg.center_momentum,
-                                             axis_name=axis_name)
+      loss, metrics = dino_losses.dino_loss(
+        student, teacher, center, cfg.student_temp, temp, axis_name=axis_name
+      )
+      new_center = dino_losses.update_center(
+        center, teacher, cfg.center_momentum, axis_name=axis_name
+      )
       return loss, metrics, new_center
 
     axes = sharding.BATCH_AXES
-    loss_fn = jax.shard_map(lambda *a: local(*a, axis_name=axes), mesh=self.mesh,
-                            in_specs=(P(axes), P(axes), P(), P()), out_specs=P())
+    loss_fn = jax.shard_map(
+      lambda *a: local(*a, axis_name=axes),
+      mesh=self.mesh,
+      in_specs=(P(axes), P(axes), P(), P()),
+      out_specs=P(),
+    )
     loss, metrics, center = loss_fn(student, teacher, method_state["center"], temp)
     metrics = dict(metrics, teacher_temp=temp)
-    new_state = dict(method_state, center=center, teacher=dict(
+    new_state = dict(
+      method_state,
+      center=center,
+      teacher=dict(
         method_state["teacher"],
-        batch_stats=teacher_updates.get("batch_stats", method_state["teacher"]["batch_stats"])))
+        batch_stats=teacher_updates.get("batch_stats", method_state["teacher"]["batch_stats"]),
+      ),
+    )
     return loss, (metrics, updates.get("batch_stats", batch_stats), new_state)
 
   def after_update(self, method_state, params, step):
     """teacher <- m teacher + (1 - m) student with m = momentum(step - 1); step = steps taken."""
     teacher = method_state["teacher"]
     new_params = optim.ema_update(teacher["params"], params, self.momentum(step - 1))
-    return dict(method_state, teacher=dict(teacher, params=new_params),
-                step=jnp.asarray(step, jnp.int32))
+    return dict(
+      method_state, teacher=dict(teacher, params=new_params), step=jnp.asarray(step, jnp.int32)
+    )

@@ -7,6 +7,7 @@ The batch's captions arrive as byte tokens from the image-text source and are cu
 `config.text.context_length`. The tokenizer's JSON spec is kept in the method state, so it is
 saved in every checkpoint and evaluation / export restore it without the training captions.
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -28,11 +29,12 @@ from sslax.models.text import POOLINGS, TextTransformer
 
 class ImageTextModel(nn.Module):
   """(images [B, S, S, C], tokens [B, L]) -> (image embeddings [B, E], text embeddings [B, E])."""
+
   backbone: nn.Module
   text: nn.Module
   embed_dim: int
   init_log_scale: float
-  init_bias: float | None = None       # None: no bias parameter (CLIP)
+  init_bias: float | None = None  # None: no bias parameter (CLIP)
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -55,15 +57,18 @@ class ImageTextModel(nn.Module):
 class ImageTextMethod(Method):
   """Base of clip / siglip; subclasses set `name`, the init of the logit parameters and
   `pair_loss(image_emb, text_emb, params, axis_name) -> (loss, metrics)`."""
+
   init_log_scale: ClassVar[float]
   init_bias: ClassVar[float | None] = None
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        embed_dim=512,          # joint embedding width (CLIP ViT-B/32: 512)
-        chunked_loss=False,     # True: ring exchange, per-device memory independent of B
-    ))
+    return ml_collections.ConfigDict(
+      dict(
+        embed_dim=512,  # joint embedding width (CLIP ViT-B/32: 512)
+        chunked_loss=False,  # True: ring exchange, per-device memory independent of B
+      )
+    )
 
   def tokenizer(self) -> text_lib.ByteTokenizer:
     return text_lib.ByteTokenizer(context_length=self.config.text.context_length)
@@ -71,23 +76,45 @@ class ImageTextMethod(Method):
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
     # One view per pair: the caption is the other "view".
-    return (ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
-                     jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
-                     grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
-                     solarize_prob=aug.solarize_prob),)
+    return (
+      ViewSpec(
+        size=size,
+        crop_scale=tuple(aug.crop_scale),
+        flip_prob=aug.flip_prob,
+        jitter_prob=aug.jitter_prob,
+        jitter_strength=aug.jitter_strength,
+        grayscale_prob=aug.grayscale_prob,
+        blur_prob=aug.blur_prob,
+        solarize_prob=aug.solarize_prob,
+      ),
+    )
 
   def network(self):
     t, dtype = self.config.text, get_dtype(self.config.dtype)
     if t.pooling not in POOLINGS:
       raise ValueError(f"config.text.pooling={t.pooling!r}; choose one of {POOLINGS}.")
     if t.width % t.heads:
-      raise ValueError(f"config.text.width={t.width} must be a multiple of config.text.heads={t.heads}.")
-    text = TextTransformer(vocab_size=text_lib.VOCAB_SIZE, context_length=t.context_length,
-                           width=t.width, depth=t.depth, heads=t.heads, causal=t.causal,
-                           pooling=t.pooling, dtype=dtype)
-    return ImageTextModel(backbone=make_backbone(self.config.model, self.config.dtype), text=text,
-                          embed_dim=self.config[self.name].embed_dim,
-                          init_log_scale=self.init_log_scale, init_bias=self.init_bias, dtype=dtype)
+      raise ValueError(
+        f"config.text.width={t.width} must be a multiple of config.text.heads={t.heads}."
+      )
+    text = TextTransformer(
+      vocab_size=text_lib.VOCAB_SIZE,
+      context_length=t.context_length,
+      width=t.width,
+      depth=t.depth,
+      heads=t.heads,
+      causal=t.causal,
+      pooling=t.pooling,
+      dtype=dtype,
+    )
+    return ImageTextModel(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      text=text,
+      embed_dim=self.config[self.name].embed_dim,
+      init_log_scale=self.init_log_scale,
+      init_bias=self.init_bias,
+      dtype=dtype,
+    )
 
   def init_inputs(self, image_size, channels):
     tokens = self.tokenizer().encode_batch(["", "a"])
@@ -101,29 +128,43 @@ class ImageTextMethod(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     if "tokens" not in batch:
-      raise ValueError(f"{self.name} needs an image-text dataset (batches with 'tokens'); "
-                       f"config.dataset.name={self.config.dataset.name!r} has no captions. Use "
-                       f"one of image_text_pairs, openclipart_captions, tuxpaint_captions, "
-                       f"fashion_mnist_captions, coco_captions.")
+      raise ValueError(
+        f"{self.name} needs an image-text dataset (batches with 'tokens'); "
+        f"config.dataset.name={self.config.dataset.name!r} has no captions. Use "
+        f"one of image_text_pairs, openclipart_captions, tuxpaint_captions, "
+        f"fashion_mnist_captions, coco_captions."
+      )
     (images,) = batch["views"]
     tokens = text_lib.fit_context(batch["tokens"], self.config.text.context_length)
     (image_emb, text_emb), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats}, images, tokens, train=True,
-        mutable=["batch_stats"])
+      {"params": params, "batch_stats": batch_stats},
+      images,
+      tokens,
+      train=True,
+      mutable=["batch_stats"],
+    )
     logit_params = {k: params[k] for k in ("log_scale", "logit_bias") if k in params}
     loss_fn = jax.shard_map(
-        lambda x, y, p: self.pair_loss(x, y, p, sharding.BATCH_AXES), mesh=self.mesh,
-        in_specs=(P(sharding.BATCH_AXES), P(sharding.BATCH_AXES), P()), out_specs=P())
+      lambda x, y, p: self.pair_loss(x, y, p, sharding.BATCH_AXES),
+      mesh=self.mesh,
+      in_specs=(P(sharding.BATCH_AXES), P(sharding.BATCH_AXES), P()),
+      out_specs=P(),
+    )
     loss, metrics = loss_fn(image_emb, text_emb, logit_params)
     # The pretext task: pick each image's caption among the B of the global batch.
-    metrics = dict(metrics, pretext_accuracy=metrics["image_to_text_acc"],
-                   pretext_chance=jnp.float32(1.0 / images.shape[0]))
+    metrics = dict(
+      metrics,
+      pretext_accuracy=metrics["image_to_text_acc"],
+      pretext_chance=jnp.float32(1.0 / images.shape[0]),
+    )
     return loss, (metrics, updates.get("batch_stats", batch_stats), method_state)
 
 
 def restore_tokenizer(method_state) -> text_lib.ByteTokenizer:
   """The tokenizer saved in a checkpoint's method state (numpy or jax arrays)."""
   if not method_state or "tokenizer" not in method_state:
-    raise ValueError("this checkpoint has no tokenizer in its method state: it was not trained "
-                     "by an image-text method (clip, siglip).")
+    raise ValueError(
+      "this checkpoint has no tokenizer in its method state: it was not trained "
+      "by an image-text method (clip, siglip)."
+    )
   return text_lib.ByteTokenizer.from_array(np.asarray(method_state["tokenizer"]))

@@ -20,6 +20,7 @@ Metric: `reconstruction_mse` (hidden pixels) next to `mean_predictor_mse`, the e
 predicting each hidden pixel by the mean of the batch's hidden pixels (the trivial predictor
 the loss must beat).
 """
+
 from __future__ import annotations
 
 import jax
@@ -33,8 +34,9 @@ from sslax.models.decoders import EncoderDecoder, UpsamplingDecoder
 from sslax.pretext import inpainting
 
 
-def inpainting_loss(reconstruction: jax.Array, images: jax.Array, masks: jax.Array,
-                    context_weight: float = 0.0) -> tuple[jax.Array, dict]:
+def inpainting_loss(
+  reconstruction: jax.Array, images: jax.Array, masks: jax.Array, context_weight: float = 0.0
+) -> tuple[jax.Array, dict]:
   """reconstruction, images [B, S, S, C]; masks bool [B, S, S] (True = hidden).
 
   -> (sum over pixels of w * |x - x^|^2 / (C * sum of w), metrics), w = 1 on hidden pixels
@@ -58,61 +60,89 @@ class Inpainting(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        mask="center",           # center | random_blocks
-        mask_fraction=0.5,       # center: side of the hidden square / image side (paper: 0.5)
-        num_blocks=4,            # random_blocks: squares per image ...
-        block_size=8,            # ... and their side in pixels
-        fill_value=0.5,          # what the encoder sees in the hole (images are in [0, 1])
-        context_weight=0.0,      # weight of the visible pixels' squared error (0: hole only)
-        decoder_upsamples=3,     # stride-8 map (small stem) -> full resolution
+    return ml_collections.ConfigDict(
+      dict(
+        mask="center",  # center | random_blocks
+        mask_fraction=0.5,  # center: side of the hidden square / image side (paper: 0.5)
+        num_blocks=4,  # random_blocks: squares per image ...
+        block_size=8,  # ... and their side in pixels
+        fill_value=0.5,  # what the encoder sees in the hole (images are in [0, 1])
+        context_weight=0.0,  # weight of the visible pixels' squared error (0: hole only)
+        decoder_upsamples=3,  # stride-8 map (small stem) -> full resolution
         decoder_width=64,
         crop_scale=(0.5, 1.0),
         flip_prob=0.5,
-        jitter_prob=0.0,         # the paper uses no colour augmentation
-    ))
+        jitter_prob=0.0,  # the paper uses no colour augmentation
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg, size = config.inpainting, config.dataset.image_size
     if cfg.mask not in inpainting.MASK_KINDS:
-      raise ValueError(f"config.inpainting.mask={cfg.mask!r}; choose one of {inpainting.MASK_KINDS}.")
+      raise ValueError(
+        f"config.inpainting.mask={cfg.mask!r}; choose one of {inpainting.MASK_KINDS}."
+      )
     if cfg.mask == "center":
       inpainting.center_box(size, cfg.mask_fraction)  # validates the fraction
     elif not (1 <= cfg.block_size <= size and cfg.num_blocks >= 1):
-      raise ValueError(f"config.inpainting.block_size={cfg.block_size} must be in [1, image size "
-                       f"{size}] and num_blocks={cfg.num_blocks} >= 1.")
+      raise ValueError(
+        f"config.inpainting.block_size={cfg.block_size} must be in [1, image size "
+        f"{size}] and num_blocks={cfg.num_blocks} >= 1."
+      )
     if cfg.context_weight < 0:
       raise ValueError(f"config.inpainting.context_weight={cfg.context_weight} must be >= 0.")
 
   def views(self):
     cfg, aug = self.config.inpainting, self.config.augment
-    return (ViewSpec(size=self.config.dataset.image_size, crop_scale=tuple(cfg.crop_scale),
-                     flip_prob=cfg.flip_prob, jitter_prob=cfg.jitter_prob,
-                     jitter_strength=aug.jitter_strength, grayscale_prob=0.0, blur_prob=0.0,
-                     solarize_prob=0.0),)
+    return (
+      ViewSpec(
+        size=self.config.dataset.image_size,
+        crop_scale=tuple(cfg.crop_scale),
+        flip_prob=cfg.flip_prob,
+        jitter_prob=cfg.jitter_prob,
+        jitter_strength=aug.jitter_strength,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
+      ),
+    )
 
   def network(self):
     cfg, dtype = self.config.inpainting, get_dtype(self.config.dtype)
     # out_channels=0: the decoder outputs as many channels as the input image has.
-    decoder = UpsamplingDecoder(out_channels=0, out_size=self.config.dataset.image_size,
-                                num_upsamples=cfg.decoder_upsamples, width=cfg.decoder_width,
-                                dtype=dtype)
-    return EncoderDecoder(backbone=make_backbone(self.config.model, self.config.dtype),
-                          decoder=decoder)
+    decoder = UpsamplingDecoder(
+      out_channels=0,
+      out_size=self.config.dataset.image_size,
+      num_upsamples=cfg.decoder_upsamples,
+      width=cfg.decoder_width,
+      dtype=dtype,
+    )
+    return EncoderDecoder(
+      backbone=make_backbone(self.config.model, self.config.dtype), decoder=decoder
+    )
 
   def masks(self, rng: jax.Array, batch: int) -> jax.Array:
     cfg = self.config.inpainting
-    return inpainting.make_masks(rng, batch, self.config.dataset.image_size, kind=cfg.mask,
-                                 fraction=cfg.mask_fraction, num_blocks=cfg.num_blocks,
-                                 block_size=cfg.block_size)
+    return inpainting.make_masks(
+      rng,
+      batch,
+      self.config.dataset.image_size,
+      kind=cfg.mask,
+      fraction=cfg.mask_fraction,
+      num_blocks=cfg.num_blocks,
+      block_size=cfg.block_size,
+    )
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.inpainting
     images = batch["views"][0]
     masks = self.masks(rng, images.shape[0])
     (_, reconstruction), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats},
-        inpainting.apply_mask(images, masks, cfg.fill_value), train=True, mutable=["batch_stats"])
+      {"params": params, "batch_stats": batch_stats},
+      inpainting.apply_mask(images, masks, cfg.fill_value),
+      train=True,
+      mutable=["batch_stats"],
+    )
     loss, metrics = inpainting_loss(reconstruction, images, masks, cfg.context_weight)
     return loss, (metrics, updates["batch_stats"], method_state)

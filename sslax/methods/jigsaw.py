@@ -19,6 +19,7 @@ the permutation logits. `network.backbone` embeds whole images for evaluation. B
 images share one pixel scale (the Fashion-MNIST config upsamples 28 px images to 48 px:
 16 px cells, 12 px tiles).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,22 +41,26 @@ class Jigsaw(PretextMethod):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        grid=3,                 # grid x grid tiles (2 or 3)
-        tile_size=12,           # side of each tile; cells are dataset.image_size // grid
-        num_permutations=100,   # size of the permutation set (the paper's best: 1000)
-        permutation_seed=0,     # the set is a function of (num_permutations, grid, this)
+    return ml_collections.ConfigDict(
+      dict(
+        grid=3,  # grid x grid tiles (2 or 3)
+        tile_size=12,  # side of each tile; cells are dataset.image_size // grid
+        num_permutations=100,  # size of the permutation set (the paper's best: 1000)
+        permutation_seed=0,  # the set is a function of (num_permutations, grid, this)
         normalize_tiles=True,
         head_hidden_dim=512,
         head_layers=2,
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg = config.jigsaw
     if cfg.grid not in (2, 3):
-      raise ValueError(f"config.jigsaw.grid={cfg.grid}; use 2 or 3 (the permutation set is "
-                       f"chosen among all (grid^2)! permutations).")
+      raise ValueError(
+        f"config.jigsaw.grid={cfg.grid}; use 2 or 3 (the permutation set is "
+        f"chosen among all (grid^2)! permutations)."
+      )
     # Fails here, before anything is compiled, if the tiles do not fit the grid.
     patches.cell_origins(config.dataset.image_size, cfg.grid, cfg.tile_size)
 
@@ -77,5 +82,11 @@ class Jigsaw(PretextMethod):
   def make_task(self, batch, rng, method_state):
     (images,) = batch["views"]
     cfg = self.config.jigsaw
-    return jigsaw.jigsaw_puzzles(images, rng, method_state["permutations"], cfg.grid,
-                                 cfg.tile_size, normalize=cfg.normalize_tiles)
+    return jigsaw.jigsaw_puzzles(
+      images,
+      rng,
+      method_state["permutations"],
+      cfg.grid,
+      cfg.tile_size,
+      normalize=cfg.normalize_tiles,
+    )

@@ -5,6 +5,7 @@ One view (random resized crop + flip, no colour augmentation). `network.backbone
 encoder; evaluation and export run it on full, unmasked images. No cross-device term: the loss
 is a mean over the global batch inside the jitted step.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -25,6 +26,7 @@ class MAENetwork(nn.Module):
   keep_ids [B, K] / restore_ids [B, N] (from `sslax.losses.mae.random_masking`) choose the
   visible patches; None encodes all patches (used at init).
   """
+
   backbone: nn.Module
   decoder: nn.Module
 
@@ -32,7 +34,9 @@ class MAENetwork(nn.Module):
     p = self.backbone.patch_size
     grid = (images.shape[1] // p, images.shape[2] // p)
     if restore_ids is None:
-      restore_ids = jnp.broadcast_to(jnp.arange(grid[0] * grid[1]), (images.shape[0], grid[0] * grid[1]))
+      restore_ids = jnp.broadcast_to(
+        jnp.arange(grid[0] * grid[1]), (images.shape[0], grid[0] * grid[1])
+      )
     latent = self.backbone(images, train=train, keep_ids=keep_ids, return_tokens=True)
     return self.decoder(latent, restore_ids, grid, p * p * images.shape[3])
 
@@ -42,39 +46,58 @@ class MAE(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        mask_ratio=0.75,        # fraction of patches hidden from the encoder
-        norm_pix_loss=True,     # per-patch normalised pixel targets (paper default)
-        decoder_width=512,      # the paper's ViT-B/L default: 512-d, 8 blocks, 16 heads
+    return ml_collections.ConfigDict(
+      dict(
+        mask_ratio=0.75,  # fraction of patches hidden from the encoder
+        norm_pix_loss=True,  # per-patch normalised pixel targets (paper default)
+        decoder_width=512,  # the paper's ViT-B/L default: 512-d, 8 blocks, 16 heads
         decoder_depth=8,
         decoder_heads=16,
-        decoder_mlp_dim=0,      # 0 = 4 * decoder_width
-    ))
+        decoder_mlp_dim=0,  # 0 = 4 * decoder_width
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     if config.model.name != "vit":
-      raise ValueError(f"MAE masks ViT patches; config.model.name={config.model.name!r} must be "
-                       f"'vit' (set --config.model.name=vit).")
+      raise ValueError(
+        f"MAE masks ViT patches; config.model.name={config.model.name!r} must be "
+        f"'vit' (set --config.model.name=vit)."
+      )
     cfg = config.mae
     grid = config.dataset.image_size // config.model.patch_size
-    mae_losses.num_kept(grid * grid, cfg.mask_ratio)        # raises for a bad ratio
+    mae_losses.num_kept(grid * grid, cfg.mask_ratio)  # raises for a bad ratio
     if cfg.decoder_width % cfg.decoder_heads:
-      raise ValueError(f"config.mae.decoder_width={cfg.decoder_width} is not divisible by "
-                       f"config.mae.decoder_heads={cfg.decoder_heads}.")
+      raise ValueError(
+        f"config.mae.decoder_width={cfg.decoder_width} is not divisible by "
+        f"config.mae.decoder_heads={cfg.decoder_heads}."
+      )
 
   def views(self):
     aug = self.config.augment
-    return (ViewSpec(size=self.config.dataset.image_size, crop_scale=tuple(aug.crop_scale),
-                     flip_prob=aug.flip_prob, jitter_prob=0.0, grayscale_prob=0.0,
-                     blur_prob=0.0, solarize_prob=0.0),)
+    return (
+      ViewSpec(
+        size=self.config.dataset.image_size,
+        crop_scale=tuple(aug.crop_scale),
+        flip_prob=aug.flip_prob,
+        jitter_prob=0.0,
+        grayscale_prob=0.0,
+        blur_prob=0.0,
+        solarize_prob=0.0,
+      ),
+    )
 
   def network(self):
     cfg, backbone = self.config.mae, make_backbone(self.config.model, self.config.dtype)
-    decoder = MAEDecoder(width=cfg.decoder_width, depth=cfg.decoder_depth,
-                         num_heads=cfg.decoder_heads, mlp_dim=cfg.decoder_mlp_dim,
-                         class_token=backbone.class_token,
-                         remat_policy=backbone.remat_policy, dtype=get_dtype(self.config.dtype))
+    decoder = MAEDecoder(
+      width=cfg.decoder_width,
+      depth=cfg.decoder_depth,
+      num_heads=cfg.decoder_heads,
+      mlp_dim=cfg.decoder_mlp_dim,
+      class_token=backbone.class_token,
+      remat_policy=backbone.remat_policy,
+      dtype=get_dtype(self.config.dtype),
+    )
     return MAENetwork(backbone=backbone, decoder=decoder)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
@@ -83,10 +106,18 @@ class MAE(Method):
     p = self.config.model.patch_size
     num_patches = (h // p) * (w // p)
     mask_rng, drop_rng = jax.random.split(rng)
-    keep_ids, restore_ids, mask = mae_losses.random_masking(mask_rng, b, num_patches,
-                                                        self.config.mae.mask_ratio)
-    pred = self.network().apply({"params": params}, images, train=True, keep_ids=keep_ids,
-                                restore_ids=restore_ids, rngs={"dropout": drop_rng})
-    loss = mae_losses.mae_loss(pred, mae_losses.patchify(images, p), mask,
-                           norm_pix=self.config.mae.norm_pix_loss)
+    keep_ids, restore_ids, mask = mae_losses.random_masking(
+      mask_rng, b, num_patches, self.config.mae.mask_ratio
+    )
+    pred = self.network().apply(
+      {"params": params},
+      images,
+      train=True,
+      keep_ids=keep_ids,
+      restore_ids=restore_ids,
+      rngs={"dropout": drop_rng},
+    )
+    loss = mae_losses.mae_loss(
+      pred, mae_losses.patchify(images, p), mask, norm_pix=self.config.mae.norm_pix_loss
+    )
     return loss, ({"masked_fraction": jnp.mean(mask)}, batch_stats, method_state)

@@ -34,6 +34,7 @@ L(q2, k1)), the symmetrised MoCo v2 that later comparisons (e.g. SimSiam) reprod
 second query and key forward pass. Only the view-2 keys are enqueued, so the queue's size and
 age in steps are those of the asymmetric loss.
 """
+
 from __future__ import annotations
 
 import jax
@@ -52,52 +53,71 @@ class MoCoV2(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
+    return ml_collections.ConfigDict(
+      dict(
         temperature=0.2,
-        momentum=0.999,           # key encoder EMA
-        queue_size=65536,         # K; a multiple of the global batch
+        momentum=0.999,  # key encoder EMA
+        queue_size=65536,  # K; a multiple of the global batch
         proj_hidden_dim=2048,
         proj_dim=128,
-        shuffle_bn_groups=8,      # MoCo's shuffling BN over this many groups; 1 = global BN
+        shuffle_bn_groups=8,  # MoCo's shuffling BN over this many groups; 1 = global BN
         symmetric=False,
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg, batch = config.mocov2, config.batch_size
     if cfg.queue_size < batch or cfg.queue_size % batch:
-      raise ValueError(f"config.mocov2.queue_size={cfg.queue_size} must be a positive multiple of "
-                       f"config.batch_size={batch} (whole batches are enqueued); try "
-                       f"--config.mocov2.queue_size={max(batch, cfg.queue_size // batch * batch)}.")
+      raise ValueError(
+        f"config.mocov2.queue_size={cfg.queue_size} must be a positive multiple of "
+        f"config.batch_size={batch} (whole batches are enqueued); try "
+        f"--config.mocov2.queue_size={max(batch, cfg.queue_size // batch * batch)}."
+      )
     if cfg.shuffle_bn_groups < 1 or batch % cfg.shuffle_bn_groups:
-      raise ValueError(f"config.mocov2.shuffle_bn_groups={cfg.shuffle_bn_groups} must be >= 1 and "
-                       f"divide config.batch_size={batch}.")
+      raise ValueError(
+        f"config.mocov2.shuffle_bn_groups={cfg.shuffle_bn_groups} must be >= 1 and "
+        f"divide config.batch_size={batch}."
+      )
     if not 0.0 <= cfg.momentum <= 1.0:
       raise ValueError(f"config.mocov2.momentum={cfg.momentum} must be in [0, 1].")
 
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
-                    jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
-                    grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
-                    solarize_prob=aug.solarize_prob)
+    spec = ViewSpec(
+      size=size,
+      crop_scale=tuple(aug.crop_scale),
+      flip_prob=aug.flip_prob,
+      jitter_prob=aug.jitter_prob,
+      jitter_strength=aug.jitter_strength,
+      grayscale_prob=aug.grayscale_prob,
+      blur_prob=aug.blur_prob,
+      solarize_prob=aug.solarize_prob,
+    )
     return (spec, spec)
 
   def network(self):
     cfg = self.config.mocov2
-    head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
-                          use_bn=False, dtype=get_dtype(self.config.dtype))
+    head = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim,
+      out_dim=cfg.proj_dim,
+      num_layers=2,
+      use_bn=False,
+      dtype=get_dtype(self.config.dtype),
+    )
     return BackboneWithHead(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
 
   def init_state(self, rng, variables):
     cfg = self.config.mocov2
-    queue = jax.random.normal(jax.random.fold_in(rng, 1), (cfg.queue_size, cfg.proj_dim), jnp.float32)
+    queue = jax.random.normal(
+      jax.random.fold_in(rng, 1), (cfg.queue_size, cfg.proj_dim), jnp.float32
+    )
     return {
-        # The key encoder starts as a copy of the query encoder (MoCo's initialisation).
-        "key_params": jax.tree.map(jnp.copy, variables["params"]),
-        "key_batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
-        "queue": losses.l2_normalize(queue),
-        "queue_ptr": jnp.zeros((), jnp.int32),
+      # The key encoder starts as a copy of the query encoder (MoCo's initialisation).
+      "key_params": jax.tree.map(jnp.copy, variables["params"]),
+      "key_batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+      "queue": losses.l2_normalize(queue),
+      "queue_ptr": jnp.zeros((), jnp.int32),
     }
 
   def encode(self, params, batch_stats, x, rng=None):
@@ -121,7 +141,7 @@ class MoCoV2(Method):
       z = z.reshape(batch, -1)
       new_stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), updates["batch_stats"])
     if rng is not None:
-      z = jnp.zeros_like(z).at[perm].set(z)   # row perm[i] of the batch was row i here
+      z = jnp.zeros_like(z).at[perm].set(z)  # row perm[i] of the batch was row i here
     return losses.l2_normalize(z.astype(jnp.float32)), new_stats
 
   def loss(self, params, batch_stats, method_state, batch, rng):
@@ -144,8 +164,9 @@ class MoCoV2(Method):
     def local(queue, ptr, *qk, axis_name):
       total, accs = 0.0, 0.0
       for q, k in zip(qk[0::2], qk[1::2]):
-        loss, metrics = losses.info_nce_queue_loss(q, k, queue, cfg.temperature,
-                                                   axis_name=axis_name)
+        loss, metrics = losses.info_nce_queue_loss(
+          q, k, queue, cfg.temperature, axis_name=axis_name
+        )
         total, accs = total + loss, accs + metrics["contrastive_acc"]
       # Enqueue after the loss: the current keys are positives now and negatives from the
       # next step on (MoCo's dequeue-and-enqueue).
@@ -154,9 +175,12 @@ class MoCoV2(Method):
       return total / n, {"contrastive_acc": accs / n}, new_queue, new_ptr
 
     flat = [a for pair in pairs for a in pair]
-    loss_fn = jax.shard_map(lambda queue, ptr, *qk: local(queue, ptr, *qk, axis_name=axes),
-                            mesh=self.mesh, in_specs=(P(), P()) + (P(axes),) * len(flat),
-                            out_specs=P())
+    loss_fn = jax.shard_map(
+      lambda queue, ptr, *qk: local(queue, ptr, *qk, axis_name=axes),
+      mesh=self.mesh,
+      in_specs=(P(), P()) + (P(axes),) * len(flat),
+      out_specs=P(),
+    )
     loss, metrics, queue, ptr = loss_fn(method_state["queue"], method_state["queue_ptr"], *flat)
     new_state = dict(method_state, key_batch_stats=key_stats, queue=queue, queue_ptr=ptr)
     return loss, (metrics, batch_stats, new_state)

@@ -20,6 +20,7 @@ weight decay, no optimizer state) and stays at its random init; `wrap_optimizer`
 optax.set_to_zero. The gradient clip of `optimizer.grad_clip_norm` then sees only the trained
 params, as PyTorch's requires_grad=False does.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,16 +46,18 @@ class MoCoV3(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
+    return ml_collections.ConfigDict(
+      dict(
         temperature=0.2,
-        momentum=0.99,            # m at step 0, cosine to 1 (ViT: 0.99; ResNet-50: 0.99 -> 1 too)
+        momentum=0.99,  # m at step 0, cosine to 1 (ViT: 0.99; ResNet-50: 0.99 -> 1 too)
         proj_hidden_dim=4096,
         proj_dim=256,
         pred_hidden_dim=4096,
         freeze_patch_embed=False,  # ViTs: True keeps the random patch projection fixed
         view_blur_prob=(1.0, 0.1),
         view_solarize_prob=(0.0, 0.2),
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
@@ -70,12 +73,17 @@ class MoCoV3(Method):
 
   def network(self):
     cfg, dtype = self.config.mocov3, get_dtype(self.config.dtype)
-    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=3,
-                               last_bn=True, dtype=dtype)
-    predictor = ProjectionHead(hidden_dim=cfg.pred_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
-                               dtype=dtype)
-    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                          projector=projector, predictor=predictor)
+    projector = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=3, last_bn=True, dtype=dtype
+    )
+    predictor = ProjectionHead(
+      hidden_dim=cfg.pred_hidden_dim, out_dim=cfg.proj_dim, num_layers=2, dtype=dtype
+    )
+    return SiameseNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      projector=projector,
+      predictor=predictor,
+    )
 
   def wrap_optimizer(self, tx):
     if not self.config.mocov3.freeze_patch_embed:
@@ -85,22 +93,27 @@ class MoCoV3(Method):
       backbone = params.get("backbone", {})
       if PATCH_EMBED not in backbone:
         raise ValueError(
-            f"config.mocov3.freeze_patch_embed=True, but the backbone "
-            f"(config.model.name={self.config.model.name!r}) has no '{PATCH_EMBED}' submodule "
-            f"(it has {sorted(backbone)}); use a ViT or set "
-            f"--config.mocov3.freeze_patch_embed=False.")
-      is_patch_embed = lambda path: (len(path) > 1 and path[0].key == "backbone"
-                                     and path[1].key == PATCH_EMBED)
+          f"config.mocov3.freeze_patch_embed=True, but the backbone "
+          f"(config.model.name={self.config.model.name!r}) has no '{PATCH_EMBED}' submodule "
+          f"(it has {sorted(backbone)}); use a ViT or set "
+          f"--config.mocov3.freeze_patch_embed=False."
+        )
+      is_patch_embed = lambda path: (
+        len(path) > 1 and path[0].key == "backbone" and path[1].key == PATCH_EMBED
+      )
       return jax.tree_util.tree_map_with_path(
-          lambda path, _: "frozen" if is_patch_embed(path) else "trained", params)
+        lambda path, _: "frozen" if is_patch_embed(path) else "trained", params
+      )
 
     return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
   def init_state(self, rng, variables):
     # The momentum encoder starts as a copy of the query encoder's backbone + projector.
     stats = variables.get("batch_stats", {})
-    return {"params": {k: variables["params"][k] for k in MOMENTUM_MODULES},
-            "batch_stats": {k: stats[k] for k in MOMENTUM_MODULES if k in stats}}
+    return {
+      "params": {k: variables["params"][k] for k in MOMENTUM_MODULES},
+      "batch_stats": {k: stats[k] for k in MOMENTUM_MODULES if k in stats},
+    }
 
   @functools.cached_property
   def total_steps(self) -> int:
@@ -112,16 +125,22 @@ class MoCoV3(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     net = self.network()
-    ((_, z1, q1), (_, _, q2)), batch_stats = forward_views(net, params, batch_stats,
-                                                            batch["views"])
+    ((_, z1, q1), (_, _, q2)), batch_stats = forward_views(net, params, batch_stats, batch["views"])
     momentum_encoder = jax.lax.stop_gradient(method_state)
-    (k1, k2), key_batch_stats = forward_views(net, momentum_encoder["params"],
-                                              momentum_encoder["batch_stats"], batch["views"],
-                                              method="project")
+    (k1, k2), key_batch_stats = forward_views(
+      net,
+      momentum_encoder["params"],
+      momentum_encoder["batch_stats"],
+      batch["views"],
+      method="project",
+    )
     loss_fn = sharding.shard_over_batch(
-        lambda a, b, c, d, axis_name: mocov3_loss(a, b, c, d, self.config.mocov3.temperature,
-                                                  axis_name=axis_name),
-        self.mesh, num_args=4)
+      lambda a, b, c, d, axis_name: mocov3_loss(
+        a, b, c, d, self.config.mocov3.temperature, axis_name=axis_name
+      ),
+      self.mesh,
+      num_args=4,
+    )
     loss, metrics = loss_fn(q1, q2, k1, k2)
     metrics = dict(metrics, embedding_std=embedding_std(z1))
     new_state = {"params": method_state["params"], "batch_stats": key_batch_stats}
@@ -130,5 +149,6 @@ class MoCoV3(Method):
   def after_update(self, method_state, params, step):
     """momentum encoder <- m k + (1 - m) query encoder, m = momentum(step); step = steps taken."""
     online = {k: params[k] for k in MOMENTUM_MODULES}
-    return dict(method_state, params=optim.ema_update(method_state["params"], online,
-                                                      self.momentum(step)))
+    return dict(
+      method_state, params=optim.ema_update(method_state["params"], online, self.momentum(step))
+    )

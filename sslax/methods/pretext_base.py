@@ -16,6 +16,7 @@ BatchNorm statistics are taken over every part of the global batch.
 
 Metrics: `pretext_accuracy` (top-1 on the task's own labels) and `pretext_chance` (1 / K).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -36,6 +37,7 @@ class PartsClassifier(nn.Module):
   `backbone` maps [M, h, w, C] -> [M, F] and is applied to every part; `head` maps the
   concatenated part features to class logits.
   """
+
   backbone: nn.Module
   head: nn.Module
 
@@ -49,10 +51,16 @@ class PartsClassifier(nn.Module):
 def augment_view(config, size: int) -> ViewSpec:
   """One view of side `size` with the crop and photometric settings of `config.augment`."""
   aug = config.augment
-  return ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
-                  jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
-                  grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
-                  solarize_prob=aug.solarize_prob)
+  return ViewSpec(
+    size=size,
+    crop_scale=tuple(aug.crop_scale),
+    flip_prob=aug.flip_prob,
+    jitter_prob=aug.jitter_prob,
+    jitter_strength=aug.jitter_strength,
+    grayscale_prob=aug.grayscale_prob,
+    blur_prob=aug.blur_prob,
+    solarize_prob=aug.solarize_prob,
+  )
 
 
 def classification_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:
@@ -82,10 +90,13 @@ class PretextMethod(Method):
 
   def network(self):
     cfg = self.config[self.name]
-    head = ProjectionHead(hidden_dim=cfg.head_hidden_dim, out_dim=self.num_classes(),
-                          num_layers=cfg.head_layers, dtype=get_dtype(self.config.dtype))
-    return PartsClassifier(backbone=make_backbone(self.config.model, self.config.dtype),
-                           head=head)
+    head = ProjectionHead(
+      hidden_dim=cfg.head_hidden_dim,
+      out_dim=self.num_classes(),
+      num_layers=cfg.head_layers,
+      dtype=get_dtype(self.config.dtype),
+    )
+    return PartsClassifier(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
 
   def init_inputs(self, image_size, channels):
     return (jnp.zeros((2, *self.input_shape(image_size, channels)), jnp.float32),)
@@ -98,8 +109,8 @@ class PretextMethod(Method):
     inputs = jax.lax.with_sharding_constraint(inputs, batch_sharded)
     labels = jax.lax.with_sharding_constraint(labels, batch_sharded)
     (_, logits), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats}, inputs, train=True,
-        mutable=["batch_stats"])
+      {"params": params, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
+    )
     loss, metrics = classification_loss(logits, labels)
     metrics["pretext_chance"] = jnp.float32(1.0 / self.num_classes())
     return loss, (metrics, updates["batch_stats"], method_state)

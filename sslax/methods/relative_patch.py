@@ -14,6 +14,7 @@ down-sampling of some patches is not done.
 the view the patches are cut from and the side of the images the evaluation embeds, so both
 see the same pixel scale (the Fashion-MNIST config upsamples 28 px images to 48 px).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -27,18 +28,21 @@ class RelativePatch(PretextMethod):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        patch_size=12,          # side of each patch; cells are dataset.image_size // 3
+    return ml_collections.ConfigDict(
+      dict(
+        patch_size=12,  # side of each patch; cells are dataset.image_size // 3
         normalize_patches=True,  # per-patch zero mean, unit variance
         head_hidden_dim=512,
         head_layers=2,
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     # Fails here, before anything is compiled, if the patches do not fit the grid.
-    patches.cell_origins(config.dataset.image_size, patches.RELATIVE_GRID,
-                         config.relative_patch.patch_size)
+    patches.cell_origins(
+      config.dataset.image_size, patches.RELATIVE_GRID, config.relative_patch.patch_size
+    )
 
   def num_classes(self):
     return patches.NUM_POSITIONS
@@ -50,5 +54,6 @@ class RelativePatch(PretextMethod):
   def make_task(self, batch, rng, method_state):
     (images,) = batch["views"]
     cfg = self.config.relative_patch
-    return patches.relative_patch_pairs(images, rng, cfg.patch_size,
-                                        normalize=cfg.normalize_patches)
+    return patches.relative_patch_pairs(
+      images, rng, cfg.patch_size, normalize=cfg.normalize_patches
+    )

@@ -8,6 +8,7 @@ cross-entropy (`sslax.methods.pretext_base`). Views: one crop per image from `co
 (the paper trains with random crops and flips only); a horizontal flip does not change a
 rotation's label.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -21,11 +22,13 @@ class RotNet(PretextMethod):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        all_rotations=True,     # 4 rotations of every image (4B inputs); False: one random one
+    return ml_collections.ConfigDict(
+      dict(
+        all_rotations=True,  # 4 rotations of every image (4B inputs); False: one random one
         head_hidden_dim=512,
-        head_layers=2,          # 1: linear classifier on the pooled features
-    ))
+        head_layers=2,  # 1: linear classifier on the pooled features
+      )
+    )
 
   def num_classes(self):
     return rotation.NUM_ROTATIONS

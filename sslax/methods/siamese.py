@@ -10,6 +10,7 @@ statistics are updated by both passes in turn.
 deviation of L2-normalised embeddings, ~1/sqrt(D) when they spread over the sphere and 0 when
 every image maps to the same point.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ COLLAPSE_STD_FRACTION = 0.1
 
 class SiameseNetwork(nn.Module):
   """images [B, H, W, C] -> backbone -> features [B, F] -> projector -> z [B, D] -> predictor -> p."""
+
   backbone: nn.Module
   projector: nn.Module
   predictor: Optional[nn.Module] = None
@@ -53,18 +55,27 @@ class SiameseNetwork(nn.Module):
     return self.projector(self.backbone(x, train=train), train=train)
 
 
-def two_views(config: ml_collections.ConfigDict, blur_probs: Sequence[float] | None = None,
-              solarize_probs: Sequence[float] | None = None) -> tuple[ViewSpec, ViewSpec]:
+def two_views(
+  config: ml_collections.ConfigDict,
+  blur_probs: Sequence[float] | None = None,
+  solarize_probs: Sequence[float] | None = None,
+) -> tuple[ViewSpec, ViewSpec]:
   """Two view recipes from `config.augment`, with per-view blur / solarize probabilities.
 
   BYOL (appendix B) and after it Barlow Twins and VICReg use blur 1.0 / 0.1 and solarize
   0.0 / 0.2 for view 1 / view 2; None keeps config.augment's value for both views.
   """
   aug, size = config.augment, config.dataset.image_size
-  base = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
-                  jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
-                  grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
-                  solarize_prob=aug.solarize_prob)
+  base = ViewSpec(
+    size=size,
+    crop_scale=tuple(aug.crop_scale),
+    flip_prob=aug.flip_prob,
+    jitter_prob=aug.jitter_prob,
+    jitter_strength=aug.jitter_strength,
+    grayscale_prob=aug.grayscale_prob,
+    blur_prob=aug.blur_prob,
+    solarize_prob=aug.solarize_prob,
+  )
   views = [base, base]
   for i in range(2):
     if blur_probs is not None:
@@ -82,8 +93,13 @@ def forward_views(network: nn.Module, params, batch_stats, views, method=None):
   """
   outputs = []
   for view in views:
-    out, updates = network.apply({"params": params, "batch_stats": batch_stats}, view,
-                                 train=True, mutable=["batch_stats"], method=method)
+    out, updates = network.apply(
+      {"params": params, "batch_stats": batch_stats},
+      view,
+      train=True,
+      mutable=["batch_stats"],
+      method=method,
+    )
     batch_stats = updates.get("batch_stats", batch_stats)
     outputs.append(out)
   return outputs, batch_stats
@@ -117,16 +133,22 @@ class EmbeddingLossMethod:
 
   def network(self):
     cfg = self.config[self.name]
-    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
-                               num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
-    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                          projector=projector)
+    projector = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim,
+      out_dim=cfg.proj_dim,
+      num_layers=cfg.proj_layers,
+      dtype=get_dtype(self.config.dtype),
+    )
+    return SiameseNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype), projector=projector
+    )
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     ((_, z1, _), (_, z2, _)), batch_stats = forward_views(
-        self.network(), params, batch_stats, batch["views"])
+      self.network(), params, batch_stats, batch["views"]
+    )
     loss_fn = sharding.shard_over_batch(
-        lambda a, b, axis_name: self.embedding_loss(a, b, axis_name=axis_name),
-        self.mesh, num_args=2)
+      lambda a, b, axis_name: self.embedding_loss(a, b, axis_name=axis_name), self.mesh, num_args=2
+    )
     loss, metrics = loss_fn(z1, z2)
     return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)

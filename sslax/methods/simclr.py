@@ -1,4 +1,5 @@
 """SimCLR (Chen et al. 2020): two views, a projection head, NT-Xent over the global batch."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -15,25 +16,37 @@ class SimCLR(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
-        temperature=0.5,        # tau of NT-Xent (0.1 for ImageNet at batch 4096)
+    return ml_collections.ConfigDict(
+      dict(
+        temperature=0.5,  # tau of NT-Xent (0.1 for ImageNet at batch 4096)
         proj_hidden_dim=2048,
         proj_dim=128,
-        proj_layers=2,          # SimCLR v1: 2; v2: 3
-    ))
+        proj_layers=2,  # SimCLR v1: 2; v2: 3
+      )
+    )
 
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec(size=size, crop_scale=tuple(aug.crop_scale), flip_prob=aug.flip_prob,
-                    jitter_prob=aug.jitter_prob, jitter_strength=aug.jitter_strength,
-                    grayscale_prob=aug.grayscale_prob, blur_prob=aug.blur_prob,
-                    solarize_prob=aug.solarize_prob)
+    spec = ViewSpec(
+      size=size,
+      crop_scale=tuple(aug.crop_scale),
+      flip_prob=aug.flip_prob,
+      jitter_prob=aug.jitter_prob,
+      jitter_strength=aug.jitter_strength,
+      grayscale_prob=aug.grayscale_prob,
+      blur_prob=aug.blur_prob,
+      solarize_prob=aug.solarize_prob,
+    )
     return (spec, spec)
 
   def network(self):
     cfg = self.config.simclr
-    head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
-                          num_layers=cfg.proj_layers, dtype=get_dtype(self.config.dtype))
+    head = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim,
+      out_dim=cfg.proj_dim,
+      num_layers=cfg.proj_layers,
+      dtype=get_dtype(self.config.dtype),
+    )
     return BackboneWithHead(backbone=make_backbone(self.config.model, self.config.dtype), head=head)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
@@ -43,11 +56,15 @@ class SimCLR(Method):
     # SimCLR. Stacking on axis 1 keeps each device's rows local (no resharding).
     x = jnp.stack([view1, view2], axis=1).reshape(2 * b, *view1.shape[1:])
     (_, z), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
+      {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+    )
     z = z.reshape(b, 2, -1)
     nt_xent = sharding.shard_over_batch(
-        lambda z1, z2, axis_name: losses.nt_xent_loss(
-            z1, z2, self.config.simclr.temperature, axis_name=axis_name),
-        self.mesh, num_args=2)
+      lambda z1, z2, axis_name: losses.nt_xent_loss(
+        z1, z2, self.config.simclr.temperature, axis_name=axis_name
+      ),
+      self.mesh,
+      num_args=2,
+    )
     loss, metrics = nt_xent(z[:, 0], z[:, 1])
     return loss, (metrics, updates["batch_stats"], method_state)

@@ -4,6 +4,7 @@ Projector: 3 layers (Linear-BN-ReLU x 2, Linear-BN without affine), 2048-d at Im
 Predictor: bottleneck MLP 2048 -> 512 -> 2048 (Linear-BN-ReLU, Linear). Views: the symmetric
 recipe of `config.augment` (MoCo v2's, with blur 0.5, on ImageNet).
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -19,29 +20,39 @@ class SimSiam(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
+    return ml_collections.ConfigDict(
+      dict(
         proj_hidden_dim=2048,
         proj_dim=2048,
-        pred_hidden_dim=512,    # the predictor's bottleneck
-    ))
+        pred_hidden_dim=512,  # the predictor's bottleneck
+      )
+    )
 
   def views(self):
     return two_views(self.config)
 
   def network(self):
     cfg, dtype = self.config.simsiam, get_dtype(self.config.dtype)
-    projector = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim,
-                               num_layers=3, last_bn=True, dtype=dtype)
-    predictor = ProjectionHead(hidden_dim=cfg.pred_hidden_dim, out_dim=cfg.proj_dim,
-                               num_layers=2, dtype=dtype)
-    return SiameseNetwork(backbone=make_backbone(self.config.model, self.config.dtype),
-                          projector=projector, predictor=predictor)
+    projector = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=3, last_bn=True, dtype=dtype
+    )
+    predictor = ProjectionHead(
+      hidden_dim=cfg.pred_hidden_dim, out_dim=cfg.proj_dim, num_layers=2, dtype=dtype
+    )
+    return SiameseNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      projector=projector,
+      predictor=predictor,
+    )
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     ((_, z1, p1), (_, z2, p2)), batch_stats = forward_views(
-        self.network(), params, batch_stats, batch["views"])
+      self.network(), params, batch_stats, batch["views"]
+    )
     simsiam = sharding.shard_over_batch(
-        lambda a, b, c, d, axis_name: losses.simsiam_loss(a, b, c, d, axis_name=axis_name),
-        self.mesh, num_args=4)
+      lambda a, b, c, d, axis_name: losses.simsiam_loss(a, b, c, d, axis_name=axis_name),
+      self.mesh,
+      num_args=4,
+    )
     loss, metrics = simsiam(p1, p2, z1, z2)
     return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)

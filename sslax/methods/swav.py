@@ -29,6 +29,7 @@ batches (replicated, gathered in device order) join the Sinkhorn problem once th
 full, as in the reference; filling starts at step `queue_start_step`. Useful for small batches
 only (the reference turns it off at batch 4096).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -48,12 +49,14 @@ NUM_GLOBAL_CROPS = 2
 
 class Prototypes(nn.Module):
   """[N, D] unit embeddings -> [N, K] scores against K unit prototypes (no bias)."""
+
   num_prototypes: int
 
   @nn.compact
   def __call__(self, z):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (z.shape[-1], self.num_prototypes), jnp.float32)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (z.shape[-1], self.num_prototypes), jnp.float32
+    )
     return z.astype(jnp.float32) @ losses.l2_normalize(kernel, axis=0)
 
 
@@ -74,8 +77,12 @@ class SwAVNetwork(nn.Module):
       return features, z, self.prototypes(z)
     b = x[0].shape[0]
     features = jnp.concatenate(
-        [self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
-         for g in x], axis=1)                                           # [B, V, F]
+      [
+        self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
+        for g in x
+      ],
+      axis=1,
+    )  # [B, V, F]
     v = features.shape[1]
     z = losses.l2_normalize(self.head(features.reshape(b * v, -1), train=train))
     scores = self.prototypes(z)
@@ -97,7 +104,8 @@ class SwAV(Method):
 
   @classmethod
   def default_config(cls):
-    return ml_collections.ConfigDict(dict(
+    return ml_collections.ConfigDict(
+      dict(
         temperature=0.1,
         epsilon=0.05,
         sinkhorn_iterations=3,
@@ -109,20 +117,25 @@ class SwAV(Method):
         local_crop_size=96,
         local_crop_scale=(0.05, 0.14),
         freeze_prototypes_steps=313,
-        queue_length=0,           # 0 = no queue; else a multiple of the global batch
+        queue_length=0,  # 0 = no queue; else a multiple of the global batch
         queue_start_step=0,
-    ))
+      )
+    )
 
   def __init__(self, config, mesh):
     super().__init__(config, mesh)
     cfg, batch = config.swav, config.batch_size
     if cfg.queue_length < 0 or cfg.queue_length % batch:
-      raise ValueError(f"config.swav.queue_length={cfg.queue_length} must be 0 (no queue) or a "
-                       f"multiple of config.batch_size={batch}; try "
-                       f"--config.swav.queue_length={max(batch, cfg.queue_length // batch * batch)}.")
+      raise ValueError(
+        f"config.swav.queue_length={cfg.queue_length} must be 0 (no queue) or a "
+        f"multiple of config.batch_size={batch}; try "
+        f"--config.swav.queue_length={max(batch, cfg.queue_length // batch * batch)}."
+      )
     if cfg.num_local_crops < 0 or (cfg.num_local_crops and cfg.local_crop_size < 1):
-      raise ValueError(f"config.swav.num_local_crops={cfg.num_local_crops} must be >= 0 and "
-                       f"local_crop_size={cfg.local_crop_size} >= 1.")
+      raise ValueError(
+        f"config.swav.num_local_crops={cfg.num_local_crops} must be >= 0 and "
+        f"local_crop_size={cfg.local_crop_size} >= 1."
+      )
     for key in ("global_crop_scale", "local_crop_scale"):
       lo, hi = cfg[key]
       if not 0 < lo <= hi <= 1:
@@ -130,69 +143,103 @@ class SwAV(Method):
 
   def views(self):
     aug, cfg = self.config.augment, self.config.swav
-    photometric = dict(flip_prob=aug.flip_prob, jitter_prob=aug.jitter_prob,
-                       jitter_strength=aug.jitter_strength, grayscale_prob=aug.grayscale_prob,
-                       blur_prob=aug.blur_prob, solarize_prob=aug.solarize_prob)
-    global_crop = ViewSpec(size=self.config.dataset.image_size,
-                           crop_scale=tuple(cfg.global_crop_scale), **photometric)
-    local_crop = ViewSpec(size=cfg.local_crop_size, crop_scale=tuple(cfg.local_crop_scale),
-                          **photometric)
+    photometric = dict(
+      flip_prob=aug.flip_prob,
+      jitter_prob=aug.jitter_prob,
+      jitter_strength=aug.jitter_strength,
+      grayscale_prob=aug.grayscale_prob,
+      blur_prob=aug.blur_prob,
+      solarize_prob=aug.solarize_prob,
+    )
+    global_crop = ViewSpec(
+      size=self.config.dataset.image_size, crop_scale=tuple(cfg.global_crop_scale), **photometric
+    )
+    local_crop = ViewSpec(
+      size=cfg.local_crop_size, crop_scale=tuple(cfg.local_crop_scale), **photometric
+    )
     return (global_crop,) * NUM_GLOBAL_CROPS + (local_crop,) * cfg.num_local_crops
 
   def network(self):
     cfg = self.config.swav
-    head = ProjectionHead(hidden_dim=cfg.proj_hidden_dim, out_dim=cfg.proj_dim, num_layers=2,
-                          dtype=get_dtype(self.config.dtype))
-    return SwAVNetwork(backbone=make_backbone(self.config.model, self.config.dtype), head=head,
-                       prototypes=Prototypes(cfg.num_prototypes))
+    head = ProjectionHead(
+      hidden_dim=cfg.proj_hidden_dim,
+      out_dim=cfg.proj_dim,
+      num_layers=2,
+      dtype=get_dtype(self.config.dtype),
+    )
+    return SwAVNetwork(
+      backbone=make_backbone(self.config.model, self.config.dtype),
+      head=head,
+      prototypes=Prototypes(cfg.num_prototypes),
+    )
 
   def wrap_optimizer(self, tx):
-    frozen = lambda params: {k: jax.tree.map(lambda _: k == "prototypes", v)
-                             for k, v in params.items()}
+    frozen = lambda params: {
+      k: jax.tree.map(lambda _: k == "prototypes", v) for k, v in params.items()
+    }
     return optim.freeze_for_steps(tx, frozen, self.config.swav.freeze_prototypes_steps)
 
   def init_state(self, rng, variables):
     cfg = self.config.swav
     if not cfg.queue_length:
       return {}
-    return {"queue": jnp.zeros((NUM_GLOBAL_CROPS, cfg.queue_length, cfg.proj_dim), jnp.float32),
-            "queue_fill": jnp.zeros((), jnp.int32),   # rows written so far (saturates)
-            "step": jnp.zeros((), jnp.int32)}
+    return {
+      "queue": jnp.zeros((NUM_GLOBAL_CROPS, cfg.queue_length, cfg.proj_dim), jnp.float32),
+      "queue_fill": jnp.zeros((), jnp.int32),  # rows written so far (saturates)
+      "step": jnp.zeros((), jnp.int32),
+    }
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg, axes = self.config.swav, sharding.BATCH_AXES
     (_, z, scores), updates = self.network().apply(
-        {"params": params, "batch_stats": batch_stats}, group_by_size(batch["views"]),
-        train=True, mutable=["batch_stats"])
-    loss_kw = dict(temperature=cfg.temperature, epsilon=cfg.epsilon,
-                   num_iters=cfg.sinkhorn_iterations, num_assign=NUM_GLOBAL_CROPS)
+      {"params": params, "batch_stats": batch_stats},
+      group_by_size(batch["views"]),
+      train=True,
+      mutable=["batch_stats"],
+    )
+    loss_kw = dict(
+      temperature=cfg.temperature,
+      epsilon=cfg.epsilon,
+      num_iters=cfg.sinkhorn_iterations,
+      num_assign=NUM_GLOBAL_CROPS,
+    )
 
     if not cfg.queue_length:
       loss_fn = sharding.shard_over_batch(
-          lambda s, axis_name: losses.swapped_prediction_loss(s, axis_name=axis_name, **loss_kw),
-          self.mesh, num_args=1)
+        lambda s, axis_name: losses.swapped_prediction_loss(s, axis_name=axis_name, **loss_kw),
+        self.mesh,
+        num_args=1,
+      )
       loss, metrics = loss_fn(scores)
       return loss, (metrics, updates["batch_stats"], method_state)
 
-    queue = method_state["queue"]                                   # [2, Q, D]
+    queue = method_state["queue"]  # [2, Q, D]
     prototypes = losses.l2_normalize(params["prototypes"]["kernel"], axis=0)
-    queue_scores = lax.stop_gradient(queue @ prototypes)            # [2, Q, K]
-    use_queue = method_state["queue_fill"] >= cfg.queue_length      # the reference: once full
+    queue_scores = lax.stop_gradient(queue @ prototypes)  # [2, Q, K]
+    use_queue = method_state["queue_fill"] >= cfg.queue_length  # the reference: once full
     filling = method_state["step"] >= cfg.queue_start_step
 
     def local(scores, z, queue_scores, use_queue, queue, filling, *, axis_name):
       loss, metrics = losses.swapped_prediction_loss(
-          scores, axis_name=axis_name, queue_scores=queue_scores, use_queue=use_queue, **loss_kw)
-      pushed = jnp.stack([losses.push_queue(queue[i], z[:, i], axis_name=axis_name)
-                          for i in range(NUM_GLOBAL_CROPS)])
+        scores, axis_name=axis_name, queue_scores=queue_scores, use_queue=use_queue, **loss_kw
+      )
+      pushed = jnp.stack(
+        [losses.push_queue(queue[i], z[:, i], axis_name=axis_name) for i in range(NUM_GLOBAL_CROPS)]
+      )
       return loss, metrics, jnp.where(filling, pushed, queue)
 
     loss_fn = jax.shard_map(
-        lambda *args: local(*args, axis_name=axes), mesh=self.mesh,
-        in_specs=(P(axes), P(axes), P(), P(), P(), P()), out_specs=P())
+      lambda *args: local(*args, axis_name=axes),
+      mesh=self.mesh,
+      in_specs=(P(axes), P(axes), P(), P(), P(), P()),
+      out_specs=P(),
+    )
     loss, metrics, new_queue = loss_fn(scores, z, queue_scores, use_queue, queue, filling)
-    fill = jnp.where(filling, jnp.minimum(method_state["queue_fill"] + self.config.batch_size,
-                                          cfg.queue_length), method_state["queue_fill"])
+    fill = jnp.where(
+      filling,
+      jnp.minimum(method_state["queue_fill"] + self.config.batch_size, cfg.queue_length),
+      method_state["queue_fill"],
+    )
     metrics = dict(metrics, queue_in_use=use_queue.astype(jnp.float32))
     new_state = dict(method_state, queue=new_queue, queue_fill=fill)
     return loss, (metrics, updates["batch_stats"], new_state)

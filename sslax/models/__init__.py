@@ -1,4 +1,5 @@
 """Model registry: backbones are chosen by name from `config.model`."""
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -23,12 +24,35 @@ def make_backbone(model: ml_collections.ConfigDict, dtype: str = "float32"):
   if model.name == "resnet":
     return ResNet(depth=model.depth, width=model.width, stem=model.stem, dtype=get_dtype(dtype))
   if model.name == "vit":
-    width, depth, heads = vit_dims(model.variant, model.hidden_size, model.num_layers, model.num_heads)
-    return ViT(width=width, depth=depth, num_heads=heads, mlp_dim=model.mlp_dim,
-               patch_size=model.patch_size, posemb=model.posemb, pool=model.pool,
-               class_token=model.class_token, drop_path_rate=model.drop_path_rate,
-               remat_policy=model.remat_policy, scan=model.scan, dtype=get_dtype(dtype))
+    width, depth, heads = vit_dims(
+      model.variant, model.hidden_size, model.num_layers, model.num_heads
+    )
+    return ViT(
+      width=width,
+      depth=depth,
+      num_heads=heads,
+      mlp_dim=model.mlp_dim,
+      patch_size=model.patch_size,
+      posemb=model.posemb,
+      pool=model.pool,
+      class_token=model.class_token,
+      drop_path_rate=model.drop_path_rate,
+      remat_policy=model.remat_policy,
+      scan=model.scan,
+      dtype=get_dtype(dtype),
+    )
   raise ValueError(f"Unknown model.name {model.name!r}; choose one of {BACKBONES}.")
 
 
-__all__ = ["ResNet", "ViT", "vit_dims", "ProjectionHead", "BackboneWithHead", "make_backbone", "get_dtype", "BACKBONES", "DEPTHS", "STEMS"]
+__all__ = [
+  "ResNet",
+  "ViT",
+  "vit_dims",
+  "ProjectionHead",
+  "BackboneWithHead",
+  "make_backbone",
+  "get_dtype",
+  "BACKBONES",
+  "DEPTHS",
+  "STEMS",
+]

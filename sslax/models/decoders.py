@@ -6,6 +6,7 @@ backbone once and captures, with `flax.linen.intercept_methods`, the last 4-D [B
 output any of its submodules produced (for the ResNets: the last residual block, i.e. the
 map just before global average pooling). No backbone needs to know about it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,8 +29,10 @@ def backbone_with_feature_map(backbone: nn.Module, x: jax.Array, train: bool):
   with nn.intercept_methods(capture):
     features = backbone(x, train=train)
   if not maps:
-    raise ValueError(f"backbone {type(backbone).__name__} produced no 4-D feature map; the "
-                     "pixel pretext tasks need a convolutional backbone (model.name='resnet').")
+    raise ValueError(
+      f"backbone {type(backbone).__name__} produced no 4-D feature map; the "
+      "pixel pretext tasks need a convolutional backbone (model.name='resnet')."
+    )
   return features, maps[-1]
 
 
@@ -42,6 +45,7 @@ class UpsamplingDecoder(nn.Module):
   `width`, then a 1x1 conv; a final bilinear resize to `out_size` when the map is not
   already that size (e.g. 28 px images whose stride-8 map is 4x4).
   """
+
   out_channels: int
   out_size: int
   num_upsamples: int = 3
@@ -57,10 +61,12 @@ class UpsamplingDecoder(nn.Module):
     for i in range(self.num_upsamples):
       b, h, w, c = x.shape
       x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "nearest")
-      x = nn.Conv(max(self.width // 2**i, 8), (3, 3), use_bias=False, dtype=self.dtype,
-                  name=f"conv{i}")(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                       dtype=self.dtype, name=f"bn{i}")(x)
+      x = nn.Conv(
+        max(self.width // 2**i, 8), (3, 3), use_bias=False, dtype=self.dtype, name=f"conv{i}"
+      )(x)
+      x = nn.BatchNorm(
+        use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=f"bn{i}"
+      )(x)
       x = nn.relu(x)
     x = nn.Conv(out_channels, (1, 1), dtype=self.dtype, name="out")(x).astype(jnp.float32)
     b, h, w, _ = x.shape
@@ -71,6 +77,7 @@ class UpsamplingDecoder(nn.Module):
 
 class EncoderDecoder(nn.Module):
   """images [B, S, S, C] -> (backbone features [B, D], decoder(feature map))."""
+
   backbone: nn.Module
   decoder: nn.Module
 

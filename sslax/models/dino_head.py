@@ -1,4 +1,5 @@
 """DINO's projection head: MLP -> bottleneck -> L2-normalise -> weight-normalised prototypes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,12 +18,14 @@ class WeightNormDense(nn.Module):
   the gradient is the true gradient w.r.t. V. The name of this module in DINOHead,
   `last_layer`, is what DINO freezes during the first epoch.
   """
+
   features: int
 
   @nn.compact
   def __call__(self, x):
-    direction = self.param("kernel", nn.initializers.lecun_normal(),
-                           (x.shape[-1], self.features), jnp.float32)
+    direction = self.param(
+      "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features), jnp.float32
+    )
     return x.astype(jnp.float32) @ l2_normalize(direction, axis=0)
 
 
@@ -34,6 +37,7 @@ class DINOHead(nn.Module):
   std 0.02 and zero biases, as in the reference. ImageNet: hidden 2048, bottleneck 256,
   65536 prototypes, no BatchNorm in the head (use_bn=False, the default for ViTs).
   """
+
   out_dim: int = 65536
   hidden_dim: int = 2048
   bottleneck_dim: int = 256
@@ -44,13 +48,18 @@ class DINOHead(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     dense = lambda features, name: nn.Dense(
-        features, dtype=self.dtype, name=name,
-        kernel_init=nn.initializers.truncated_normal(0.02), bias_init=nn.initializers.zeros)
+      features,
+      dtype=self.dtype,
+      name=name,
+      kernel_init=nn.initializers.truncated_normal(0.02),
+      bias_init=nn.initializers.zeros,
+    )
     for i in range(self.num_layers - 1):
       x = dense(self.hidden_dim, f"dense{i}")(x)
       if self.use_bn:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, name=f"bn{i}")(x)
+        x = nn.BatchNorm(
+          use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, name=f"bn{i}"
+        )(x)
       x = nn.gelu(x, approximate=False)
     x = dense(self.bottleneck_dim, "bottleneck")(x)
     x = l2_normalize(x.astype(jnp.float32))

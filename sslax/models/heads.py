@@ -1,4 +1,5 @@
 """Heads that sit on a backbone's pooled features."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,6 +13,7 @@ class ProjectionHead(nn.Module):
 
   SimCLR v1 uses 2 layers; v2 uses 3 and a BN on the output. Input [B, D_in] -> [B, out_dim].
   """
+
   hidden_dim: int = 2048
   out_dim: int = 128
   num_layers: int = 2
@@ -21,8 +23,9 @@ class ProjectionHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                     epsilon=1e-5, dtype=self.dtype, **kw)
+    norm = lambda **kw: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, **kw
+    )
     for i in range(self.num_layers - 1):
       x = nn.Dense(self.hidden_dim, use_bias=not self.use_bn, dtype=self.dtype, name=f"dense{i}")(x)
       if self.use_bn:
@@ -40,6 +43,7 @@ class BackboneWithHead(nn.Module):
   The network of SimCLR and of MoCo's query/key encoders; `backbone` is what evaluation and
   export use.
   """
+
   backbone: nn.Module
   head: nn.Module
 

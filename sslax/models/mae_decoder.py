@@ -1,4 +1,5 @@
 """MAE's lightweight decoder: visible latents + mask tokens -> pixels of every patch."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,10 +18,11 @@ class MAEDecoder(nn.Module):
   sin-cos position embeddings of its own, and runs `depth` transformer blocks. The class
   token (if the encoder has one) takes part in attention and is dropped from the output.
   """
+
   width: int = 512
   depth: int = 8
   num_heads: int = 16
-  mlp_dim: int = 0               # 0 = 4 * width
+  mlp_dim: int = 0  # 0 = 4 * width
   class_token: bool = True
   remat_policy: str = "none"
   dtype: Any = jnp.float32
@@ -29,22 +31,32 @@ class MAEDecoder(nn.Module):
   def __call__(self, latent, restore_ids, grid: tuple[int, int], patch_dim: int):
     """latent [B, 1 + K, D]; restore_ids [B, N] int; grid (h, w) patches with h * w = N;
     patch_dim = p * p * C pixels per patch."""
-    x = nn.Dense(self.width, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-                 name="embed")(latent)
+    x = nn.Dense(
+      self.width, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="embed"
+    )(latent)
     first = 1 if self.class_token else 0
     cls, visible = x[:, :first], x[:, first:]
     b, k, _ = visible.shape
     n = restore_ids.shape[1]
-    mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width),
-                            jnp.float32)
+    mask_token = self.param(
+      "mask_token", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32
+    )
     tokens = jnp.concatenate(
-        [visible, jnp.broadcast_to(mask_token.astype(x.dtype), (b, n - k, self.width))], axis=1)
-    tokens = jnp.take_along_axis(tokens, restore_ids[:, :, None], axis=1)   # image order
+      [visible, jnp.broadcast_to(mask_token.astype(x.dtype), (b, n - k, self.width))], axis=1
+    )
+    tokens = jnp.take_along_axis(tokens, restore_ids[:, :, None], axis=1)  # image order
     tokens = tokens + jnp.asarray(sincos_2d(*grid, self.width))[None].astype(x.dtype)
     x = jnp.concatenate([cls, tokens], axis=1)
-    x = Encoder(self.depth, self.num_heads, self.mlp_dim or 4 * self.width, dtype=self.dtype,
-                remat_policy=self.remat_policy, name="blocks")(x)
+    x = Encoder(
+      self.depth,
+      self.num_heads,
+      self.mlp_dim or 4 * self.width,
+      dtype=self.dtype,
+      remat_policy=self.remat_policy,
+      name="blocks",
+    )(x)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-    pred = nn.Dense(patch_dim, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-                    name="pred")(x[:, first:])
+    pred = nn.Dense(
+      patch_dim, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="pred"
+    )(x[:, first:])
     return pred.astype(jnp.float32)

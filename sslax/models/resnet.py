@@ -3,6 +3,7 @@
 `ResNet` returns pooled features [B, D]; classification heads live elsewhere so the same
 backbone serves every method. Params are float32; `dtype` sets the compute dtype.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,11 +14,11 @@ import jax.numpy as jnp
 
 # depth -> (block type, blocks per stage)
 _LAYOUTS = {
-    10: ("basic", (1, 1, 1, 1)),
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
+  10: ("basic", (1, 1, 1, 1)),
+  18: ("basic", (2, 2, 2, 2)),
+  34: ("basic", (3, 4, 6, 3)),
+  50: ("bottleneck", (3, 4, 6, 3)),
+  101: ("bottleneck", (3, 4, 23, 3)),
 }
 DEPTHS = tuple(sorted(_LAYOUTS))
 STEMS = ("imagenet", "small")
@@ -72,6 +73,7 @@ class ResNet(nn.Module):
   BatchNorm statistics are taken over the whole (global) batch: under `jax.jit` on a sharded
   batch XLA reduces across devices, which is SimCLR's cross-replica BN.
   """
+
   depth: int = 18
   width: float = 1.0
   stem: str = "small"
@@ -86,10 +88,19 @@ class ResNet(nn.Module):
       raise ValueError(f"ResNet stem {self.stem!r} is not one of {STEMS}.")
     block_kind, layout = _LAYOUTS[self.depth]
     block = BasicBlock if block_kind == "basic" else BottleneckBlock
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                             kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train,
-                             momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype)
+    conv = functools.partial(
+      nn.Conv,
+      use_bias=False,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    )
+    norm = functools.partial(
+      nn.BatchNorm,
+      use_running_average=not train,
+      momentum=self.bn_momentum,
+      epsilon=1e-5,
+      dtype=self.dtype,
+    )
     base = max(int(64 * self.width), 1)
 
     x = x.astype(self.dtype)
@@ -103,6 +114,7 @@ class ResNet(nn.Module):
     for stage, num_blocks in enumerate(layout):
       for i in range(num_blocks):
         strides = 2 if stage > 0 and i == 0 else 1
-        x = block(base * 2**stage, strides, conv=conv, norm=norm,
-                  name=f"stage{stage + 1}_block{i + 1}")(x)
+        x = block(
+          base * 2**stage, strides, conv=conv, norm=norm, name=f"stage{stage + 1}_block{i + 1}"
+        )(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -4,6 +4,7 @@ Token ids [B, L] -> embedding + learned positions -> `depth` pre-LayerNorm block
 self-attention, causal like CLIP or bidirectional; GELU MLP) -> LayerNorm -> pooled [B, width]:
 at the end-of-text token (CLIP) or the mean over the non-padding tokens.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,6 +36,7 @@ class TextBlock(nn.Module):
 
 class TextTransformer(nn.Module):
   """tokens int32 [B, L] (ids of `sslax.data.text`) -> features [B, width] float32."""
+
   vocab_size: int = text_lib.VOCAB_SIZE
   context_length: int = 77
   width: int = 512
@@ -49,15 +51,18 @@ class TextTransformer(nn.Module):
     del train  # no dropout / batch statistics
     b, length = tokens.shape
     if length > self.context_length:
-      raise ValueError(f"tokens have length {length} > context_length {self.context_length}; "
-                       f"cut them with sslax.data.text.fit_context.")
+      raise ValueError(
+        f"tokens have length {length} > context_length {self.context_length}; "
+        f"cut them with sslax.data.text.fit_context."
+      )
     if self.pooling not in POOLINGS:
       raise ValueError(f"pooling={self.pooling!r}; choose one of {POOLINGS}.")
-    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
-                 name="token_embed")(tokens)
+    x = nn.Embed(
+      self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02), name="token_embed"
+    )(tokens)
     pos = self.param("pos_embed", nn.initializers.normal(0.01), (self.context_length, self.width))
     x = (x + pos[:length]).astype(self.dtype)
-    valid = tokens != text_lib.PAD                                  # [B, L]
+    valid = tokens != text_lib.PAD  # [B, L]
     # Padding keys are masked out; with a causal mask every real query still sees itself.
     mask = nn.make_attention_mask(jnp.ones_like(valid), valid)
     if self.causal:

@@ -15,6 +15,7 @@ each block (saves activation memory at the cost of recompute); `scan` runs the b
 models). Stochastic depth (`drop_path_rate`, linear in depth as in DeiT) needs a "dropout" rng
 in training: `apply(..., rngs={"dropout": key})`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,20 +27,20 @@ import numpy as np
 
 # name -> (hidden size, depth, heads); ViT / DeiT table.
 VARIANTS = {
-    "Ti": (192, 12, 3),
-    "S": (384, 12, 6),
-    "B": (768, 12, 12),
-    "L": (1024, 24, 16),
+  "Ti": (192, 12, 3),
+  "S": (384, 12, 6),
+  "B": (768, 12, 12),
+  "L": (1024, 24, 16),
 }
 VARIANT_NAMES = tuple(VARIANTS) + ("custom",)
 PATCH_SIZES = (4, 8, 14, 16, 32)
 POSEMBS = ("learn", "sincos2d")
 POOLS = ("cls", "gap")
 REMAT_POLICIES = {
-    "none": None,                      # no remat: keep every activation
-    "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "none": None,  # no remat: keep every activation
+  "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
+  "dots_saveable": jax.checkpoint_policies.dots_saveable,
+  "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -49,17 +50,23 @@ def vit_dims(variant: str, hidden_size: int = 0, num_layers: int = 0, num_heads:
   variant="custom" takes all three from the arguments (tests and CPU demos).
   """
   if variant not in VARIANT_NAMES:
-    raise ValueError(f"Unknown ViT variant {variant!r}; choose one of {VARIANT_NAMES} "
-                     f"('custom' takes model.hidden_size, model.num_layers, model.num_heads).")
+    raise ValueError(
+      f"Unknown ViT variant {variant!r}; choose one of {VARIANT_NAMES} "
+      f"('custom' takes model.hidden_size, model.num_layers, model.num_heads)."
+    )
   base = VARIANTS.get(variant, (0, 0, 0))
   dims = tuple(o or b for o, b in zip((hidden_size, num_layers, num_heads), base))
   if min(dims) <= 0:
-    raise ValueError(f"ViT variant {variant!r} needs model.hidden_size, model.num_layers and "
-                     f"model.num_heads > 0, got {dims}.")
+    raise ValueError(
+      f"ViT variant {variant!r} needs model.hidden_size, model.num_layers and "
+      f"model.num_heads > 0, got {dims}."
+    )
   width, _, heads = dims
   if width % heads:
-    raise ValueError(f"ViT hidden size {width} is not divisible by num_heads={heads}; pick "
-                     f"heads that divide it (e.g. {width // 64 or 1}).")
+    raise ValueError(
+      f"ViT hidden size {width} is not divisible by num_heads={heads}; pick "
+      f"heads that divide it (e.g. {width // 64 or 1})."
+    )
   return dims
 
 
@@ -71,8 +78,9 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int, temperature: float = 10_000.0)
   """
   if dim % 4:
     raise ValueError(f"sin-cos position embeddings need a hidden size divisible by 4, got {dim}.")
-  y, x = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64),
-                     indexing="ij")
+  y, x = np.meshgrid(
+    np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64), indexing="ij"
+  )
   omega = 1.0 / temperature ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
 
   def encode(pos):
@@ -100,14 +108,19 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     dense = lambda features, name: nn.Dense(
-        features, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
-        bias_init=nn.initializers.normal(1e-6), name=name)
+      features,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.normal(1e-6),
+      name=name,
+    )
     y = nn.gelu(dense(self.mlp_dim, "fc1")(x), approximate=False)
     return dense(x.shape[-1], "fc2")(y)
 
 
 class Attention(nn.Module):
   """Multi-head self-attention: [B, T, D] -> [B, T, D]."""
+
   num_heads: int
   dtype: Any = jnp.float32
 
@@ -116,14 +129,19 @@ class Attention(nn.Module):
     dim = x.shape[-1]
     head_dim = dim // self.num_heads
     proj = lambda name, bias=True: nn.DenseGeneral(
-        (self.num_heads, head_dim), use_bias=bias, dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(), name=name)
+      (self.num_heads, head_dim),
+      use_bias=bias,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.xavier_uniform(),
+      name=name,
+    )
     # No key bias: it adds q.b_k to every logit of a query's row, which softmax ignores, so its
     # gradient is exactly zero and Adam would only amplify rounding noise in it.
     q, k, v = proj("query")(x), proj("key", bias=False)(x), proj("value")(x)  # [B, T, N, H]
-    y = jax.nn.dot_product_attention(q, k, v)                          # [B, T, N, H]
-    return nn.DenseGeneral(dim, axis=(-2, -1), dtype=self.dtype,
-                           kernel_init=nn.initializers.xavier_uniform(), name="out")(y)
+    y = jax.nn.dot_product_attention(q, k, v)  # [B, T, N, H]
+    return nn.DenseGeneral(
+      dim, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="out"
+    )(y)
 
 
 def drop_path(module: nn.Module, x, rate):
@@ -133,8 +151,10 @@ def drop_path(module: nn.Module, x, rate):
   1 / (1 - rate) so the expectation is unchanged.
   """
   if not module.has_rng("dropout"):
-    raise ValueError("ViT drop_path_rate > 0 in training needs a dropout rng: call "
-                     "apply(..., rngs={'dropout': key}), or set model.drop_path_rate=0.")
+    raise ValueError(
+      "ViT drop_path_rate > 0 in training needs a dropout rng: call "
+      "apply(..., rngs={'dropout': key}), or set model.drop_path_rate=0."
+    )
   keep = 1.0 - rate
   mask = jax.random.bernoulli(module.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
   return x * (mask / keep).astype(x.dtype)
@@ -142,16 +162,19 @@ def drop_path(module: nn.Module, x, rate):
 
 class EncoderBlock(nn.Module):
   """Pre-norm transformer block. Call: (x [B, T, D], drop rate) -> (x, None) (scan's form)."""
+
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
-  use_drop_path: bool = False     # static: a zero rate builds no rng ops at all
+  use_drop_path: bool = False  # static: a zero rate builds no rng ops at all
   deterministic: bool = True
 
   @nn.compact
   def __call__(self, x, drop_rate):
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-    branch = lambda y: drop_path(self, y, drop_rate) if self.use_drop_path and not self.deterministic else y
+    branch = lambda y: (
+      drop_path(self, y, drop_rate) if self.use_drop_path and not self.deterministic else y
+    )
     x = x + branch(Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x)))
     x = x + branch(MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(norm("norm2")(x)))
     return x, None
@@ -159,6 +182,7 @@ class EncoderBlock(nn.Module):
 
 class Encoder(nn.Module):
   """A stack of `depth` blocks, plain, rematerialised and/or scanned. [B, T, D] -> [B, T, D]."""
+
   depth: int
   num_heads: int
   mlp_dim: int
@@ -170,18 +194,29 @@ class Encoder(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = False):
     if self.remat_policy not in REMAT_POLICIES:
-      raise ValueError(f"Unknown ViT remat_policy {self.remat_policy!r}; choose one of "
-                       f"{tuple(REMAT_POLICIES)}.")
+      raise ValueError(
+        f"Unknown ViT remat_policy {self.remat_policy!r}; choose one of {tuple(REMAT_POLICIES)}."
+      )
     block = EncoderBlock
     if self.remat_policy != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan)
-    kwargs = dict(num_heads=self.num_heads, mlp_dim=self.mlp_dim, dtype=self.dtype,
-                  use_drop_path=self.drop_path_rate > 0, deterministic=not train)
+    kwargs = dict(
+      num_heads=self.num_heads,
+      mlp_dim=self.mlp_dim,
+      dtype=self.dtype,
+      use_drop_path=self.drop_path_rate > 0,
+      deterministic=not train,
+    )
     # Rates grow linearly from 0 (first block) to drop_path_rate (last block), as in DeiT/MAE.
     rates = np.linspace(0.0, self.drop_path_rate, self.depth, dtype=np.float32)
     if self.scan:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=0, length=self.depth)
+      stack = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=0,
+        length=self.depth,
+      )
       x, _ = stack(**kwargs, name="blocks")(x, jnp.asarray(rates))
     else:
       for i in range(self.depth):
@@ -199,10 +234,11 @@ class ViT(nn.Module):
   was initialised at (the native size); other image sizes bilinearly resize it. Sin-cos ones
   are computed for the input's grid (exact at every size).
   """
+
   width: int = 384
   depth: int = 12
   num_heads: int = 6
-  mlp_dim: int = 0              # 0 = 4 * width
+  mlp_dim: int = 0  # 0 = 4 * width
   patch_size: int = 16
   posemb: str = "learn"
   pool: str = "cls"
@@ -218,13 +254,17 @@ class ViT(nn.Module):
     if self.pool not in POOLS:
       raise ValueError(f"Unknown ViT pool {self.pool!r}; choose one of {POOLS}.")
     if self.pool == "cls" and not self.class_token:
-      raise ValueError("ViT pool='cls' needs class_token=True; set pool='gap' to mean-pool instead.")
+      raise ValueError(
+        "ViT pool='cls' needs class_token=True; set pool='gap' to mean-pool instead."
+      )
     if images.ndim != 4:
       raise ValueError(f"ViT expects images [B, H, W, C], got shape {images.shape}.")
     h, w = images.shape[1:3]
     if h % self.patch_size or w % self.patch_size:
-      raise ValueError(f"Image size {h}x{w} is not divisible by the ViT patch size "
-                       f"{self.patch_size}; pick a patch size that divides it (e.g. 4 or 14 for 28 px).")
+      raise ValueError(
+        f"Image size {h}x{w} is not divisible by the ViT patch size "
+        f"{self.patch_size}; pick a patch size that divides it (e.g. 4 or 14 for 28 px)."
+      )
 
   def position_embeddings(self, grid_h: int, grid_w: int) -> jax.Array:
     """[1, grid_h * grid_w, width] float32, row-major over the patch grid."""
@@ -235,8 +275,9 @@ class ViT(nn.Module):
     if self.has_variable("params", "pos_embedding"):
       table = self.get_variable("params", "pos_embedding")
     else:
-      table = self.param("pos_embedding", nn.initializers.normal(0.02),
-                         (1, grid_h, grid_w, self.width), jnp.float32)
+      table = self.param(
+        "pos_embedding", nn.initializers.normal(0.02), (1, grid_h, grid_w, self.width), jnp.float32
+      )
     return resize_posemb(table, grid_h, grid_w)
 
   @nn.compact
@@ -244,20 +285,28 @@ class ViT(nn.Module):
     """images [B, H, W, C]; keep_ids [B, K] int or None -> [B, width] (or tokens [B, T, width])."""
     self._check(images)
     p = self.patch_size
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                name="patch_embed")(images.astype(self.dtype))
+    x = nn.Conv(
+      self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch_embed"
+    )(images.astype(self.dtype))
     b, gh, gw, _ = x.shape
     x = x.reshape(b, gh * gw, self.width)
     x = x + self.position_embeddings(gh, gw).astype(x.dtype)
-    if keep_ids is not None:                                     # MAE: visible patches only
+    if keep_ids is not None:  # MAE: visible patches only
       x = jnp.take_along_axis(x, keep_ids[:, :, None], axis=1)
     if self.class_token:
       # The class token carries no position (as in MAE), so masking never moves it.
       cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32)
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], axis=1)
-    x = Encoder(self.depth, self.num_heads, self.mlp_dim or 4 * self.width, dtype=self.dtype,
-                drop_path_rate=self.drop_path_rate, remat_policy=self.remat_policy,
-                scan=self.scan, name="encoder")(x, train=train)
+    x = Encoder(
+      self.depth,
+      self.num_heads,
+      self.mlp_dim or 4 * self.width,
+      dtype=self.dtype,
+      drop_path_rate=self.drop_path_rate,
+      remat_policy=self.remat_policy,
+      scan=self.scan,
+      name="encoder",
+    )(x, train=train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
     if return_tokens:
       return x.astype(jnp.float32)

@@ -14,6 +14,7 @@
 Every function is pure jnp (usable inside jit) except `ab_bin_centers`, which runs once on
 the host and is cached.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,15 +24,20 @@ import jax.numpy as jnp
 import numpy as np
 
 # sRGB primaries with the D65 white point: linear RGB -> XYZ (IEC 61966-2-1).
-RGB_TO_XYZ = np.array([[0.4124564, 0.3575761, 0.1804375],
-                       [0.2126729, 0.7151522, 0.0721750],
-                       [0.0193339, 0.1191920, 0.9503041]], np.float32)
+RGB_TO_XYZ = np.array(
+  [
+    [0.4124564, 0.3575761, 0.1804375],
+    [0.2126729, 0.7151522, 0.0721750],
+    [0.0193339, 0.1191920, 0.9503041],
+  ],
+  np.float32,
+)
 XYZ_TO_RGB = np.linalg.inv(RGB_TO_XYZ.astype(np.float64)).astype(np.float32)
-D65_WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)   # Xn, Yn, Zn
-_DELTA = 6.0 / 29.0   # CIE's linear-segment threshold of f(t)
+D65_WHITE = np.array([0.95047, 1.0, 1.08883], np.float32)  # Xn, Yn, Zn
+_DELTA = 6.0 / 29.0  # CIE's linear-segment threshold of f(t)
 
-PAPER_GRID = 10.0      # Zhang et al.: ab quantised on a grid of 10 units
-PAPER_SIGMA = 5.0      # soft-encoding and prior-smoothing Gaussian, in ab units
+PAPER_GRID = 10.0  # Zhang et al.: ab quantised on a grid of 10 units
+PAPER_SIGMA = 5.0  # soft-encoding and prior-smoothing Gaussian, in ab units
 PAPER_NEIGHBOURS = 5
 PAPER_LAMBDA = 0.5
 
@@ -42,7 +48,9 @@ def _srgb_to_linear(c):
 
 def _linear_to_srgb(c):
   c = jnp.clip(c, 0.0, 1.0)
-  return jnp.where(c <= 0.0031308, 12.92 * c, 1.055 * jnp.maximum(c, 0.0031308) ** (1 / 2.4) - 0.055)
+  return jnp.where(
+    c <= 0.0031308, 12.92 * c, 1.055 * jnp.maximum(c, 0.0031308) ** (1 / 2.4) - 0.055
+  )
 
 
 def _f(t):
@@ -113,13 +121,14 @@ def hard_encode(ab: jax.Array, centers) -> jax.Array:
   return jnp.argmin(_sq_distances(ab, jnp.asarray(centers)), axis=-1).astype(jnp.int32)
 
 
-def soft_encode(ab: jax.Array, centers, *, num_neighbours: int = PAPER_NEIGHBOURS,
-                sigma: float = PAPER_SIGMA) -> jax.Array:
+def soft_encode(
+  ab: jax.Array, centers, *, num_neighbours: int = PAPER_NEIGHBOURS, sigma: float = PAPER_SIGMA
+) -> jax.Array:
   """ab [..., 2] -> [..., Q] distribution on the `num_neighbours` nearest bins, weights
   proportional to exp(-d^2 / (2 sigma^2)) (the paper: 5 neighbours, sigma 5)."""
   d2 = _sq_distances(ab, jnp.asarray(centers))
-  neg_d2, idx = jax.lax.top_k(-d2, num_neighbours)                 # [..., k]
-  w = jax.nn.softmax(neg_d2 / (2 * sigma**2), axis=-1)             # normalised Gaussian weights
+  neg_d2, idx = jax.lax.top_k(-d2, num_neighbours)  # [..., k]
+  w = jax.nn.softmax(neg_d2 / (2 * sigma**2), axis=-1)  # normalised Gaussian weights
   return jnp.sum(jax.nn.one_hot(idx, d2.shape[-1], dtype=w.dtype) * w[..., None], axis=-2)
 
 
@@ -130,8 +139,9 @@ def smooth_distribution(p: jax.Array, centers, sigma: float = PAPER_SIGMA) -> ja
   return smoothed / jnp.sum(smoothed)
 
 
-def rebalancing_weights(counts: jax.Array, centers, *, lam: float = PAPER_LAMBDA,
-                        sigma: float = PAPER_SIGMA) -> jax.Array:
+def rebalancing_weights(
+  counts: jax.Array, centers, *, lam: float = PAPER_LAMBDA, sigma: float = PAPER_SIGMA
+) -> jax.Array:
   """Bin counts [Q] -> class-rebalancing weights [Q] (Zhang et al. eq. 4).
 
   w ~ ((1 - lam) p~ + lam / Q)^-1, p~ = the smoothed empirical distribution; scaled so that

@@ -8,6 +8,7 @@ Masks are boolean, True = hidden (to be predicted). Two kinds, as in the paper:
   (The paper's "random region" masks are shapes taken from PASCAL segmentations; random
   blocks are its simpler "random block" variant.)
 """
+
 from __future__ import annotations
 
 import jax
@@ -19,8 +20,9 @@ MASK_KINDS = ("center", "random_blocks")
 def center_box(size: int, fraction: float) -> tuple[int, int]:
   """-> (offset, side) of the central square of an S x S image; side = round(fraction * S)."""
   if not 0 < fraction < 1:
-    raise ValueError(f"center mask fraction={fraction} must be in (0, 1); the paper hides "
-                     "half the side (0.5).")
+    raise ValueError(
+      f"center mask fraction={fraction} must be in (0, 1); the paper hides half the side (0.5)."
+    )
   side = max(1, int(round(fraction * size)))
   return (size - side) // 2, side
 
@@ -32,24 +34,35 @@ def center_mask(size: int, fraction: float = 0.5) -> jax.Array:
   return inside[:, None] & inside[None, :]
 
 
-def random_block_masks(key: jax.Array, batch: int, size: int, *, num_blocks: int,
-                       block_size: int) -> jax.Array:
+def random_block_masks(
+  key: jax.Array, batch: int, size: int, *, num_blocks: int, block_size: int
+) -> jax.Array:
   """bool [B, S, S]: per image, the union of `num_blocks` squares of side `block_size`."""
   if not 1 <= block_size <= size or num_blocks < 1:
-    raise ValueError(f"random_blocks needs num_blocks >= 1 (got {num_blocks}) and "
-                     f"1 <= block_size <= image size {size} (got {block_size}).")
+    raise ValueError(
+      f"random_blocks needs num_blocks >= 1 (got {num_blocks}) and "
+      f"1 <= block_size <= image size {size} (got {block_size})."
+    )
   corners = jax.random.randint(key, (batch, num_blocks, 2), 0, size - block_size + 1)
   pos = jnp.arange(size)
 
-  def covered(start):   # [B, n] -> [B, n, S]: which rows (or columns) each block covers
+  def covered(start):  # [B, n] -> [B, n, S]: which rows (or columns) each block covers
     return (pos >= start[..., None]) & (pos < start[..., None] + block_size)
 
   rows, cols = covered(corners[..., 0]), covered(corners[..., 1])
   return jnp.any(rows[..., :, None] & cols[..., None, :], axis=1)
 
 
-def make_masks(key: jax.Array, batch: int, size: int, *, kind: str, fraction: float = 0.5,
-               num_blocks: int = 4, block_size: int = 8) -> jax.Array:
+def make_masks(
+  key: jax.Array,
+  batch: int,
+  size: int,
+  *,
+  kind: str,
+  fraction: float = 0.5,
+  num_blocks: int = 4,
+  block_size: int = 8,
+) -> jax.Array:
   """bool [B, S, S] masks of `kind` (one of MASK_KINDS)."""
   if kind == "center":
     return jnp.broadcast_to(center_mask(size, fraction), (batch, size, size))

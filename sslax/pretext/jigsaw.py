@@ -15,6 +15,7 @@ enumerated, so grid <= 3.
 
 Convention: with permutation perm, position i of the puzzle holds the tile of cell perm[i].
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ import numpy as np
 
 from sslax.pretext import patches as patches_lib
 
-MAX_TILES = 9   # 9! = 362,880 candidate permutations; 16! would not fit in memory
+MAX_TILES = 9  # 9! = 362,880 candidate permutations; 16! would not fit in memory
 
 
 @functools.lru_cache(maxsize=4)
@@ -36,8 +37,9 @@ def _all_permutations(num_tiles: int) -> np.ndarray:
   return np.array(list(itertools.permutations(range(num_tiles))), dtype=np.int8)
 
 
-def hamming_permutations(num_permutations: int, num_tiles: int = 9, seed: int = 0
-                         ) -> tuple[np.ndarray, np.ndarray]:
+def hamming_permutations(
+  num_permutations: int, num_tiles: int = 9, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """The greedy max-min Hamming permutation set (see the module docstring).
 
   -> (permutations [N, T] int32, selection distances [N] int32), where selection_distances[k]
@@ -46,12 +48,15 @@ def hamming_permutations(num_permutations: int, num_tiles: int = 9, seed: int = 
   Deterministic given (num_permutations, num_tiles, seed).
   """
   if not 2 <= num_tiles <= MAX_TILES:
-    raise ValueError(f"num_tiles={num_tiles}: the permutation set enumerates all num_tiles! "
-                     f"permutations, so use 2 <= num_tiles <= {MAX_TILES} (a grid of 2 or 3).")
+    raise ValueError(
+      f"num_tiles={num_tiles}: the permutation set enumerates all num_tiles! "
+      f"permutations, so use 2 <= num_tiles <= {MAX_TILES} (a grid of 2 or 3)."
+    )
   total = math.factorial(num_tiles)
   if not 1 <= num_permutations <= total:
-    raise ValueError(f"num_permutations={num_permutations} must be between 1 and "
-                     f"{num_tiles}! = {total}.")
+    raise ValueError(
+      f"num_permutations={num_permutations} must be between 1 and {num_tiles}! = {total}."
+    )
   candidates = _all_permutations(num_tiles)
   rng = np.random.default_rng(seed)
   chosen = [int(rng.integers(total))]
@@ -68,15 +73,22 @@ def hamming_permutations(num_permutations: int, num_tiles: int = 9, seed: int = 
   return candidates[chosen].astype(np.int32), np.asarray(distances, np.int32)
 
 
-def tile_offsets(key: jax.Array, batch: int, image_size: int, grid: int,
-                 tile_size: int) -> jax.Array:
+def tile_offsets(
+  key: jax.Array, batch: int, image_size: int, grid: int, tile_size: int
+) -> jax.Array:
   """Random top-left corners of every cell's tile: [B, grid^2, 2] int32, cells row-major."""
   cells = jnp.broadcast_to(jnp.arange(grid * grid, dtype=jnp.int32), (batch, grid * grid))
   return patches_lib.jittered_offsets(key, cells, image_size, grid, tile_size)
 
 
-def jigsaw_puzzles(images: jax.Array, key: jax.Array, permutations: jax.Array, grid: int,
-                   tile_size: int, normalize: bool = True) -> tuple[jax.Array, jax.Array]:
+def jigsaw_puzzles(
+  images: jax.Array,
+  key: jax.Array,
+  permutations: jax.Array,
+  grid: int,
+  tile_size: int,
+  normalize: bool = True,
+) -> tuple[jax.Array, jax.Array]:
   """One shuffled puzzle per image.
 
   images [B, S, S, C], permutations [N, grid^2] int -> (tiles [B, grid^2, t, t, C], labels [B]
@@ -87,12 +99,15 @@ def jigsaw_puzzles(images: jax.Array, key: jax.Array, permutations: jax.Array, g
   if images.ndim != 4 or images.shape[2] != size:
     raise ValueError(f"jigsaw_puzzles needs square images [B, S, S, C], got {images.shape}.")
   if permutations.ndim != 2 or permutations.shape[1] != grid * grid:
-    raise ValueError(f"permutations of shape {permutations.shape} do not fit a {grid} x {grid} "
-                     f"grid; build them with hamming_permutations(n, num_tiles={grid * grid}).")
+    raise ValueError(
+      f"permutations of shape {permutations.shape} do not fit a {grid} x {grid} "
+      f"grid; build them with hamming_permutations(n, num_tiles={grid * grid})."
+    )
   offset_key, label_key = jax.random.split(key)
   labels = jax.random.randint(label_key, (batch,), 0, permutations.shape[0], dtype=jnp.int32)
   tiles = patches_lib.extract_patches(
-      images, tile_offsets(offset_key, batch, size, grid, tile_size), tile_size)
-  order = jnp.asarray(permutations, jnp.int32)[labels]                    # [B, T]
+    images, tile_offsets(offset_key, batch, size, grid, tile_size), tile_size
+  )
+  order = jnp.asarray(permutations, jnp.int32)[labels]  # [B, T]
   tiles = jnp.take_along_axis(tiles, order[:, :, None, None, None], axis=1)
   return (patches_lib.normalize_patches(tiles) if normalize else tiles), labels

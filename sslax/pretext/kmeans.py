@@ -11,6 +11,7 @@ the empty cluster that centroid scaled by (1 + eps) per coordinate with alternat
 scale the donor's by (1 - eps) the same way, and split the donor's count between them; the
 next assignment step then divides the donor's points between the two.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from sslax import sharding
 
-RESEED_EPS = 1.0 / 1024   # faiss's EPS for splitting a cluster
+RESEED_EPS = 1.0 / 1024  # faiss's EPS for splitting a cluster
 
 
 def put_rows(x: np.ndarray, mesh: Mesh) -> tuple[jax.Array, jax.Array]:
@@ -48,14 +49,15 @@ def pca_whiten(x: jax.Array, valid: jax.Array, dims: int, eps: float = 1e-5) -> 
   Under jit on a row-sharded x the mean and covariance reduce across devices.
   """
   if not 1 <= dims <= x.shape[1]:
-    raise ValueError(f"PCA dims={dims} must be in [1, feature dim {x.shape[1]}]; lower "
-                     "deepcluster.pca_dims.")
+    raise ValueError(
+      f"PCA dims={dims} must be in [1, feature dim {x.shape[1]}]; lower deepcluster.pca_dims."
+    )
   w = valid.astype(jnp.float32)[:, None]
   n = jnp.sum(w)
   mean = jnp.sum(x * w, axis=0) / n
   centred = (x - mean) * w
   cov = centred.T @ centred / n
-  eigvals, eigvecs = jnp.linalg.eigh(cov)                 # ascending
+  eigvals, eigvecs = jnp.linalg.eigh(cov)  # ascending
   top = eigvecs[:, ::-1][:, :dims] / jnp.sqrt(eigvals[::-1][:dims] + eps)
   z = (x - mean) @ top
   return z / jnp.maximum(jnp.linalg.norm(z, axis=1, keepdims=True), 1e-12)
@@ -84,14 +86,25 @@ def _reseed_empty(key: jax.Array, centroids: jax.Array, counts: jax.Array):
 
 def _assign(x, valid, centroids):
   """Local rows [n, d] -> (nearest centroid [n] int32, squared distance [n])."""
-  d2 = (jnp.sum(x**2, axis=1, keepdims=True) - 2 * x @ centroids.T
-        + jnp.sum(centroids**2, axis=1)[None, :])
+  d2 = (
+    jnp.sum(x**2, axis=1, keepdims=True)
+    - 2 * x @ centroids.T
+    + jnp.sum(centroids**2, axis=1)[None, :]
+  )
   assign = jnp.argmin(d2, axis=1).astype(jnp.int32)
   return assign, jnp.where(valid, jnp.min(d2, axis=1), 0.0)
 
 
-def kmeans(x: jax.Array, valid: jax.Array, num_clusters: int, key: jax.Array, *, mesh: Mesh,
-           num_iters: int = 20, init_centroids: jax.Array | None = None) -> dict:
+def kmeans(
+  x: jax.Array,
+  valid: jax.Array,
+  num_clusters: int,
+  key: jax.Array,
+  *,
+  mesh: Mesh,
+  num_iters: int = 20,
+  init_centroids: jax.Array | None = None,
+) -> dict:
   """Lloyd's k-means on the valid rows of x [N, d] (row-sharded over `mesh`, see `put_rows`).
 
   Centroids start at `num_clusters` distinct valid rows drawn with `key` (or init_centroids
@@ -103,15 +116,16 @@ def kmeans(x: jax.Array, valid: jax.Array, num_clusters: int, key: jax.Array, *,
   """
   n_valid = int(jnp.sum(valid))
   if not 1 <= num_clusters <= n_valid:
-    raise ValueError(f"k-means with num_clusters={num_clusters} needs at least that many rows, "
-                     f"got {n_valid}; lower the number of clusters.")
+    raise ValueError(
+      f"k-means with num_clusters={num_clusters} needs at least that many rows, "
+      f"got {n_valid}; lower the number of clusters."
+    )
   axes = sharding.BATCH_AXES
   if init_centroids is None:
     init_key, key = jax.random.split(key)
     # Valid rows come first (padding is at the end), so draw among the first n_valid.
     rows = jax.random.choice(init_key, n_valid, (num_clusters,), replace=False)
-    init_centroids = jax.jit(lambda x, r: x[r],
-                             out_shardings=NamedSharding(mesh, P()))(x, rows)
+    init_centroids = jax.jit(lambda x, r: x[r], out_shardings=NamedSharding(mesh, P()))(x, rows)
 
   def local(x, valid, centroids, key):
     w = valid.astype(x.dtype)
@@ -120,8 +134,8 @@ def kmeans(x: jax.Array, valid: jax.Array, num_clusters: int, key: jax.Array, *,
       centroids, reseeded = carry
       assign, _ = _assign(x, valid, centroids)
       onehot = jax.nn.one_hot(assign, num_clusters, dtype=x.dtype) * w[:, None]
-      sums = lax.psum(onehot.T @ x, axes)                       # [K, d]
-      counts = lax.psum(jnp.sum(onehot, axis=0), axes)          # [K]
+      sums = lax.psum(onehot.T @ x, axes)  # [K, d]
+      counts = lax.psum(jnp.sum(onehot, axis=0), axes)  # [K]
       new = jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centroids)
       # Identical on every device: same centroids, counts and key.
       new, _ = _reseed_empty(jax.random.fold_in(key, i), new, counts)
@@ -135,11 +149,19 @@ def kmeans(x: jax.Array, valid: jax.Array, num_clusters: int, key: jax.Array, *,
     return centroids, assign, counts, inertia, reseeded
 
   # check_vma off: all_gather's result is replicated, but its type stays "varying".
-  fn = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(axes), P(axes), P(), P()),
-                             out_specs=(P(),) * 5, check_vma=False))
+  fn = jax.jit(
+    jax.shard_map(
+      local, mesh=mesh, in_specs=(P(axes), P(axes), P(), P()), out_specs=(P(),) * 5, check_vma=False
+    )
+  )
   centroids, assign, counts, inertia, reseeded = fn(x, valid, init_centroids, key)
-  return {"centroids": centroids, "assignments": assign, "counts": counts,
-          "inertia": inertia, "reseeded": reseeded}
+  return {
+    "centroids": centroids,
+    "assignments": assign,
+    "counts": counts,
+    "inertia": inertia,
+    "reseeded": reseeded,
+  }
 
 
 def normalized_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,7 +169,9 @@ def normalized_mutual_information(a: np.ndarray, b: np.ndarray) -> float:
   much the assignment changed between epochs). 1 = same partition; 0 = independent."""
   a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
   if a.shape != b.shape or a.ndim != 1 or a.size == 0:
-    raise ValueError(f"NMI needs two non-empty labelings of the same length, got {a.shape} and {b.shape}.")
+    raise ValueError(
+      f"NMI needs two non-empty labelings of the same length, got {a.shape} and {b.shape}."
+    )
   _, a = np.unique(a, return_inverse=True)
   _, b = np.unique(b, return_inverse=True)
   n = a.size

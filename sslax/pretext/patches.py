@@ -18,6 +18,7 @@ the neighbour's index in `NEIGHBOUR_CELLS` (row-major order, centre skipped):
 Chromatic aberration (the paper's other shortcut, removed there by projecting out green-magenta)
 does not apply to grey images and is not handled here.
 """
+
 from __future__ import annotations
 
 import jax
@@ -26,7 +27,7 @@ import numpy as np
 
 RELATIVE_GRID = 3
 CENTRE_CELL = 4
-NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)   # row-major cell index of each label
+NEIGHBOUR_CELLS = (0, 1, 2, 3, 5, 6, 7, 8)  # row-major cell index of each label
 NUM_POSITIONS = len(NEIGHBOUR_CELLS)
 
 
@@ -38,15 +39,19 @@ def cell_origins(image_size: int, grid: int, patch_size: int) -> tuple[np.ndarra
   cell = image_size // grid
   if grid < 1 or patch_size < 1 or patch_size > cell:
     raise ValueError(
-        f"patch_size={patch_size} does not fit a {grid} x {grid} grid on {image_size} px images "
-        f"(cells of {cell} px); use 1 <= patch_size <= image_size // grid, or larger images.")
+      f"patch_size={patch_size} does not fit a {grid} x {grid} grid on {image_size} px images "
+      f"(cells of {cell} px); use 1 <= patch_size <= image_size // grid, or larger images."
+    )
   margin = (image_size - grid * cell) // 2
   rows, cols = np.divmod(np.arange(grid * grid), grid)
-  return np.stack([margin + rows * cell, margin + cols * cell], axis=1).astype(np.int32), cell - patch_size
+  return np.stack([margin + rows * cell, margin + cols * cell], axis=1).astype(
+    np.int32
+  ), cell - patch_size
 
 
-def jittered_offsets(key: jax.Array, cells: jax.Array, image_size: int, grid: int,
-                     patch_size: int) -> jax.Array:
+def jittered_offsets(
+  key: jax.Array, cells: jax.Array, image_size: int, grid: int, patch_size: int
+) -> jax.Array:
   """Random top-left corners of patches inside the given cells.
 
   cells: [B, P] int cell indices (row-major) -> offsets [B, P, 2] int32 (row, col).
@@ -61,8 +66,9 @@ def extract_patches(images: jax.Array, offsets: jax.Array, patch_size: int) -> j
   channels = images.shape[-1]
 
   def one(image, corner):
-    return jax.lax.dynamic_slice(image, (corner[0], corner[1], 0),
-                                 (patch_size, patch_size, channels))
+    return jax.lax.dynamic_slice(
+      image, (corner[0], corner[1], 0), (patch_size, patch_size, channels)
+    )
 
   return jax.vmap(jax.vmap(one, in_axes=(None, 0)))(images, offsets)
 
@@ -78,8 +84,9 @@ def normalize_patches(patches: jax.Array, eps: float = 1e-5) -> jax.Array:
   return (patches - mean) * jax.lax.rsqrt(var + eps)
 
 
-def relative_patch_pairs(images: jax.Array, key: jax.Array, patch_size: int,
-                         normalize: bool = True) -> tuple[jax.Array, jax.Array]:
+def relative_patch_pairs(
+  images: jax.Array, key: jax.Array, patch_size: int, normalize: bool = True
+) -> tuple[jax.Array, jax.Array]:
   """Centre patch and one random neighbour of a jittered 3 x 3 grid, per image.
 
   images [B, S, S, C] -> (pairs [B, 2, p, p, C] (centre first), labels [B] int32 in [0, 8)).
@@ -90,7 +97,7 @@ def relative_patch_pairs(images: jax.Array, key: jax.Array, patch_size: int,
   label_key, jitter_key = jax.random.split(key)
   labels = jax.random.randint(label_key, (batch,), 0, NUM_POSITIONS, dtype=jnp.int32)
   neighbour = jnp.asarray(NEIGHBOUR_CELLS, jnp.int32)[labels]
-  cells = jnp.stack([jnp.full_like(neighbour, CENTRE_CELL), neighbour], axis=1)   # [B, 2]
+  cells = jnp.stack([jnp.full_like(neighbour, CENTRE_CELL), neighbour], axis=1)  # [B, 2]
   offsets = jittered_offsets(jitter_key, cells, size, RELATIVE_GRID, patch_size)
   pairs = extract_patches(images, offsets, patch_size)
   return (normalize_patches(pairs) if normalize else pairs), labels

@@ -5,6 +5,7 @@ Rotation k turns the image k quarter turns counter-clockwise in the (row, column
 same as `np.rot90(image, k)` on an [H, W, C] image. Images must be square, so that every
 rotation has the input's shape.
 """
+
 from __future__ import annotations
 
 import jax
@@ -15,8 +16,10 @@ NUM_ROTATIONS = 4
 
 def _check_square(images: jax.Array) -> None:
   if images.ndim != 4 or images.shape[1] != images.shape[2]:
-    raise ValueError(f"rotation needs square images [B, S, S, C], got shape {images.shape}; "
-                     f"make the view square (ViewSpec.size) before rotating.")
+    raise ValueError(
+      f"rotation needs square images [B, S, S, C], got shape {images.shape}; "
+      f"make the view square (ViewSpec.size) before rotating."
+    )
 
 
 def all_rotations(images: jax.Array) -> tuple[jax.Array, jax.Array]:
