@@ -67,8 +67,9 @@ def run_method(method: str, args) -> dict:
   wall = time.time() - t0
   if proc.returncode != 0:
     return {"method": method, "error": proc.stderr[-2000:], "wall_s": round(wall, 1)}
-  with open(os.path.join(workdir, "results.json")) as f:
-    res = json.load(f)["results"]
+  from sslax import workdir as workdir_lib
+
+  res = workdir_lib.latest_record(workdir_lib.read_results(workdir), "report")["results"]
   final_metrics = {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
   if os.path.exists(metrics_path):  # the last logged training metrics (pretext accuracy ...)

@@ -80,7 +80,7 @@ def markdown(rows, key: str) -> str:
   sizes = sorted({r[key] for r in rows})
   header = "global batch B" if key == "global_batch" else "per-device batch b"
   lines = [
-    f"| loss | " + " | ".join(f"{header}={s}" for s in sizes) + " | growth |",
+    "| loss | " + " | ".join(f"{header}={s}" for s in sizes) + " | growth |",
     "|---|" + "---|" * (len(sizes) + 1),
   ]
   for name in LOSSES:

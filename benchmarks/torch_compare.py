@@ -59,6 +59,7 @@ def build_jax_step(args):
   import jax
   import numpy as np
   from sslax import config as config_lib, perf, train
+  from sslax import setup as setup_lib
 
   c = config_lib.base_config()
   c.method, c.seed = "simclr", 0
@@ -70,8 +71,8 @@ def build_jax_step(args):
   c.optimizer.name, c.optimizer.base_lr, c.optimizer.lr_scaling = "sgd", 0.1, "none"
   c.optimizer.momentum, c.optimizer.weight_decay, c.optimizer.warmup_epochs = 0.9, 1e-4, 0.0
   c.eval.at_end = False
-  s = train.setup(c, devices=jax.devices()[:1])
-  state = train.init_state(s)
+  s = setup_lib.build(c, devices=jax.devices()[:1])
+  state = setup_lib.init_state(s)
   rng = np.random.default_rng(0)
   shape = (args.batch, args.image_size, args.image_size, 3)
   local = {

@@ -57,8 +57,8 @@ def _median(x):
 
 def measure_config(path: str, args) -> dict:
   import jax
-  import numpy as np
   from sslax import perf, sharding, train
+  from sslax import setup as setup_lib
   from sslax.data import pipeline, prefetch
 
   config = _load_config(path)
@@ -74,8 +74,8 @@ def measure_config(path: str, args) -> dict:
   config.eval.at_end = False
   # Multi-crop methods read the crop sizes from their own section; only the global size is
   # shrunk here, so say what ran.
-  s = train.setup(config)
-  state = train.init_state(s)
+  s = setup_lib.build(config)
+  state = setup_lib.init_state(s)
   step_fn = train.make_train_step(s)
 
   ds = pipeline.train_dataset(

@@ -13,32 +13,12 @@ Expected accuracy: not yet measured (the SimCLR demo's numbers are in
 configs/simclr_fashion_mnist.py; compare against its random-init and raw-pixel rows).
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "barlow_twins"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
+  config = fashion_mnist_cpu("barlow_twins")
   config.augment.crop_scale = (0.2, 1.0)
   config.barlow_twins.proj_hidden_dim = 512
-  config.barlow_twins.proj_dim = 512
-  config.barlow_twins.lambda_offdiag = 5e-3  # the paper's; ~2.6 / D at D = 512
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
+  config.barlow_twins.proj_dim = 512  # lambda_offdiag stays the paper's 5e-3: ~2.6 / D at D = 512
   return config

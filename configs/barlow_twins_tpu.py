@@ -21,49 +21,15 @@ Expected accuracy (published, Barlow Twins paper table 1): linear evaluation top
 probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "barlow_twins"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("barlow_twins")  # the barlow_twins defaults are the paper's
   config.batch_size = 2048
   config.total_epochs = 1000.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.crop_scale = (0.08, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
-
-  config.barlow_twins.proj_hidden_dim = 8192
-  config.barlow_twins.proj_dim = 8192
-  config.barlow_twins.proj_layers = 3
-  config.barlow_twins.lambda_offdiag = 5e-3
-  config.barlow_twins.view_blur_prob = (1.0, 0.1)
-  config.barlow_twins.view_solarize_prob = (0.0, 0.2)
-
-  config.optimizer.name = "lars"
   config.optimizer.base_lr = 0.2
-  config.optimizer.lr_scaling = "linear"
-  config.optimizer.warmup_epochs = 10.0
   config.optimizer.end_lr = 0.2 * 2048 / 256 * 1e-3  # peak / 1000; recompute if batch_size changes
   config.optimizer.weight_decay = 1.5e-6
-  config.optimizer.momentum = 0.9
-  config.optimizer.trust_coefficient = 1e-3
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

@@ -23,48 +23,14 @@ epochs (ResNet-50). Shorter runs as reproduced in SimSiam's table 4: 66.5% at 10
 linear probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "byol"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("byol")  # the byol defaults are the paper's heads and momentum
   config.batch_size = 4096
   config.total_epochs = 1000.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.crop_scale = (0.08, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
-
-  config.byol.proj_hidden_dim = 4096
-  config.byol.proj_dim = 256
-  config.byol.pred_hidden_dim = 4096
-  config.byol.base_momentum = 0.996
-  config.byol.view_blur_prob = (1.0, 0.1)
-  config.byol.view_solarize_prob = (0.0, 0.2)
-
-  config.optimizer.name = "lars"
   config.optimizer.base_lr = 0.2
-  config.optimizer.lr_scaling = "linear"
-  config.optimizer.warmup_epochs = 10.0
   config.optimizer.weight_decay = 1.5e-6
-  config.optimizer.momentum = 0.9
-  config.optimizer.trust_coefficient = 1e-3
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

@@ -28,46 +28,24 @@ model beats its random init and chance on every recall (R@5: 3.8% vs 0.5%, 6.6% 
 init): the folder names rarely occur in the titles.
 """
 
-from sslax.config import base_config
+from sslax.presets import image_text_cpu
 
 
 def get_config(method: str = "clip"):
   """method: "clip" (measured, see the module docstring) or "siglip" (siglip_clipart.py)."""
-  config = base_config()
-  config.method = method
+  config = image_text_cpu(method)
   config.dataset.name = "openclipart_captions"
   config.dataset.image_size = 32
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "test"
   config.dataset.zero_shot_templates = (
     "a clip art of {label}.",
     "a drawing of {label}.",
     "{label}.",
   )
-  config.batch_size = 256
   config.total_steps = 150
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
   config.text.context_length = 64
-  config.text.width = 64
-  config.text.depth = 2
-  config.text.heads = 4
-  config[method].embed_dim = 64
-
-  config.augment.crop_scale = (0.5, 1.0)
   config.augment.jitter_prob = 0.5
   config.augment.jitter_strength = 0.5
-  config.augment.grayscale_prob = 0.0
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 1e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 0.1
   config.optimizer.warmup_epochs = 1.0
-
   config.eval.batch_size = 256
-  config.log_every_steps = 50
   config.checkpoint_every_steps = 150
   return config

@@ -23,7 +23,8 @@ mask, EOT pooling. Deviations: sslax's tokenizer is byte-level (vocab 259) inste
 the optimizer config has no eps key yet; mixed precision is bfloat16.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
+
 
 NUM_PAIRS = 400_000_000
 BATCH = 32_768
@@ -31,11 +32,12 @@ STEPS_PER_EPOCH = NUM_PAIRS // BATCH  # 12,207
 
 
 def get_config():
-  config = base_config()
-  config.method = "clip"
+  # The clip defaults (embeddings 512, logit scale clipped at 100) and the text tower's (12
+  # layers x 512 wide x 8 heads, context 77, causal, EOT pooling) are the paper's.
+  config = imagenet_tpu("clip", backbone="vit_b32")
   config.dataset.name = "image_text_pairs"
   config.dataset.data_dir = "/data/laion400m/pairs.jsonl"  # your pairs file
-  config.dataset.image_size = 224
+  config.dataset.test_split = "test"
   config.dataset.zero_shot_dataset = "imagenet2012"
   config.dataset.zero_shot_split = "validation"
   config.dataset.zero_shot_templates = (
@@ -65,23 +67,9 @@ def get_config():
     "a low resolution photo of the {label}.",
   )
   config.batch_size = BATCH
+  config.dataset.train_size = NUM_PAIRS  # declared: the run's length is known without the data
   config.total_steps = 32 * STEPS_PER_EPOCH  # 32 epochs
-  config.dtype = "bfloat16"
-
-  config.model.name = "vit"
-  config.model.variant = "B"
-  config.model.patch_size = 32
-  config.model.pool = "cls"
-  config.clip.embed_dim = 512
-  config.clip.max_logit_scale = 100.0
   config.clip.chunked_loss = True  # ring exchange: per-device memory independent of B
-
-  config.text.context_length = 77
-  config.text.width = 512
-  config.text.depth = 12
-  config.text.heads = 8
-  config.text.causal = True
-  config.text.pooling = "eot"
 
   # CLIP only random-square-crops its images: no colour augmentations.
   config.augment.crop_scale = (0.9, 1.0)
@@ -92,11 +80,13 @@ def get_config():
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 5e-4
   config.optimizer.lr_scaling = "none"
-  config.optimizer.b1 = 0.9
   config.optimizer.b2 = 0.98
   config.optimizer.weight_decay = 0.2
   config.optimizer.warmup_epochs = 2000 / STEPS_PER_EPOCH  # 2,000 steps
   config.eval.at_end = False
   config.eval.batch_size = 4096
   config.checkpoint_every_steps = 2000
+  # Unlike the preset: a log line every 50 steps, with baselines (when evaluated).
+  config.log_every_steps = 50
+  config.eval.baselines = True
   return config

@@ -13,35 +13,13 @@ Runtime and accuracy: see benchmarks/results/learning.md, row "colorization (ope
 (300 steps, batch 256, on the shared 2-core CPU machine); the full run is not measured.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "colorization"
+  # The colorization defaults are this recipe: 10-unit ab grid, soft encoding, rebalancing,
+  # 8x8 predictions (target stride 4, the ResNet's 4x4 map upsampled once), crops 0.5-1.
+  config = fashion_mnist_cpu("colorization")  # 900 steps: ~35 epochs of 6.5k images
   config.dataset.name = "openclipart"
   config.dataset.image_size = 32
-  config.batch_size = 256
-  config.total_steps = 900  # ~35 epochs of 6.5k images
-
-  config.model.depth = 10  # the SimCLR demo's backbone
-  config.model.width = 0.25
-  config.model.stem = "small"
-
-  config.colorization.grid = 10.0
-  config.colorization.soft_encoding = True
-  config.colorization.rebalance = True
-  config.colorization.target_stride = 4  # 8x8 predictions
-  config.colorization.decoder_upsamples = 1  # the ResNet's 4x4 map -> 8x8
-  config.colorization.crop_scale = (0.5, 1.0)
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.eval.num_train_examples = 0  # the whole (small) train split as kNN bank
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -24,40 +24,24 @@ classification 65.9% mAP (fine-tuned), detection 46.9% mAP, segmentation 35.6% m
 The paper reports no ResNet-50 numbers.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "colorization"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("colorization")  # 56x56 predictions: target_stride 4 (the default)
   config.batch_size = 1024
   config.total_epochs = 40.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.stem = "imagenet"
-
-  config.colorization.grid = 10.0
-  config.colorization.soft_encoding = True
-  config.colorization.num_neighbours = 5
-  config.colorization.sigma = 5.0
-  config.colorization.rebalance = True
-  config.colorization.rebalance_lambda = 0.5
   config.colorization.prior_num_examples = 100000
-  config.colorization.target_stride = 4  # 56x56 predictions
   config.colorization.decoder_upsamples = 3  # stride 32 -> 4
   config.colorization.decoder_width = 256
   config.colorization.crop_scale = (0.2, 1.0)
-
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 3e-4
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.weight_decay = 1e-3
   config.optimizer.warmup_epochs = 2.0
   config.checkpoint_every_steps = 2000
+  # Unlike the preset: a log line every 50 steps, eval batches of 512, with baselines.
+  config.log_every_steps = 50
+  config.eval.batch_size = 512
+  config.eval.baselines = True
   return config

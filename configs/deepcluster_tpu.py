@@ -23,42 +23,24 @@ features conv1..conv5: 12.9 / 29.2 / 38.2 / 39.8 / 36.1% top-1 (paper table 2); 
 (paper table 3). The paper reports no ResNet-50 numbers.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "deepcluster"
+  config = imagenet_tpu("deepcluster")  # the deepcluster defaults: 10k clusters, PCA to 256
   config.dataset.name = "image_folder"
   config.dataset.data_dir = "/data/imagenet"
-  config.dataset.train_split = "train"
   config.dataset.test_split = "val"
-  config.dataset.image_size = 224
-  config.batch_size = 256
   config.total_epochs = 500.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.stem = "imagenet"
-
-  config.deepcluster.num_clusters = 10000
-  config.deepcluster.pca_dims = 256
-  config.deepcluster.kmeans_iters = 20
-  config.deepcluster.uniform_sampling = True
-  config.deepcluster.reset_classifier = True
-
-  config.augment.crop_scale = (0.08, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
-
   config.optimizer.name = "sgd"
   config.optimizer.base_lr = 0.05
   config.optimizer.lr_scaling = "none"
-  config.optimizer.momentum = 0.9
   config.optimizer.weight_decay = 1e-5
   config.optimizer.warmup_epochs = 0.0
-  config.eval.batch_size = 1024
   config.checkpoint_every_steps = 5000
+  # Unlike the preset: a log line every 50 steps, with baselines.
+  config.log_every_steps = 50
+  config.eval.baselines = True
   return config

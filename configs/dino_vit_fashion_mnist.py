@@ -27,49 +27,23 @@ layer frozen for the first 0.2 epoch (~47 steps; the paper: 1 epoch of 1250 step
 lr 1e-3, weight decay 0.04 -> 0.4 (cosine, as the paper), gradient clip 3.0.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "dino"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28  # the global crops
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.name = "vit"
-  config.model.variant = "custom"
-  config.model.hidden_size = 128
-  config.model.num_layers = 4
-  config.model.num_heads = 4
-  config.model.patch_size = 4
-  config.model.posemb = "learn"
-  config.model.pool = "cls"
-
+  config = fashion_mnist_cpu("dino", backbone="vit_tiny")  # 28 px: the global crops
   config.dino.out_dim = 1024
   config.dino.hidden_dim = 512
   config.dino.bottleneck_dim = 128
-  config.dino.student_temp = 0.1
   config.dino.teacher_temp = 0.04
-  config.dino.warmup_teacher_temp = 0.04
   config.dino.warmup_teacher_temp_epochs = 0
-  config.dino.center_momentum = 0.9
   config.dino.momentum_teacher = 0.99
   config.dino.freeze_last_layer_epochs = 0.2
   config.dino.weight_decay_end = 0.4
-  config.dino.global_crop_scale = (0.4, 1.0)
   config.dino.num_local_crops = 4
   config.dino.local_crop_size = 12
-  config.dino.local_crop_scale = (0.05, 0.4)
-
-  config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1e-3
-  config.optimizer.lr_scaling = "none"
   config.optimizer.weight_decay = 0.04
   config.optimizer.warmup_epochs = 0.25
   config.optimizer.grad_clip_norm = 3.0
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -30,64 +30,20 @@ Our own end-of-training evaluation is kNN (k=20, 200) and a linear probe on the 
 frozen features (the paper evaluates the teacher).
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "dino"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("dino", backbone="vit_s16")  # the dino defaults are the paper's
   config.batch_size = 1024
   config.total_epochs = 800.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "vit"
-  config.model.variant = "S"
-  config.model.patch_size = 16
-  config.model.posemb = "learn"
-  config.model.pool = "cls"
-  config.model.class_token = True
   config.model.drop_path_rate = 0.1
-
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
-
-  config.dino.out_dim = 65536
-  config.dino.hidden_dim = 2048
-  config.dino.bottleneck_dim = 256
-  config.dino.head_layers = 3
-  config.dino.head_use_bn = False
-  config.dino.student_temp = 0.1
-  config.dino.warmup_teacher_temp = 0.04
-  config.dino.teacher_temp = 0.07
-  config.dino.warmup_teacher_temp_epochs = 30
-  config.dino.center_momentum = 0.9
-  config.dino.momentum_teacher = 0.996
-  config.dino.freeze_last_layer_epochs = 1.0
-  config.dino.weight_decay_end = 0.4
-  config.dino.global_crop_scale = (0.4, 1.0)
-  config.dino.global_blur_prob = (1.0, 0.1)
-  config.dino.global_solarize_prob = (0.0, 0.2)
   config.dino.num_local_crops = 10
-  config.dino.local_crop_size = 96
-  config.dino.local_crop_scale = (0.05, 0.4)
-  config.dino.local_blur_prob = 0.5
-
+  config.dino.weight_decay_end = 0.4
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 5e-4
-  config.optimizer.lr_scaling = "linear"
-  config.optimizer.warmup_epochs = 10.0
   config.optimizer.end_lr = 1e-6
   config.optimizer.weight_decay = 0.04
   config.optimizer.grad_clip_norm = 3.0
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

@@ -10,34 +10,10 @@ Runtime and accuracy: see benchmarks/results/learning.md, row "inpainting" (300 
 config, batch 256, on the shared 2-core CPU machine); the full 900-step run is not measured.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "inpainting"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10  # the SimCLR demo's backbone
-  config.model.width = 0.25
-  config.model.stem = "small"
-
-  config.inpainting.mask = "center"
-  config.inpainting.mask_fraction = 0.5
-  config.inpainting.fill_value = 0.5
-  config.inpainting.decoder_upsamples = 3  # 4x4 -> 32x32, resized to 28x28
-  config.inpainting.decoder_width = 64
-  config.inpainting.crop_scale = (0.5, 1.0)
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
-  return config
+  # The method's defaults are this recipe: center mask of half the side, filled with 0.5,
+  # decoder of 3 upsamplings (4x4 -> 32x32, resized to 28x28), 64 wide, crops of scale 0.5-1.
+  return fashion_mnist_cpu("inpainting")

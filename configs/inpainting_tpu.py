@@ -22,36 +22,22 @@ masks), PASCAL VOC 2007 classification 56.5% mAP (fine-tuned), detection 44.5% m
 (conv1..conv5, as tabulated in DeepCluster's table 2): 14.1 / 20.7 / 21.0 / 19.8 / 15.5% top-1.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "inpainting"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
+  config = imagenet_tpu("inpainting")  # the defaults: center mask of half the side, fill 0.5
   config.dataset.image_size = 128
   config.batch_size = 1024
-  config.total_epochs = 100.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.stem = "imagenet"
-
-  config.inpainting.mask = "center"
-  config.inpainting.mask_fraction = 0.5
-  config.inpainting.fill_value = 0.5
-  config.inpainting.context_weight = 0.0
   config.inpainting.decoder_upsamples = 5  # stride 32 -> full resolution
   config.inpainting.decoder_width = 512
-  config.inpainting.crop_scale = (0.5, 1.0)
-
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 2e-4
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.weight_decay = 1e-4
   config.optimizer.warmup_epochs = 2.0
   config.checkpoint_every_steps = 2000
+  # Unlike the preset: a log line every 50 steps, eval batches of 512, with baselines.
+  config.log_every_steps = 50
+  config.eval.batch_size = 512
+  config.eval.baselines = True
   return config

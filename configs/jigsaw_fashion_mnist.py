@@ -19,40 +19,13 @@ per-tile normalisation removes brightness and contrast anyway. ResNet-10 x1/4, s
 AdamW as in configs/simclr_fashion_mnist.py; head: concatenated 9 x 128 features -> 512 -> 100.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "jigsaw"
-  config.dataset.name = "fashion_mnist"
+  config = fashion_mnist_cpu("jigsaw")  # the jigsaw defaults: 3 x 3 tiles of 12 px, 100 perms
   config.dataset.image_size = 48
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
   config.augment.crop_scale = (0.6, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
-
-  config.jigsaw.grid = 3
-  config.jigsaw.tile_size = 12
-  config.jigsaw.num_permutations = 100
-  config.jigsaw.permutation_seed = 0
-  config.jigsaw.normalize_tiles = True
-  config.jigsaw.head_hidden_dim = 512
-  config.jigsaw.head_layers = 2
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

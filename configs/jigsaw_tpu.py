@@ -23,47 +23,22 @@ Autoencoders"); ResNet-50 trained on ImageNet-1k, best-layer linear top-1 in the
 (Goyal et al. 2019). Our kNN / linear probe on pooled features is not directly comparable.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "jigsaw"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
+  config = imagenet_tpu("jigsaw")
   config.dataset.image_size = 225
   config.batch_size = 1024
   config.total_epochs = 90.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
   config.augment.crop_scale = (0.3, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.3  # the paper: grey images 30% of the time
-
-  config.jigsaw.grid = 3
   config.jigsaw.tile_size = 64
   config.jigsaw.num_permutations = 1000
-  config.jigsaw.permutation_seed = 0
-  config.jigsaw.normalize_tiles = True
   config.jigsaw.head_hidden_dim = 4096
-  config.jigsaw.head_layers = 2
-
   config.optimizer.name = "sgd"
   config.optimizer.base_lr = 0.1
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.warmup_epochs = 5.0
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.baselines = False
   return config

@@ -32,48 +32,25 @@ paper's), a fixed lr of 1.5e-3 with a short warmup: the paper's 1.5e-4 x B/256 s
 1600 epochs and learns too little in one. One view: random resized crop (0.2, 1) + flip.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mae"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.name = "vit"
-  config.model.variant = "custom"
-  config.model.hidden_size = 128
-  config.model.num_layers = 4
-  config.model.num_heads = 4
-  config.model.patch_size = 4
+  config = fashion_mnist_cpu("mae", backbone="vit_tiny")
   config.model.posemb = "sincos2d"
   config.model.pool = "gap"
-
   config.augment.crop_scale = (0.2, 1.0)
-
-  config.mae.mask_ratio = 0.75
-  config.mae.norm_pix_loss = True
   config.mae.decoder_width = 64
   config.mae.decoder_depth = 2
   config.mae.decoder_heads = 4
-
-  config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1.5e-3
-  config.optimizer.lr_scaling = "none"
   config.optimizer.b2 = 0.95
   config.optimizer.weight_decay = 0.05
   config.optimizer.warmup_epochs = 0.25
-
   # Fine-tuning (python -m sslax.evaluate --protocol finetune): MAE's recipe, scaled down.
   config.eval.finetune_epochs = 2
   config.eval.finetune_optimizer = "adamw"
   config.eval.finetune_lr = 1e-3
   config.eval.finetune_weight_decay = 0.05
   config.eval.finetune_crop_scale = (0.2, 1.0)
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -25,48 +25,23 @@ linear probing 68.0%. Our end-of-training evaluation is kNN and a linear probe o
 features (mean of the patch tokens here), which for MAE is far below fine-tuning.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mae"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("mae", backbone="vit_b16")  # the mae defaults are the paper's
   config.batch_size = 4096
   config.total_epochs = 1600.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "vit"
-  config.model.variant = "B"
-  config.model.patch_size = 16
   config.model.posemb = "sincos2d"
   config.model.pool = "gap"  # MAE fine-tunes with global pooling
-  config.model.class_token = True
   config.model.remat_policy = "dots_with_no_batch_dims_saveable"
-
   config.augment.crop_scale = (0.2, 1.0)
-
-  config.mae.mask_ratio = 0.75
-  config.mae.norm_pix_loss = True
-  config.mae.decoder_width = 512
-  config.mae.decoder_depth = 8
-  config.mae.decoder_heads = 16
-
   config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 1.5e-4
-  config.optimizer.lr_scaling = "linear"  # 1.5e-4 x 4096 / 256 = 2.4e-3
-  config.optimizer.b1 = 0.9
+  config.optimizer.base_lr = 1.5e-4  # x 4096 / 256 = 2.4e-3
   config.optimizer.b2 = 0.95
   config.optimizer.weight_decay = 0.05
   config.optimizer.warmup_epochs = 40.0
-
-  config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  config.eval.batch_size = 1024
-  config.eval.baselines = False
   # Fine-tuning, appendix A.2 (ViT-B): 100 epochs, batch 1024, lr 5e-4 x 1024/256, layer decay
   # 0.65, weight decay 0.05, drop path 0.1, label smoothing 0.1, 5 warmup epochs.
   config.eval.finetune_epochs = 100
@@ -78,5 +53,4 @@ def get_config():
   config.eval.finetune_label_smoothing = 0.1
   config.eval.finetune_warmup_epochs = 5.0
   config.eval.finetune_drop_path_rate = 0.1
-  config.eval.finetune_crop_scale = (0.08, 1.0)
   return config

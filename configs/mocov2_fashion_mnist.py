@@ -19,38 +19,14 @@ colour jitter 0.4/0.4/0.4/0.1 = strength 0.5, p=0.8, grayscale 0.2) without blur
 tuned for 200 ImageNet epochs).
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mocov2"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
+  config = fashion_mnist_cpu("mocov2")
   config.augment.crop_scale = (0.2, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.blur_prob = 0.0
-
-  config.mocov2.temperature = 0.2
   config.mocov2.momentum = 0.99
   config.mocov2.queue_size = 4096
   config.mocov2.proj_hidden_dim = 512
-  config.mocov2.proj_dim = 128
-  config.mocov2.shuffle_bn_groups = 8
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

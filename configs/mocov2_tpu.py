@@ -21,48 +21,18 @@ after 200 epochs (71.1% after 800 epochs, `--config.total_epochs=800`). Our own 
 evaluation here is kNN (k=20, 200) and a linear probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mocov2"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
-  config.batch_size = 256
+  config = imagenet_tpu("mocov2")  # the mocov2 defaults are the paper's; batch 256
   config.total_epochs = 200.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
   config.augment.crop_scale = (0.2, 1.0)
-  config.augment.jitter_prob = 0.8
   config.augment.jitter_strength = 0.5
-  config.augment.grayscale_prob = 0.2
   config.augment.blur_prob = 0.5
-
-  config.mocov2.temperature = 0.2
-  config.mocov2.momentum = 0.999
-  config.mocov2.queue_size = 65536
-  config.mocov2.proj_hidden_dim = 2048
-  config.mocov2.proj_dim = 128
-  config.mocov2.shuffle_bn_groups = 8
-  config.mocov2.symmetric = False
-
   config.optimizer.name = "sgd"
-  config.optimizer.base_lr = 0.03
-  config.optimizer.lr_scaling = "linear"  # 0.03 at batch 256, as in the paper
+  config.optimizer.base_lr = 0.03  # at batch 256, as in the paper
   config.optimizer.warmup_epochs = 0.0
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
   config.checkpoint_every_steps = 5000
-  config.eval.batch_size = 1024
-  config.eval.baselines = False
   return config

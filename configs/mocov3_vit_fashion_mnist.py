@@ -20,43 +20,18 @@ MoCo v3 (blur 1.0 / 0.1 and solarize 0.0 / 0.2; at 28 px the blur kernel is tiny
 (0.2, 1) because 28 px Fashion-MNIST crops at 8% of the area hold almost nothing.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mocov3"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.name = "vit"
-  config.model.variant = "custom"
-  config.model.hidden_size = 128
-  config.model.num_layers = 4
-  config.model.num_heads = 4
-  config.model.patch_size = 4
+  config = fashion_mnist_cpu("mocov3", backbone="vit_tiny")
   config.model.posemb = "sincos2d"
-  config.model.pool = "cls"
-
   config.augment.crop_scale = (0.2, 1.0)
-
-  config.mocov3.temperature = 0.2
-  config.mocov3.momentum = 0.99
   config.mocov3.proj_hidden_dim = 512
   config.mocov3.proj_dim = 128
   config.mocov3.pred_hidden_dim = 512
   config.mocov3.freeze_patch_embed = True
-  config.mocov3.view_blur_prob = (1.0, 0.1)
-  config.mocov3.view_solarize_prob = (0.0, 0.2)
-
-  config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1e-3
-  config.optimizer.lr_scaling = "none"
   config.optimizer.weight_decay = 0.1
   config.optimizer.warmup_epochs = 0.25
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

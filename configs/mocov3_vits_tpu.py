@@ -23,50 +23,18 @@ paper's numbers, not ours): ViT-S/16, 300 epochs, linear probing top-1 73.2%. Ou
 end-of-training evaluation is kNN (k=20, 200) and a linear probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "mocov3"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("mocov3", backbone="vit_s16")
   config.batch_size = 4096
   config.total_epochs = 300.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "vit"
-  config.model.variant = "S"
-  config.model.patch_size = 16
   config.model.posemb = "sincos2d"
-  config.model.pool = "cls"
-  config.model.class_token = True
-
-  config.augment.crop_scale = (0.08, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
-
-  config.mocov3.temperature = 0.2
-  config.mocov3.momentum = 0.99
-  config.mocov3.proj_hidden_dim = 4096
-  config.mocov3.proj_dim = 256
-  config.mocov3.pred_hidden_dim = 4096
   config.mocov3.freeze_patch_embed = True
-  config.mocov3.view_blur_prob = (1.0, 0.1)
-  config.mocov3.view_solarize_prob = (0.0, 0.2)
-
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1.5e-4
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.warmup_epochs = 40.0
   config.optimizer.weight_decay = 0.1
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

@@ -21,37 +21,13 @@ grey images (not handled). Crops of scale 0.6-1 and flips. ResNet-10 x1/4, small
 as in configs/simclr_fashion_mnist.py; head: concatenated 2 x 128 features -> 512 -> 8.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "relative_patch"
-  config.dataset.name = "fashion_mnist"
+  config = fashion_mnist_cpu("relative_patch")  # the defaults: 12 px patches, 512-wide head
   config.dataset.image_size = 48
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
   config.augment.crop_scale = (0.6, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
-
-  config.relative_patch.patch_size = 12
-  config.relative_patch.normalize_patches = True
-  config.relative_patch.head_hidden_dim = 512
-  config.relative_patch.head_layers = 2
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

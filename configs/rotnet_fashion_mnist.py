@@ -15,36 +15,12 @@ padding + crop). ResNet-10 x1/4 with the small-image stem and AdamW as in
 configs/simclr_fashion_mnist.py; a 2-layer MLP head (512 hidden) on the pooled features.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "rotnet"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
+  config = fashion_mnist_cpu("rotnet")  # the defaults: all 4 rotations, 2-layer head
   config.augment.crop_scale = (0.5, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
-
-  config.rotnet.all_rotations = True
-  config.rotnet.head_hidden_dim = 512
-  config.rotnet.head_layers = 2
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -22,42 +22,18 @@ table). No ResNet-50 number from the paper itself. Our end-of-training evaluatio
 a linear probe on the pooled features, so it is not directly comparable.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "rotnet"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("rotnet")  # all 4 rotations (the default)
   config.batch_size = 1024
   config.total_epochs = 35.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.crop_scale = (0.08, 1.0)
-  config.augment.flip_prob = 0.5
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
-
-  config.rotnet.all_rotations = True
   config.rotnet.head_layers = 1
-
   config.optimizer.name = "sgd"
   config.optimizer.base_lr = 0.1
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.warmup_epochs = 2.0
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.baselines = False
   return config

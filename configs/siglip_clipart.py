@@ -8,17 +8,24 @@ Same data, towers, budget and optimizer as clip_clipart.py (see its docstring). 
 measured by us on this budget: run the commands above; compare with clip_clipart's numbers.
 """
 
-import importlib.util
-import os
-
-_spec = importlib.util.spec_from_file_location(
-  "clip_clipart", os.path.join(os.path.dirname(os.path.abspath(__file__)), "clip_clipart.py")
-)
-_clip_clipart = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_clip_clipart)
+from sslax.presets import image_text_cpu
 
 
 def get_config():
-  config = _clip_clipart.get_config("siglip")
+  config = image_text_cpu("siglip")
+  config.dataset.name = "openclipart_captions"
+  config.dataset.image_size = 32
+  config.dataset.zero_shot_templates = (
+    "a clip art of {label}.",
+    "a drawing of {label}.",
+    "{label}.",
+  )
+  config.total_steps = 150
+  config.text.context_length = 64
+  config.augment.jitter_prob = 0.5
+  config.augment.jitter_strength = 0.5
+  config.optimizer.warmup_epochs = 1.0
+  config.eval.batch_size = 256
+  config.checkpoint_every_steps = 150
   config.siglip.chunked_loss = True  # the paper's ring; identical numbers on one device
   return config

@@ -18,45 +18,12 @@ Expected accuracy (published, SimCLR paper fig. B.1 / table B.1): linear evaluat
 evaluation here is kNN (k=20, 200) and a linear probe on frozen features of a held-out split.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "simclr"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("simclr")  # ResNet-50; LARS lr 0.3 x B/256, 10 warmup epochs, 100 epochs
   config.batch_size = 4096
-  config.total_epochs = 100.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.crop_scale = (0.08, 1.0)
-  config.augment.jitter_strength = 1.0
   config.augment.blur_prob = 0.5
-
   config.simclr.temperature = 0.1
-  config.simclr.proj_hidden_dim = 2048
-  config.simclr.proj_dim = 128
-  config.simclr.proj_layers = 2
-
-  config.optimizer.name = "lars"
-  config.optimizer.base_lr = 0.3
-  config.optimizer.lr_scaling = "linear"
-  config.optimizer.warmup_epochs = 10.0
-  config.optimizer.weight_decay = 1e-6
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
-  config.eval.num_train_examples = 0
   return config

@@ -13,33 +13,14 @@ Expected accuracy: not yet measured (the SimCLR demo's numbers are in
 configs/simclr_fashion_mnist.py; compare against its random-init and raw-pixel rows).
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "simsiam"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
+  config = fashion_mnist_cpu("simsiam")
   config.augment.crop_scale = (0.2, 1.0)
   # The paper's 4:1 predictor bottleneck, at the demo's width.
   config.simsiam.proj_hidden_dim = 512
   config.simsiam.proj_dim = 512
   config.simsiam.pred_hidden_dim = 128
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -20,46 +20,17 @@ Expected accuracy (published, SimSiam paper table 4): linear evaluation top-1 68
 kNN (k=20, 200) and a linear probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "simsiam"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("simsiam")  # the simsiam defaults are the paper's; 100 epochs
   config.batch_size = 512
-  config.total_epochs = 100.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
   config.augment.crop_scale = (0.2, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
   config.augment.blur_prob = 0.5
-  config.augment.solarize_prob = 0.0
-
-  config.simsiam.proj_hidden_dim = 2048
-  config.simsiam.proj_dim = 2048
-  config.simsiam.pred_hidden_dim = 512
-
   config.optimizer.name = "sgd"
   config.optimizer.base_lr = 0.05
-  config.optimizer.lr_scaling = "linear"
   config.optimizer.warmup_epochs = 0.0
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

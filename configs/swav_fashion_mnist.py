@@ -20,43 +20,14 @@ colour jitter strength 1.0 as in SwAV (grey images: brightness and contrast only
 28 px, which mostly erases the image.
 """
 
-from sslax.config import base_config
+from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "swav"
-  config.dataset.name = "fashion_mnist"
-  config.dataset.image_size = 28  # the global crops
-  config.batch_size = 256
-  config.total_steps = 900  # ~3.8 epochs
-
-  config.model.depth = 10
-  config.model.width = 0.25
-  config.model.stem = "small"
-
-  config.augment.jitter_strength = 1.0
-  config.augment.blur_prob = 0.0
-
-  config.swav.temperature = 0.1
-  config.swav.epsilon = 0.05
-  config.swav.sinkhorn_iterations = 3
+  config = fashion_mnist_cpu("swav")  # dataset.image_size 28: the global crops
   config.swav.num_prototypes = 100
   config.swav.proj_hidden_dim = 512
-  config.swav.proj_dim = 128
-  config.swav.global_crop_scale = (0.14, 1.0)
   config.swav.num_local_crops = 4
   config.swav.local_crop_size = 14
-  config.swav.local_crop_scale = (0.05, 0.14)
   config.swav.freeze_prototypes_steps = 100
-  config.swav.queue_length = 0
-
-  config.optimizer.name = "adamw"
-  config.optimizer.base_lr = 2e-3
-  config.optimizer.lr_scaling = "none"
-  config.optimizer.weight_decay = 1e-4
-  config.optimizer.warmup_epochs = 0.5
-
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
   return config

@@ -24,53 +24,14 @@ top-1 74.6% after 400 epochs (72.1% at 100, 73.9% at 200, 75.3% at 800 epochs:
 linear probe on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "swav"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("swav")  # the swav defaults are the reference's 2x224 + 6x96 recipe
   config.batch_size = 4096
   config.total_epochs = 400.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.jitter_prob = 0.8
-  config.augment.jitter_strength = 1.0
-  config.augment.grayscale_prob = 0.2
   config.augment.blur_prob = 0.5
-
-  config.swav.temperature = 0.1
-  config.swav.epsilon = 0.05
-  config.swav.sinkhorn_iterations = 3
-  config.swav.num_prototypes = 3000
-  config.swav.proj_hidden_dim = 2048
-  config.swav.proj_dim = 128
-  config.swav.global_crop_scale = (0.14, 1.0)
-  config.swav.num_local_crops = 6
-  config.swav.local_crop_size = 96
-  config.swav.local_crop_scale = (0.05, 0.14)
-  config.swav.freeze_prototypes_steps = 313
-  config.swav.queue_length = 0
-
-  config.optimizer.name = "lars"
-  config.optimizer.base_lr = 0.3
-  config.optimizer.lr_scaling = "linear"  # 4.8 at batch 4096
-  config.optimizer.end_lr = 0.0048
-  config.optimizer.warmup_epochs = 10.0
-  config.optimizer.weight_decay = 1e-6
-  config.optimizer.momentum = 0.9
-
-  config.log_every_steps = 100
+  config.optimizer.end_lr = 0.0048  # LARS lr 0.3 x B/256 = 4.8 at batch 4096
   config.checkpoint_every_steps = 5000
-  config.eval.batch_size = 1024
-  config.eval.baselines = False
   return config

@@ -21,51 +21,14 @@ epochs (ResNet-50). Our own end-of-training evaluation is kNN (k=20, 200) and a 
 on frozen features.
 """
 
-from sslax.config import base_config
+from sslax.presets import imagenet_tpu
 
 
 def get_config():
-  config = base_config()
-  config.method = "vicreg"
-  config.dataset.name = "imagenet2012"
-  config.dataset.train_split = "train"
-  config.dataset.test_split = "validation"
-  config.dataset.image_size = 224
+  config = imagenet_tpu("vicreg")  # the vicreg defaults are the paper's
   config.batch_size = 2048
   config.total_epochs = 1000.0
-  config.dtype = "bfloat16"
-
-  config.model.name = "resnet"
-  config.model.depth = 50
-  config.model.width = 1.0
-  config.model.stem = "imagenet"
-
-  config.augment.crop_scale = (0.08, 1.0)
   config.augment.jitter_strength = 0.5
-  config.augment.jitter_prob = 0.8
-  config.augment.grayscale_prob = 0.2
-
-  config.vicreg.proj_hidden_dim = 8192
-  config.vicreg.proj_dim = 8192
-  config.vicreg.proj_layers = 3
-  config.vicreg.sim_coeff = 25.0
-  config.vicreg.var_coeff = 25.0
-  config.vicreg.cov_coeff = 1.0
-  config.vicreg.view_blur_prob = (1.0, 0.1)
-  config.vicreg.view_solarize_prob = (0.0, 0.2)
-
-  config.optimizer.name = "lars"
   config.optimizer.base_lr = 0.2
-  config.optimizer.lr_scaling = "linear"
-  config.optimizer.warmup_epochs = 10.0
   config.optimizer.end_lr = 0.2 * 2048 / 256 * 1e-3  # peak / 1000; recompute if batch_size changes
-  config.optimizer.weight_decay = 1e-6
-  config.optimizer.momentum = 0.9
-  config.optimizer.trust_coefficient = 1e-3
-
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 1000
-  config.eval.batch_size = 1024
-  config.eval.knn_ks = (20, 200)
-  config.eval.baselines = False
   return config

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Sets up sslax on a fresh Debian/Ubuntu machine with Python 3.11, no GPU needed:
-#   .venv with every dependency pinned (requirements.lock), sslax installed editable with its
-#   test extra, and Fashion-MNIST's original files from Debian's dataset-fashion-mnist package.
+#   .venv with every dependency pinned (requirements.lock), sslax installed editable, and
+#   Fashion-MNIST's original files from Debian's dataset-fashion-mnist package.
+#   bash scripts/setup.sh          what the demo and training need
+#   bash scripts/setup.sh --test   that plus the test extra (pytest, ruff; what the tests need)
 # Idempotent: a second run only checks. Environment: PYTHON (default python3.11, else python3),
 # SSLAX_ACCELERATOR=tpu|cuda12 adds jax's accelerator build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+extras=""
+for arg in "$@"; do
+  case "$arg" in
+    --test) extras="[test]" ;;
+    *) echo "setup: unknown argument $arg (use --test for the test extra)" >&2; exit 2 ;;
+  esac
+done
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else return 1; fi; }
 apt_updated=0
@@ -23,7 +33,7 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade "pip>=23.2" >/dev/null
-.venv/bin/python -m pip install -q -c requirements.lock -e ".[test]"
+.venv/bin/python -m pip install -q -c requirements.lock -e ".${extras}"
 # Accelerator builds of the same jax version (TPU VMs, CUDA 12 GPUs): SSLAX_ACCELERATOR=tpu|cuda12.
 case "${SSLAX_ACCELERATOR:-cpu}" in
   cpu) ;;

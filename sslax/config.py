@@ -1,23 +1,48 @@
 """The config schema: every key the trainer reads, its default, and the checks on values.
 
-Config files in configs/ start from `base_config()` and change what they need, so a typo in a
-config file or on the command line fails at once instead of being silently ignored.
+A run's config holds `config.method` and that method's section only (`config.<method>`, from
+`Method.default_config()`): `base_config(method)` builds it, `set_method` switches it. Config
+files in configs/ start from a preset (sslax/presets.py, built on `base_config`) and change what
+they need, so a typo, or another method's key, in a config file or on the command line fails at
+once instead of being silently ignored.
+
+Also here: the one override grammar (`apply_overrides`: "--config.a.b=value" or "a.b=value", as
+`sslax.main`'s flags) and a run's config rebuilt from its config.json (`config_from_dict`).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
-from typing import Sequence
+from collections.abc import Mapping, Sequence
 
 import ml_collections
+from absl import logging
 
 from sslax import models, optim
+from sslax.data import sources
+from sslax.methods import METHODS
+from sslax.models import vit
 
 
-def base_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.method = "simclr"
+class RunConfig(ml_collections.ConfigDict):
+  """The top level of a run's config: a ConfigDict whose error for a missing key that is
+  another method's section (`config.byol.base_momentum = 0.99` in a SimCLR config file) names
+  the run's method and how to switch, instead of ml_collections' bare KeyError('byol')."""
+
+  def _generate_did_you_mean_message(self, request, message=""):
+    method = self._fields.get("method")
+    if isinstance(request, str) and request in METHODS and request != method:
+      return _not_this_run(request, method)
+    return super()._generate_did_you_mean_message(request, message)
+
+
+def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
+  """Every key's default, with `method`'s section (config.<method>) and no other method's."""
+  _check_method_name(method, METHODS)
+  c = RunConfig()
+  c.method = method
   c.seed = 0
   c.batch_size = 256  # global batch, over all devices and processes
   c.total_epochs = 100.0  # used when total_steps <= 0
@@ -41,6 +66,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.test_split = "test"
   c.dataset.image_size = 28  # side of the crops fed to the network
   c.dataset.num_train_examples = 0  # 0 = whole split; n = first n (quick runs)
+  # Declared facts of the data, for runs built without it (sslax.setup.build(data_free=True),
+  # compile checks): the training split's size and the input channels; 0 = unknown. Training
+  # reads both from the data itself.
+  c.dataset.train_size = 0
+  c.dataset.channels = 0
   c.dataset.verify_images = True  # image folders: skip corrupt files up front
   # Image-text datasets (sslax/data/image_text.py) and `--protocol zero_shot`:
   c.dataset.zero_shot_dataset = (
@@ -91,11 +121,8 @@ def base_config() -> ml_collections.ConfigDict:
   # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
   c.model.fsdp_min_size = 2**14
 
-  # One section per registered method, e.g. c.simclr.temperature (see Method.default_config).
-  from sslax.methods import METHODS
-
-  for name, method_cls in sorted(METHODS.items()):
-    c[name] = method_cls.default_config()
+  # The method's own section, e.g. c.simclr.temperature (see Method.default_config).
+  c[method] = METHODS[method].default_config()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "lars"
@@ -148,6 +175,37 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def set_method(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Switches `config` to method `name`, in place; returns it.
+
+  Sets config.method and replaces the previous method's section with config.<name> holding
+  that method's defaults (every other key is kept).
+  """
+  _check_method_name(name, METHODS)
+  with config.unlocked():
+    for key in [k for k in config.keys() if k in METHODS]:
+      del config[key]
+    config.method = name
+    config[name] = METHODS[name].default_config()
+  return config
+
+
+def _check_method_name(name, methods) -> None:
+  if name not in methods:
+    raise ValueError(f"Unknown config.method {name!r}; choose one of {sorted(methods)}.")
+
+
+def _not_this_run(section: str, method: str) -> str:
+  """The message for another method's key: names the active method and how to switch."""
+  return (
+    f"config.{section} is not part of this run: config.method is {method!r}, and a run's "
+    f"config holds only its own method's section (config.{method}). To train {section}, start "
+    f"from a {section} config (configs/{section}_*.py) or, in Python, call "
+    f"sslax.config.set_method(config, {section!r}), which replaces config.{method} with "
+    f"{section}'s defaults."
+  )
+
+
 def _leaf_paths(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
   paths = []
   for key, value in config.items():
@@ -164,15 +222,30 @@ def check_override_keys(
 ) -> None:
   """Fails on `--config.some.key=...` flags whose key the config does not have.
 
-  Raises ValueError naming the bad key, close matches, and every valid key.
+  Raises ValueError naming the bad key, close matches, and every valid key; for another
+  method's key (`--config.byol.base_momentum` on a SimCLR run), or `--config.method=<other>`,
+  it names the run's method and how to switch instead.
   """
   valid = _leaf_paths(config)
   pattern = re.compile(rf"^--{re.escape(flag)}\.([A-Za-z0-9_.]+)(=|$)")
-  for arg in argv:
+  for i, arg in enumerate(argv):
     match = pattern.match(arg)
-    if not match or match.group(1) in valid:
+    if not match:
       continue
     key = match.group(1)
+    if key == "method":
+      value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else None)
+      if value is not None and value != config.method:
+        _check_method_name(value, METHODS)
+        raise ValueError(
+          f"--{flag}.method={value}: an override cannot switch the method: "
+          + _not_this_run(value, config.method)
+        )
+    if key in valid:
+      continue
+    section = key.split(".")[0]
+    if section in METHODS and section != config.method:
+      raise ValueError(f"--{flag}.{key}: " + _not_this_run(section, config.method))
     close = difflib.get_close_matches(key, valid, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(
@@ -181,8 +254,31 @@ def check_override_keys(
 
 
 def check_unknown_keys(config: ml_collections.ConfigDict) -> None:
-  """A config file may only use keys base_config() defines (typos fail, not vanish)."""
-  base = _leaf_paths(base_config())
+  """A config may only use keys base_config(config.method) defines (typos fail, not vanish).
+
+  It holds config.method's section and no other method's: a section of another method fails
+  naming the run's method and `set_method`.
+  """
+  method = config.get("method")
+  _check_method_name(method, METHODS)
+  sections = [k for k in config.keys() if k in METHODS]
+  others = [k for k in sections if k != method]
+  if others and method not in sections:
+    raise ValueError(
+      f"config.method is {method!r} but the config holds config.{others[0]} (the section of "
+      f"{others[0]!r}), not config.{method}: switch methods with "
+      f"sslax.config.set_method(config, {method!r}), which replaces the section with "
+      f"{method}'s defaults, not by assigning config.method."
+    )
+  if others:
+    raise ValueError(_not_this_run(others[0], method))
+  if method not in sections:
+    raise ValueError(
+      f"config.method is {method!r} but the config has no config.{method} section; build it "
+      f"with sslax.config.base_config({method!r}) (or a preset in sslax.presets), or call "
+      f"sslax.config.set_method(config, {method!r})."
+    )
+  base = _leaf_paths(base_config(method))
   extra = [
     p
     for p in _leaf_paths(config)
@@ -197,14 +293,112 @@ def check_unknown_keys(config: ml_collections.ConfigDict) -> None:
 # Sections whose keys belong to one method or component and are checked by it, not here.
 _FREE_SECTIONS = ("mesh",)
 
+# Keys of a config.json that describe the file, not the run (sslax/workdir.py writes them).
+_METADATA_KEYS = ("sslax_version",)
+
+
+def _coerce(value, like):
+  """`value` converted to the type of the config's current value `like`."""
+  if isinstance(like, tuple):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+  if isinstance(like, bool):
+    return bool(value)
+  if isinstance(like, float) and isinstance(value, int):
+    return float(value)
+  return value
+
+
+def _parse_value(text: str, like):
+  if isinstance(like, str):
+    return text
+  if isinstance(like, bool):
+    if text.lower() in ("true", "t", "1", "yes"):  # absl's boolean flags: true/t/1, false/f/0
+      return True
+    if text.lower() in ("false", "f", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"cannot parse {text!r} as a Python literal") from None
+  return _coerce(value, like)
+
+
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+  """Applies "key.path=value" (or "--config.key.path=value") strings in place; returns config.
+
+  Values are Python literals coerced to the key's type: "--config.eval.knn_ks=5,50" -> (5, 50);
+  strings are taken as written; booleans are true/false/1/0/yes/no. Unknown keys, another
+  method's keys and a different config.method fail as in `check_override_keys`.
+  """
+  pairs = []
+  for item in overrides:
+    item = item.removeprefix("--config.")
+    if "=" not in item:
+      raise ValueError(f"Override {item!r} must look like key.path=value.")
+    key, text = item.split("=", 1)
+    pairs.append((key, text))
+  check_override_keys(config, [f"--config.{k}={v}" for k, v in pairs])
+  for key, text in pairs:
+    *parents, leaf = key.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    try:
+      node[leaf] = _parse_value(text, node[leaf])
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"--config.{key}={text}: {e}") from None
+  return config
+
+
+def config_from_dict(values: Mapping) -> ml_collections.ConfigDict:
+  """A run's config rebuilt from its config.json dict: base_config(values["method"]) updated.
+
+  Old run dirs' config.json hold every method's section: the run's own is kept, the others are
+  dropped. Keys unknown to this sslax version are logged and ignored.
+  """
+  method = values.get("method", "simclr")
+  if method not in METHODS:
+    raise ValueError(
+      f"config.json's method {method!r} is not known to this sslax version; "
+      f"known methods: {sorted(METHODS)}."
+    )
+  config = base_config(method)
+  _update_from_dict(
+    config,
+    {
+      k: v
+      for k, v in values.items()
+      if (k not in METHODS or k == method) and k not in _METADATA_KEYS
+    },
+  )
+  return config
+
+
+def _update_from_dict(node: ml_collections.ConfigDict, values: Mapping, path: str = "") -> None:
+  for key, value in values.items():
+    if key not in node:
+      if path.rstrip(".") in _FREE_SECTIONS:  # free-form sections keep every key
+        node[key] = value
+      else:
+        logging.warning(
+          "config.json key %s%s is not known to this sslax version; ignored.", path, key
+        )
+      continue
+    if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+      _update_from_dict(node[key], value, f"{path}{key}.")
+    else:
+      node[key] = _coerce(value, node[key]) if value is not None else value
+
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values before anything is compiled; every message names the fix."""
   from sslax.methods import METHODS  # local: methods import models, models import nothing here
 
+  _check_method_name(config.method, METHODS)
   check_unknown_keys(config)
-  if config.method not in METHODS:
-    raise ValueError(f"Unknown config.method {config.method!r}; choose one of {sorted(METHODS)}.")
   if config.model.name not in models.BACKBONES:
     raise ValueError(
       f"Unknown config.model.name {config.model.name!r}; choose one of {models.BACKBONES}."
@@ -228,8 +422,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"Unknown config.optimizer.lr_scaling {config.optimizer.lr_scaling!r}; "
       f"choose one of {optim.LR_SCALING}."
     )
-  from sslax.data import sources
-
   known = set(sources.DATASETS)
   if config.dataset.name not in known and not _is_tfds_name(config.dataset.name):
     raise ValueError(
@@ -248,8 +440,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_vit(config: ml_collections.ConfigDict) -> None:
-  from sslax.models import vit
-
   m = config.model
   vit.vit_dims(m.variant, m.hidden_size, m.num_layers, m.num_heads)  # raises with the fix
   if m.patch_size not in vit.PATCH_SIZES:

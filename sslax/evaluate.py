@@ -1,233 +1,230 @@
 """Evaluate a trained workdir: python -m sslax.evaluate --workdir DIR --protocol NAME.
 
-Protocols (see sslax/evaluation/runner.py):
+Protocols (sslax/evaluation/protocols/):
+  report     kNN + linear probe next to the random-init and raw-pixel baselines: the table
+             `python -m sslax.main` prints at the end of training (and with --mode evaluate)
   knn        weighted kNN on frozen features (--k 20,200 --temperature 0.07)
   linear     linear probe on frozen features: AdamW, SGD or LARS with an lr sweep picked on a
              held-out val split (--solver sgd --lr_grid 0.01,0.1,1), or closed-form ridge
              (--solver closed_form)
+  retrieval  test images as queries against the train gallery (cosine): mAP, precision@k
   finetune   backbone + linear head fine-tuned end to end on all train labels
   lowshot    the same on class-balanced 1% / 10% label subsets (--fractions 0.01,0.1); the
              chosen ids are saved to DIR/lowshot/
-  retrieval  test images as queries against the train gallery (cosine): mAP, precision@k
   pictures   PNGs in DIR/pictures/: augmented views, PCA map of test features, retrieval grid
   zero_shot  image-text models (clip, siglip): prompt-ensemble zero-shot accuracy on
              dataset.zero_shot_dataset (templates: dataset.zero_shot_templates), vs random init
   image_text_retrieval  image-text models: image->text and text->image Recall@1/5/10 on the
              held-out pairs of dataset.test_split, vs random init
 
-The run's config is rebuilt from DIR/config.json (written by the trainer); any key can be
-overridden with --config.<key>=<value> (e.g. --config.eval.knn_temperature=0.1). The newest
-checkpoint is evaluated; frozen features are cached in DIR/features/step_<n>_<split>.npz and
-reused; each run appends {protocol, step, timestamp, config, results} to DIR/results.json.
+The run's config is rebuilt from DIR/config.json (`sslax.workdir.load_config`); any key can be
+overridden with --config.<key>=<value> (e.g. --config.eval.knn_temperature=0.1), the grammar of
+`python -m sslax.main`. The newest checkpoint is evaluated; frozen features are cached in
+DIR/features/ and reused; each run appends one record to DIR/results.json (schema: see
+sslax/workdir.py).
+
+This module is the glue between a run and the evaluation library: it builds the run's method
+(for its backbone module, its random initialisation and, for image-text models, its text
+tower) and hands `sslax.evaluation` encoders. `sslax.main` calls the same `evaluate`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
-import time
 from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import ml_collections
-from absl import logging
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+from absl import logging  # noqa: E402
+
+from sslax import config as config_lib  # noqa: E402
+from sslax import distributed  # noqa: E402
+from sslax import setup as setup_lib  # noqa: E402
+from sslax import workdir as workdir_lib  # noqa: E402
+from sslax.evaluation import encoder as encoder_lib  # noqa: E402
+from sslax.evaluation import protocols  # noqa: E402
+from sslax.methods.image_text import ImageTextMethod, restore_tokenizer  # noqa: E402
+
+REPORT = "report"
 
 
-def _coerce(value, like):
-  """`value` converted to the type of the config's current value `like`."""
-  if isinstance(like, tuple):
-    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
-  if isinstance(like, bool):
-    return bool(value)
-  if isinstance(like, float) and isinstance(value, int):
-    return float(value)
-  return value
+def restore_encoder(
+  config: ml_collections.ConfigDict, workdir: str, *, setup=None, devices=None
+) -> encoder_lib.Encoder:
+  """The one restore path of both CLIs: DIR's newest checkpoint's backbone as the "pretrained"
+  encoder, checked against config's model. setup: the run's `sslax.setup.Setup` (built here
+  over `devices` if None)."""
+  s = setup_lib.build(config, devices) if setup is None else setup
+  return encoder_lib.from_checkpoint(workdir, config, s.method.network().backbone, mesh=s.mesh)
 
 
-def _parse_value(text: str, like):
-  if isinstance(like, str):
-    return text
-  if isinstance(like, bool):
-    if text.lower() in ("true", "1", "yes"):
-      return True
-    if text.lower() in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    raise ValueError(f"cannot parse {text!r} as a Python literal") from None
-  return _coerce(value, like)
+def random_init_variables(s) -> tuple[dict, dict]:
+  """(params, batch_stats) of the whole network at the trainer's step 0 (config.seed)."""
+  init = setup_lib.init_state(s)
+  return init.params, init.batch_stats
 
 
-def apply_overrides(
-  config: ml_collections.ConfigDict, overrides: Sequence[str]
-) -> ml_collections.ConfigDict:
-  """Applies "key.path=value" (or "--config.key.path=value") strings; unknown keys fail.
-
-  Values are Python literals coerced to the key's type: "--config.eval.knn_ks=5,50" -> (5, 50).
-  """
-  from sslax import config as config_lib
-
-  pairs = []
-  for item in overrides:
-    item = item[len("--config.") :] if item.startswith("--config.") else item
-    if "=" not in item:
-      raise ValueError(f"Override {item!r} must look like key.path=value.")
-    key, text = item.split("=", 1)
-    pairs.append((key, text))
-  config_lib.check_override_keys(config, [f"--config.{k}=" for k, _ in pairs])
-  for key, text in pairs:
-    *parents, leaf = key.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    try:
-      node[leaf] = _parse_value(text, node[leaf])
-    except (ValueError, TypeError) as e:
-      raise ValueError(f"--config.{key}={text}: {e}") from None
-  return config
-
-
-def _update_from_json(node: ml_collections.ConfigDict, values: dict, path: str = "") -> None:
-  for key, value in values.items():
-    if key not in node:
-      if path.rstrip(".") in ("mesh",):  # free-form sections keep every key
-        node[key] = value
-      else:
-        logging.warning(
-          "config.json key %s%s is not known to this sslax version; ignored.", path, key
+def encoders_for(protocol: str, config, workdir: str, s, *, state=None) -> list:
+  """The encoders `protocol` runs on: the trained one (the live `state` if given, else DIR's
+  newest checkpoint) and, with config.eval.baselines, the protocol's baselines."""
+  p = protocols.get(protocol)
+  if p.image_text:
+    return _image_text_encoders(p, config, workdir, s, state)
+  backbone = s.method.network().backbone
+  size, channels = config.dataset.image_size, s.run.channels
+  if state is None:
+    trained = restore_encoder(config, workdir, setup=s)
+  else:
+    trained = encoder_lib.from_train_state(
+      state, backbone, image_size=size, channels=channels, mesh=s.mesh
+    )
+  encoders = [trained]
+  for name in p.baselines if config.eval.baselines else ():
+    if name == encoder_lib.RANDOM_INIT:
+      params, batch_stats = random_init_variables(s)
+      encoders.append(
+        encoder_lib.from_variables(
+          backbone,
+          encoder_lib.backbone_variables(params, batch_stats),
+          name=name,
+          image_size=size,
+          channels=channels,
+          mesh=s.mesh,
         )
-      continue
-    if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
-      _update_from_json(node[key], value, f"{path}{key}.")
+      )
+    elif name == encoder_lib.RAW_PIXELS:
+      encoders.append(encoder_lib.raw_pixels(image_size=size, channels=channels, mesh=s.mesh))
     else:
-      node[key] = _coerce(value, node[key]) if value is not None else value
+      raise ValueError(f"protocol {protocol!r}: unknown baseline encoder {name!r}")
+  return encoders
 
 
-def load_config(workdir: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """The run's config: base_config() updated with DIR/config.json, then `overrides`."""
-  from sslax import config as config_lib
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path} does not exist: --workdir must be a directory written by "
-      f"the trainer (python -m sslax.main --mode train)."
+def _image_text_encoders(p, config, workdir: str, s, state) -> list:
+  """Image tower + text tower (with the checkpoint's own tokenizer) of a clip / siglip run."""
+  method = s.method
+  if not isinstance(method, ImageTextMethod):
+    raise ValueError(
+      f"--protocol {p.name} needs an image-text model (method clip or siglip); this run's "
+      f"method is {config.method!r}: use knn, linear, finetune, lowshot or retrieval."
     )
-  with open(path) as f:
-    values = json.load(f)
-  config = config_lib.base_config()
-  _update_from_json(config, values)
-  return apply_overrides(config, overrides)
+  network = method.network()
+  image_tower = encoder_lib.ModuleMethod(network, "encode_image")
 
+  def encode_text(variables, tokens):
+    return network.apply(variables, tokens, method=type(network).encode_text)
 
-def restore_encoder(config: ml_collections.ConfigDict, workdir: str, devices=None):
-  """-> runner.Encoder for DIR's newest checkpoint (its backbone, on a mesh over `devices`)."""
-  from sslax import checkpoint, config as config_lib, sharding
-  from sslax.evaluation import runner
-  from sslax.methods import get_method
-
-  config_lib.validate(config)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  sharding.check_batch_size(config.eval.batch_size, mesh, name="eval.batch_size")
-  try:
-    tree, step = checkpoint.load_numpy(workdir)
-  except FileNotFoundError:
-    raise FileNotFoundError(
-      f"No checkpoint in {os.path.join(workdir, 'checkpoints')} to "
-      f"evaluate; train first (python -m sslax.main --mode train)."
-    ) from None
-  method = get_method(config.method)(config, mesh)
-  variables = {"params": tree["params"]["backbone"]}
-  if tree.get("batch_stats") and "backbone" in tree["batch_stats"]:
-    variables["batch_stats"] = tree["batch_stats"]["backbone"]
-  _check_matches_config(method.network().backbone, variables, config, workdir, step)
-  return runner.Encoder(
-    config=config,
-    mesh=mesh,
-    method=method,
-    backbone=method.network().backbone,
-    variables=variables,
-    step=step,
-  )
-
-
-def _check_matches_config(backbone, variables, config, workdir, step):
-  """The checkpoint's backbone must have exactly the shapes the config's model builds."""
-  import jax
-  import jax.numpy as jnp
-
-  size = config.dataset.image_size
-  for channels in (1, 3):  # the input's channel count only changes the stem's kernel
-    expected = jax.eval_shape(
-      lambda: backbone.init(jax.random.key(0), jnp.zeros((1, size, size, channels)), train=False)
+  def encoder(name, variables, tokenizer, step):
+    text = encoder_lib.TextTower(encode_text, variables, tokenizer, config.text.context_length)
+    return encoder_lib.from_variables(
+      image_tower,
+      variables,
+      name=name,
+      image_size=config.dataset.image_size,
+      channels=s.run.channels,
+      mesh=s.mesh,
+      step=step,
+      text=text,
     )
-    want = {
-      "/".join(str(k.key) for k in path): tuple(x.shape)
-      for path, x in jax.tree_util.tree_leaves_with_path(dict(expected))
-    }
-    got = {
-      "/".join(str(k.key) for k in path): tuple(x.shape)
-      for path, x in jax.tree_util.tree_leaves_with_path(variables)
-    }
-    if want == got:
-      return
-  missing = sorted(set(want) - set(got))[:3]
-  extra = sorted(set(got) - set(want))[:3]
-  differ = sorted(k for k in set(want) & set(got) if want[k] != got[k])[:3]
-  raise ValueError(
-    f"The checkpoint at step {step} in {workdir} does not match the config's model "
-    f"({config.model.to_dict()}): missing {missing}, unexpected {extra}, different shapes "
-    f"{[(k, got[k], want[k]) for k in differ]}. Evaluate with the run's own config.json "
-    f"(drop --config.model.* overrides) or point --workdir at the matching run."
-  )
+
+  if state is None:
+    tree, step = encoder_lib.load_checkpoint(workdir)
+    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
+    method_state = tree.get("method_state")
+  else:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    method_state, step = jax.device_get(state.method_state), int(jax.device_get(state.step))
+  encoders = [encoder(encoder_lib.PRETRAINED, variables, restore_tokenizer(method_state), step)]
+  if config.eval.baselines and encoder_lib.RANDOM_INIT in p.baselines:
+    params, batch_stats = random_init_variables(s)
+    variables = {"params": params, "batch_stats": batch_stats}
+    encoders.append(encoder(encoder_lib.RANDOM_INIT, variables, method.tokenizer(), 0))
+  return encoders
 
 
 def evaluate(
   workdir: str,
-  protocol: str,
+  protocol: str = REPORT,
   *,
   config: ml_collections.ConfigDict | None = None,
   overrides: Sequence[str] = (),
+  setup=None,
+  state=None,
+  devices=None,
 ) -> dict:
-  """Runs `protocol` on DIR's newest checkpoint and appends its record to DIR/results.json.
+  """Runs `protocol` on DIR's run and appends its record to DIR/results.json.
 
-  config: use this config instead of DIR/config.json (sslax.main passes its --config).
-  Returns the record {"protocol", "step", "timestamp", "config", "results", ...}.
+  config: use this config instead of DIR/config.json (sslax.main passes its --config); it must
+    be a config of the run's method and model. overrides: "a.b=value" strings applied to it.
+  setup, state: the run's Setup and live TrainState (sslax.main after training): the trained
+    encoder is `state`'s instead of the newest checkpoint's.
+  Returns the record (schema: sslax/workdir.py).
   """
-  from sslax.evaluation import runner
-
-  runner.check_protocol(protocol)
-  config = load_config(workdir, overrides) if config is None else apply_overrides(config, overrides)
-  runner.check_eval_config(config)
-  t0 = time.perf_counter()
-  enc = restore_encoder(config, workdir)
-  results = runner.run_protocol(enc, workdir, protocol)
-  record = runner.protocol_record(enc, protocol, results, time.perf_counter() - t0)
-  runner.append_record(workdir, record)
+  protocols.get(protocol)  # an unknown name fails before anything is read
+  if config is None:
+    workdir_lib.check_for_evaluation(workdir)
+    config = workdir_lib.load_config(workdir, overrides)
+  else:
+    config = config_lib.apply_overrides(config, overrides)
+    if state is None:
+      workdir_lib.check_for_evaluation(workdir, config)
+  protocols.check_eval_config(config)
+  s = setup_lib.build(config, devices) if setup is None else setup
+  encoders = encoders_for(protocol, config, workdir, s, state=state)
+  ctx = protocols.Context(config=config, workdir=workdir, views=tuple(s.method.views()))
+  record = protocols.run(protocol, encoders, ctx)
+  if jax.process_index() == 0:
+    workdir_lib.append_record(workdir, record)
   return record
+
+
+def report_after_training(config, workdir: str, setup, state) -> dict:
+  """The end-of-run report (sslax.main after `train`): the live state's backbone, kNN + linear
+  probe next to the baselines, printed as a table and appended to DIR/results.json."""
+  record = evaluate(workdir, REPORT, config=config, setup=setup, state=state)
+  print_record(record)
+  return record
+
+
+def format_record(record: dict) -> str:
+  """The report as its table; any other protocol as JSON {protocol, step, results}."""
+  if record["protocol"] == REPORT:
+    return protocols.format_table(record)
+  return json.dumps({k: record[k] for k in ("protocol", "step", "results")}, indent=2)
+
+
+def print_record(record: dict) -> None:
+  if jax.process_index() == 0:
+    print(format_record(record), flush=True)
 
 
 def _list(cast):
   return lambda text: tuple(cast(v) for v in text.split(",") if v.strip())
 
 
+# Shorthand flags -> the config keys they set.
+FLAGS_TO_KEYS = {
+  "k": "eval.knn_ks",
+  "temperature": "eval.knn_temperature",
+  "solver": "eval.linear_solver",
+  "lr_grid": "eval.linear_lr_grid",
+  "fractions": "eval.lowshot_fractions",
+}
+
+
 def parse_args(argv: Sequence[str]):
   """-> (argparse namespace, config override strings)."""
-  from sslax.evaluation import runner
-
   parser = argparse.ArgumentParser(
     prog="python -m sslax.evaluate",
     description=__doc__,
     formatter_class=argparse.RawDescriptionHelpFormatter,
   )
   parser.add_argument("--workdir", required=True, help="A directory written by the trainer.")
-  parser.add_argument("--protocol", required=True, choices=runner.PROTOCOLS)
+  parser.add_argument("--protocol", required=True, choices=protocols.names())
   parser.add_argument(
     "--k", type=_list(int), help="kNN: neighbour counts, e.g. 20,200 (eval.knn_ks)."
   )
@@ -253,37 +250,36 @@ def parse_args(argv: Sequence[str]):
   bad = [a for a in rest if not a.startswith("--config.")]
   if bad:
     parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as --config.key=value)")
-  flags_to_keys = {
-    "k": "eval.knn_ks",
-    "temperature": "eval.knn_temperature",
-    "solver": "eval.linear_solver",
-    "lr_grid": "eval.linear_lr_grid",
-    "fractions": "eval.lowshot_fractions",
-  }
   overrides = list(rest)
-  for flag, key in flags_to_keys.items():
+  for flag, key in FLAGS_TO_KEYS.items():
     value = getattr(args, flag)
     if value is not None:
       overrides.append(f"{key}={value!r}" if not isinstance(value, str) else f"{key}={value}")
   return args, overrides
 
 
+def hide_accelerators_from_tf() -> None:
+  """TensorFlow is only the input pipeline: keep it off GPUs and TPUs."""
+  import tensorflow as tf
+
+  tf.config.set_visible_devices([], "GPU")
+  if tf.config.list_physical_devices("TPU"):
+    tf.config.set_visible_devices([], "TPU")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.WARNING)
-  import tensorflow as tf  # the input pipeline only: keep it off accelerators
-
-  tf.config.set_visible_devices([], "GPU")
+  hide_accelerators_from_tf()
   try:
-    config = load_config(args.workdir, overrides)
-    from sslax import distributed
-
+    workdir_lib.check_for_evaluation(args.workdir)
+    config = workdir_lib.load_config(args.workdir, overrides)
     distributed.initialize(config.distributed)  # before anything touches devices
     record = evaluate(args.workdir, args.protocol, config=config)
-  except (NotImplementedError, FileNotFoundError, ValueError) as e:
+  except (NotImplementedError, FileNotFoundError, ValueError, OSError) as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
-  print(json.dumps({k: record[k] for k in ("protocol", "step", "results")}, indent=2), flush=True)
+  print_record(record)
   return 0
 
 

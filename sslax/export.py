@@ -16,6 +16,9 @@ with the recorded mean/std) is part of the exported function and recorded in PAT
               only TensorFlow.
 
 stablehlo and savedmodel fix H = W = --input_size (default: the training image size).
+
+The run's config is DIR/config.json (`sslax.workdir.load_config`), with --config.key=value
+overrides in the grammar of `python -m sslax.main` and `sslax.evaluate`.
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def export_encoder(
   Returns the spec written to out/encoder.json.
   """
   import ml_collections
-  from sslax import __version__, models
+  from sslax import __version__, models  # local: see `export`
 
   if fmt not in FORMATS:
     raise ValueError(f"Unknown export format {fmt!r}; choose one of {FORMATS}.")
@@ -202,19 +205,21 @@ def export(
 ) -> dict:
   """Exports the backbone of DIR's newest checkpoint.
 
-  config: the run's ConfigDict (default: rebuilt from DIR/config.json, then `overrides`).
+  config: the run's ConfigDict (default: DIR/config.json via `sslax.workdir.load_config`, then
+  `overrides`); its model must match the checkpoint's.
   Returns the spec written to out/encoder.json.
   """
-  from sslax import checkpoint, evaluate, models
+  # local: `sslax.load_encoder` imports this module and needs only jax (flax for bundles)
+  from sslax import models, workdir as workdir_lib  # local: as above
+  from sslax.evaluation import encoder as encoder_lib  # local: as above
 
-  config = evaluate.load_config(workdir, overrides) if config is None else config
-  tree, step = checkpoint.load_numpy(workdir)
-  variables = {"params": tree["params"]["backbone"]}
-  if tree.get("batch_stats") and "backbone" in tree["batch_stats"]:
-    variables["batch_stats"] = tree["batch_stats"]["backbone"]
+  config = workdir_lib.load_config(workdir, overrides) if config is None else config
+  tree, step = encoder_lib.load_checkpoint(workdir)
+  variables = encoder_lib.backbone_variables(tree["params"], tree.get("batch_stats"))
   backbone = models.make_backbone(config.model, config.dtype)
+  channels = encoder_lib.check_matches_config(backbone, variables, config, workdir, step)
   size = config.dataset.image_size
-  spec = preprocessing_spec(size, infer_channels(backbone, variables, size))
+  spec = preprocessing_spec(size, channels)
   spec = export_encoder(
     out,
     fmt,
@@ -282,7 +287,7 @@ def load_encoder(path: str) -> LoadedEncoder:
   if fmt == "bundle":
     import ml_collections
     from flax import serialization
-    from sslax import models
+    from sslax import models  # local: bundles only; the other formats need no flax
 
     backbone = models.make_backbone(ml_collections.ConfigDict(spec["model"]), spec["dtype"])
     with open(os.path.join(path, PARAMS_FILE), "rb") as f:
@@ -321,7 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     default="cpu,cuda",
     help="stablehlo/savedmodel: comma-separated platforms to lower for (cpu, cuda, rocm, tpu).",
   )
-  args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+  args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  bad = [a for a in overrides if not a.startswith("--config.")]
+  if bad:
+    parser.error(f"unrecognized arguments: {' '.join(bad)} (config keys go as --config.key=value)")
   from absl import logging
 
   logging.set_verbosity(logging.WARNING)
@@ -332,8 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       args.format,
       input_size=args.input_size,
       platforms=tuple(p for p in args.platforms.split(",") if p),
+      overrides=overrides,
     )
-  except (FileNotFoundError, ValueError) as e:
+  except (OSError, ValueError) as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
   print(

@@ -1,10 +1,16 @@
 """Command line: python -m sslax.main --config configs/NAME.py --workdir DIR [--config.key=value].
 
---mode train     pretrain (resuming from DIR's latest checkpoint) and evaluate at the end
---mode evaluate  evaluate DIR's latest checkpoint (kNN + linear probe), or one protocol with
-                 --protocol knn|linear|finetune|lowshot|retrieval|pictures (see sslax/evaluate.py)
+--mode train     pretrain (resuming from DIR's latest checkpoint), then print the end-of-run
+                 report (kNN + linear probe next to random-init and raw-pixel baselines)
+--mode evaluate  the same report for DIR's latest checkpoint, or one protocol with
+                 --protocol knn|linear|finetune|lowshot|retrieval|pictures|... (sslax/evaluate.py)
 --mode export    export DIR's latest encoder: --export_format bundle|stablehlo|savedmodel
                  --export_dir PATH (see sslax/export.py)
+
+--config.key=value overrides use the grammar of `python -m sslax.evaluate` and `sslax.export`
+(`sslax.config.apply_overrides`: Python literals coerced to the key's type, e.g.
+--config.eval.knn_ks=5,50). With --mode evaluate or export, --config may be left out: the run's
+own DIR/config.json is used (`sslax.workdir.load_config`).
 """
 
 from __future__ import annotations
@@ -21,11 +27,18 @@ from sslax import perf  # noqa: E402
 
 perf.apply_cpu_xla_defaults()
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from sslax import config as config_lib  # noqa: E402
+from sslax import distributed, evaluate, export, train  # noqa: E402
+from sslax import workdir as workdir_lib  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Path to a config file in configs/.", lock_config=True
+  "config",
+  None,
+  "Path to a config file in configs/ (optional with --mode evaluate/export: DIR/config.json).",
+  lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export"], "What to do.")
@@ -38,14 +51,30 @@ _EXPORT_FORMAT = flags.DEFINE_enum(
   "export_format", "bundle", ["bundle", "stablehlo", "savedmodel"], "--mode export: the format."
 )
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode export: where to write the encoder.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+# The --config.key=value overrides, taken out of argv before absl parses it (run_main).
+_OVERRIDES: list[str] = []
 
 
-def _hide_accelerators_from_tf():
-  import tensorflow as tf
+def train_and_evaluate(config, workdir: str, step_hook=None) -> dict:
+  """Trains (resuming from `workdir`), then, if the run finished and config.eval.at_end, runs
+  and prints the end-of-run report. Returns `sslax.train.train`'s dict plus "results": the
+  report's results.json record ({} when there was none)."""
+  out = train.train(config, workdir, step_hook=step_hook)
+  out["results"] = {}
+  if out["status"] == "done" and config.eval.at_end:
+    out["results"] = evaluate.report_after_training(config, workdir, out["setup"], out["state"])
+  return out
 
-  tf.config.set_visible_devices([], "GPU")
-  tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
+
+def _config(mode: str, workdir: str):
+  """--config (with the overrides), or for evaluate/export without it DIR's own config."""
+  if _CONFIG.value is None:
+    if mode == "train":
+      raise app.UsageError("--mode train needs --config configs/NAME.py.")
+    return workdir_lib.load_config(workdir, _OVERRIDES)
+  return config_lib.apply_overrides(_CONFIG.value, _OVERRIDES)
 
 
 def main(argv):
@@ -53,46 +82,52 @@ def main(argv):
   if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv):
     # Orbax and TF log every save at INFO; the trainer prints its own progress lines.
     logging.set_verbosity(logging.WARNING)
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  from sslax import distributed
-
+  mode, workdir = _MODE.value, _WORKDIR.value
+  try:
+    config = _config(mode, workdir)
+    if mode == "train":  # a file, not writable, another run: say so before anything starts
+      workdir_lib.check_for_training(workdir, config)
+  except (ValueError, OSError) as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
   distributed.initialize(config.distributed)  # before anything touches devices
-  _hide_accelerators_from_tf()
-  from sslax import train
+  evaluate.hide_accelerators_from_tf()
 
-  if _MODE.value == "train":
-    out = train.train(config, workdir)
+  if mode == "train":
+    out = train_and_evaluate(config, workdir)
     if out["status"] == "preempted":
       logging.info("Stopped early after a preemption signal; rerun the same command to resume.")
-  elif _MODE.value == "export":
-    from sslax import export
-
-    if not _EXPORT_DIR.value:
-      raise app.UsageError("--mode export needs --export_dir PATH.")
-    export.export(workdir, _EXPORT_DIR.value, _EXPORT_FORMAT.value, config=config)
-  elif _PROTOCOL.value:
-    from sslax import evaluate
-
-    record = evaluate.evaluate(workdir, _PROTOCOL.value, config=config)
-    print(record["results"], flush=True)
+  elif mode == "export" and not _EXPORT_DIR.value:
+    raise app.UsageError("--mode export needs --export_dir PATH.")
   else:
-    from sslax.evaluation import runner
-    from sslax import checkpoint
-
-    s = train.setup(config)
-    manager = checkpoint.make_manager(
-      workdir, save_every_steps=1, max_to_keep=config.max_checkpoints_to_keep
-    )
-    state, step = checkpoint.restore_latest(manager, s.abstract_state)
-    if state is None:
-      raise SystemExit(f"No checkpoint in {workdir}/checkpoints to evaluate; train first.")
-    runner.evaluate(config, workdir, state, s)
+    try:  # evaluate and export: a workdir they cannot use is a one-line error
+      if mode == "export":
+        export.export(workdir, _EXPORT_DIR.value, _EXPORT_FORMAT.value, config=config)
+      else:
+        record = evaluate.evaluate(workdir, _PROTOCOL.value or evaluate.REPORT, config=config)
+        evaluate.print_record(record)
+    except (ValueError, OSError) as e:
+      sys.stderr.write(f"error: {e}\n")
+      sys.exit(2)
 
 
-def _check_overrides(argv):
-  """Unknown --config.* keys fail at once, with the valid keys, before flags are parsed."""
-  from sslax import config as config_lib
+def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+  """argv -> (argv without --config.key=value overrides, the overrides as "key=value")."""
+  rest, overrides, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg.startswith("--config.") and i > 0:
+      if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+        arg, i = f"{arg}={argv[i + 1]}", i + 1  # --config.key value
+      overrides.append(arg[len("--config.") :])
+    else:
+      rest.append(arg)
+    i += 1
+  return rest, overrides
 
+
+def _check_overrides(argv: list[str], overrides: list[str]) -> None:
+  """Unknown --config.* keys fail at once, with the valid keys, before anything starts."""
   path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
   if path is None and "--config" in argv[:-1]:
     path = argv[argv.index("--config") + 1]
@@ -102,15 +137,17 @@ def _check_overrides(argv):
   arg = path.split(":", 1)[1] if ":" in path else None
   cfg = loaded.get_config(arg) if arg is not None else loaded.get_config()
   try:
-    config_lib.check_override_keys(cfg, argv)
+    config_lib.check_override_keys(cfg, [f"--config.{o}" for o in overrides])
   except ValueError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)
 
 
 def run_main():
-  _check_overrides(sys.argv)
-  app.run(main)
+  argv, overrides = split_overrides(sys.argv)
+  _check_overrides(argv, overrides)
+  _OVERRIDES[:] = overrides
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

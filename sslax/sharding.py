@@ -107,11 +107,18 @@ def make_global_batch(mesh: Mesh, local_batch: Any) -> Any:
   )
 
 
-def shard_over_batch(fn: Callable, mesh: Mesh, num_args: int) -> Callable:
-  """Runs fn(*local_shards, axis_name=BATCH_AXES) per device; fn returns replicated values."""
+def shard_over_batch(
+  fn: Callable, mesh: Mesh, num_args: int, *, num_replicated: int = 0
+) -> Callable:
+  """Runs fn(*local_shards, *replicated, axis_name=BATCH_AXES) per device.
+
+  The first `num_args` arguments are split over the batch axis (each device gets its rows); the
+  next `num_replicated` arguments (queues, centers, temperatures, logit scales ...) reach every
+  device whole. fn returns replicated values (reduce over `axis_name` inside).
+  """
   return jax.shard_map(
     lambda *args: fn(*args, axis_name=BATCH_AXES),
     mesh=mesh,
-    in_specs=(P(BATCH_AXES),) * num_args,
+    in_specs=(P(BATCH_AXES),) * num_args + (P(),) * num_replicated,
     out_specs=P(),
   )

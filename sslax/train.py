@@ -1,12 +1,12 @@
-"""The trainer: config -> pretrained encoder, with the same code on CPU, GPU and TPU pods.
+"""The training loop: config -> pretrained train state, the same code on CPU, GPU and TPU pods.
 
-Sections: config checks, mesh, input, model init (shapes first, via jax.eval_shape),
-checkpoint restore, the jitted train step, the loop, evaluation.
+Sections: setup (`sslax.setup.build`), checkpoint restore, input, the jitted train step, the
+loop (prefetch, on-device metric sums, logging, checkpoints, preemption). Evaluation is not
+the trainer's: `sslax.main` runs the end-of-run report after `train` returns.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -21,118 +21,15 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sslax import checkpoint, config as config_lib, optim, perf, sharding
-from sslax.data import pipeline, prefetch, sources
-from sslax.methods import get_method
+from sslax import __version__, checkpoint, perf, sharding
+from sslax import workdir as workdir_lib
+from sslax.data import pipeline, prefetch
+from sslax.setup import Setup, build, init_state
 from sslax.state import TrainState
 
 
-@dataclasses.dataclass
-class Setup:
-  """Everything built from a config before the first step (shared by train and evaluate)."""
-
-  config: ml_collections.ConfigDict
-  mesh: jax.sharding.Mesh
-  method: object
-  train_source: object
-  total_steps: int
-  steps_per_epoch: int
-  schedule: Callable
-  tx: optax.GradientTransformation
-  init_fn: Callable  # rng -> TrainState
-  abstract_state: object  # ShapeDtypeStructs with shardings
-  state_sharding: object
-
-
-def load_source(config, split: str, num_examples: int = 0):
-  return sources.get_source(
-    config.dataset.name,
-    split,
-    data_dir=config.dataset.data_dir or None,
-    image_size=config.dataset.image_size,
-    num_examples=num_examples or None,
-    seed=config.seed,
-    verify_images=config.dataset.verify_images,
-  )
-
-
-def image_channels(source) -> int:
-  if isinstance(source, sources.ArraySource):
-    return int(source.images.shape[-1])
-  return int(getattr(source, "channels", 3))
-
-
-def setup(config: ml_collections.ConfigDict, devices=None) -> Setup:
-  """devices: the devices to build the mesh over (default: all of them)."""
-  # ---- Config checks and mesh: fail before any data is read or anything compiled.
-  config_lib.validate(config)
-  mesh = sharding.make_mesh(config.mesh, devices)
-  sharding.check_batch_size(config.batch_size, mesh)
-  sharding.check_batch_size(config.eval.batch_size, mesh, name="eval.batch_size")
-  method = get_method(config.method)(config, mesh)
-
-  # ---- Input source (the pipeline itself is built at the resume step, in `train`).
-  train_source = load_source(config, config.dataset.train_split, config.dataset.num_train_examples)
-  n_train = pipeline.num_examples(train_source)
-  if config.batch_size > n_train:
-    raise ValueError(
-      f"config.batch_size={config.batch_size} is larger than the {n_train} "
-      f"training examples; lower it or use more data."
-    )
-  steps_per_epoch = pipeline.steps_per_epoch(n_train, config.batch_size)
-  total_steps = config.total_steps or max(int(config.total_epochs * steps_per_epoch), 1)
-
-  # ---- Optimizer and schedule.
-  opt = config.optimizer
-  peak_lr = optim.scaled_learning_rate(opt.base_lr, config.batch_size, opt.lr_scaling)
-  schedule = optim.warmup_cosine(
-    peak_lr, total_steps, int(opt.warmup_epochs * steps_per_epoch), opt.end_lr
-  )
-  tx = method.wrap_optimizer(optim.make_optimizer(opt, schedule))
-
-  # ---- Model init: shapes first, then the real init straight into its sharding.
-  network = method.network()
-  size, channels = config.dataset.image_size, image_channels(train_source)
-
-  def init_fn(rng):
-    variables = network.init(rng, *method.init_inputs(size, channels), train=False)
-    params = variables["params"]
-    return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      batch_stats=variables.get("batch_stats", {}),
-      opt_state=tx.init(params),
-      method_state=method.init_state(rng, variables),
-      rng=jax.random.key_data(rng),
-    )
-
-  shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
-  # FSDP: large params and their optimizer state split over mesh "fsdp"; the rest replicated.
-  state_sharding = sharding.state_sharding(shapes, mesh, config.model.fsdp_min_size)
-  abstract_state = jax.tree.map(
-    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding
-  )
-  return Setup(
-    config,
-    mesh,
-    method,
-    train_source,
-    total_steps,
-    steps_per_epoch,
-    schedule,
-    tx,
-    init_fn,
-    abstract_state,
-    state_sharding,
-  )
-
-
-def init_state(s: Setup) -> TrainState:
-  return jax.jit(s.init_fn, out_shardings=s.state_sharding)(jax.random.key(s.config.seed))
-
-
 def make_train_step(s: Setup):
-  method, tx, schedule = s.method, s.tx, s.schedule
+  method, tx, schedule = s.method, s.tx, s.run.lr_schedule
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.key, state.step)
@@ -219,12 +116,31 @@ def _format_eta(seconds: float) -> str:
   )
 
 
+def _restore(manager, s: Setup, workdir: str):
+  """The newest checkpoint into this run's state layout, or a message naming who wrote it."""
+  try:
+    return checkpoint.restore_latest(manager, s.abstract_state)
+  except (ValueError, KeyError, TypeError) as e:
+    written_by = "an sslax version before 0.2.0"
+    try:
+      with open(workdir_lib.config_path(workdir)) as f:
+        written_by = "sslax " + json.load(f).get(workdir_lib.VERSION_KEY, "< 0.2.0")
+    except (OSError, ValueError):
+      pass
+    raise ValueError(
+      f"The checkpoint at step {manager.latest_step()} in {manager.directory} does not match "
+      f"this run's train state (method {s.config.method!r}, sslax {__version__}); it was "
+      f"written by {written_by}. Its backbone still evaluates and exports "
+      f"(python -m sslax.evaluate / sslax.export); to train, use a new --workdir. ({e})"
+    ) from e
+
+
 def train(
   config: ml_collections.ConfigDict, workdir: str, step_hook: Callable[[int], None] | None = None
 ) -> dict:
-  """Pretrains (resuming from `workdir` if it holds a checkpoint) and evaluates at the end.
+  """Pretrains, resuming from `workdir` if it holds a checkpoint.
 
-  Returns {"state": TrainState, "status": "done"|"preempted", "results": dict, "step": int,
+  Returns {"state": TrainState, "status": "done"|"preempted", "step": int, "setup": Setup,
   "train_step_compiles": how many times the step was compiled (1: no recompiles)}.
   step_hook(step) is called after each step (tests use it to inject a SIGTERM).
 
@@ -232,12 +148,11 @@ def train(
   metrics are summed on device, and the host reads them (`_fetch_means`) only at log,
   checkpoint and preemption steps.
   """
-  s = setup(config)
+  workdir_lib.check_for_training(workdir, config)  # before any data is read or compiled
+  s = build(config)
   is_chief = jax.process_index() == 0
   if is_chief:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    workdir_lib.write_config(workdir, config)
 
   # ---- Checkpoint: resume from the newest complete one.
   manager = checkpoint.make_manager(
@@ -246,12 +161,12 @@ def train(
     max_to_keep=config.max_checkpoints_to_keep,
     use_async=config.async_checkpointing,
   )
-  state, start_step = checkpoint.restore_latest(manager, s.abstract_state)
+  state, start_step = _restore(manager, s, workdir)
   if state is None:
     state = init_state(s)
   if is_chief:
     print(
-      f"{config.method}: {s.total_steps} steps of global batch {config.batch_size} on "
+      f"{config.method}: {s.run.total_steps} steps of global batch {config.batch_size} on "
       f"{s.mesh.devices.size} {jax.devices()[0].platform} device(s), mesh {dict(s.mesh.shape)}; "
       + (f"resumed at step {start_step}" if start_step else "starting from scratch")
       + f"; workdir {workdir}",
@@ -279,7 +194,7 @@ def train(
   step_perf = _StepPerf(train_step, s.mesh.devices.size, config.dtype)
   # TensorBoard on the chief; the readable stdout line below replaces clu's logging writer.
   writer = metric_writers.SummaryWriter(workdir) if is_chief else metric_writers.MultiWriter([])
-  progress = periodic_actions.ReportProgress(num_train_steps=s.total_steps, writer=writer)
+  progress = periodic_actions.ReportProgress(num_train_steps=s.run.total_steps, writer=writer)
   watcher = checkpoint.PreemptionWatcher()
   sums, num_summed, status = None, 0, "done"
   # Throughput counts the steps dispatched after t_log; the first step's dispatch includes
@@ -287,9 +202,9 @@ def train(
   t_log, timed_steps, wait_at_log, compile_s = time.perf_counter(), 0, 0.0, None
   step = start_step
   try:
-    for step in range(start_step + 1, s.total_steps + 1):
-      if step == start_step + 1 or (step - 1) % s.steps_per_epoch == 0:
-        state = s.method.before_epoch(state, (step - 1) // s.steps_per_epoch, s)
+    for step in range(start_step + 1, s.run.total_steps + 1):
+      if step == start_step + 1 or (step - 1) % s.run.steps_per_epoch == 0:
+        state = s.method.before_epoch(state, (step - 1) // s.run.steps_per_epoch, s.epoch_context())
       batch = next(batches)
       t_dispatch = time.perf_counter()
       state, metrics = train_step(state, batch)
@@ -304,7 +219,7 @@ def train(
       if step_hook is not None:
         step_hook(step)
 
-      is_log_step = step % config.log_every_steps == 0 or step == s.total_steps
+      is_log_step = step % config.log_every_steps == 0 or step == s.run.total_steps
       stopping = watcher.should_stop(step)  # every process asks, at every step, in order
       if is_log_step or stopping or manager.should_save(step):
         summary = _fetch_means(
@@ -323,7 +238,7 @@ def train(
         step_s = elapsed / timed_steps if timed_steps else compile_s
         images_per_s = config.batch_size / step_s
         summary.update(
-          epoch=step / s.steps_per_epoch,
+          epoch=step / s.run.steps_per_epoch,
           images_per_s=images_per_s,
           step_s=step_s,
           input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0),
@@ -336,7 +251,7 @@ def train(
           with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **summary}) + "\n")
         if is_chief:
-          eta = (s.total_steps - step) * step_s
+          eta = (s.run.total_steps - step) * step_s
           mfu_text = f"MFU {100 * summary['mfu']:.1f}%  " if "mfu" in summary else ""
           first = (
             f"  (compile {compile_s:.1f}s, step peak memory "
@@ -345,7 +260,7 @@ def train(
             else ""
           )
           print(
-            f"step {step}/{s.total_steps}  loss {summary['loss']:.4f}  "
+            f"step {step}/{s.run.total_steps}  loss {summary['loss']:.4f}  "
             f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
             f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}",
             flush=True,
@@ -362,22 +277,17 @@ def train(
             flush=True,
           )
         break
-      checkpoint.save(manager, step, state, force=step == s.total_steps)
+      checkpoint.save(manager, step, state, force=step == s.run.total_steps)
   finally:
     batches.close()
     manager.wait_until_finished()
     watcher.close()
   writer.flush()
 
-  results = {}
-  if status == "done" and config.eval.at_end:
-    from sslax.evaluation import runner
-
-    results = runner.evaluate(config, workdir, state, s)
   return {
     "state": state,
     "status": status,
-    "results": results,
     "step": step,
+    "setup": s,
     "train_step_compiles": train_step._cache_size(),
   }

@@ -7,7 +7,8 @@ import sys
 import jax
 import pytest
 
-from conftest import tiny_config
+from testkit.configs import tiny_config
+from sslax import setup as setup_lib
 from sslax import checkpoint, config as config_lib, train
 from sslax.data import sources
 
@@ -64,7 +65,7 @@ def test_bad_names_fail_in_validation(key, value, message):
   section, _, leaf = key.rpartition(".")
   setattr(c[section] if section else c, leaf, value)
   with pytest.raises(ValueError, match=message):
-    train.setup(c)
+    setup_lib.build(c)
 
 
 def test_batch_not_divisible_by_devices_names_the_fix(devices):
@@ -74,7 +75,7 @@ def test_batch_not_divisible_by_devices_names_the_fix(devices):
     ValueError,
     match=r"batch_size=12 must be a positive multiple of the 8 devices.*--config.batch_size=16",
   ):
-    train.setup(c)
+    setup_lib.build(c)
 
 
 def test_missing_dataset_lists_where_it_looked(tmp_path, monkeypatch):
@@ -84,7 +85,7 @@ def test_missing_dataset_lists_where_it_looked(tmp_path, monkeypatch):
   c = tiny_config()
   c.dataset.name = "fashion_mnist"
   with pytest.raises(sources.DatasetNotFoundError) as err:
-    train.setup(c)
+    setup_lib.build(c)
   msg = str(err.value)
   assert str(tmp_path / "empty") in msg and "apt-get" in msg
 
@@ -102,7 +103,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_last_good_checkpoint(tmp_path
   manager = checkpoint.make_manager(str(tmp_path), save_every_steps=1, max_to_keep=3)
   step = manager.latest_step()
   if step is not None:  # whatever was saved holds finite params only
-    s = train.setup(c)
+    s = setup_lib.build(c)
     state, _ = checkpoint.restore_latest(manager, s.abstract_state)
     leaves = jax.tree.leaves(jax.device_get(state.params))
     assert all(bool((abs(x) < float("inf")).all()) for x in leaves)

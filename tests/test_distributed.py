@@ -1,6 +1,5 @@
 """Start-up settings: explicit config, environment overrides, cluster detection, bad values."""
 
-import ml_collections
 import pytest
 
 from sslax import config as config_lib, distributed

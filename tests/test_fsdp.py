@@ -4,8 +4,9 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from conftest import tiny_config
-from siamese_testing import assert_trees_close, random_batches
+from testkit.configs import tiny_config
+from testkit.steps import assert_trees_close, random_batches
+from sslax import setup as setup_lib
 from sslax import sharding, train
 
 
@@ -39,8 +40,8 @@ def _vit_simclr_config(fsdp_min_size):
 
 def _run(config, devices, mesh, batches):
   config.mesh = mesh
-  s = train.setup(config, devices=devices)
-  state = train.init_state(s)
+  s = setup_lib.build(config, devices=devices)
+  state = setup_lib.init_state(s)
   step = train.make_train_step(s)
   losses = []
   for b in batches:
@@ -74,7 +75,9 @@ def test_fsdp_vit_train_step_equals_replicated(devices):
   assert_trees_close(host(fsdp_state.params), host(repl_state.params), rtol=1e-4, atol=1e-6)
   assert_trees_close(host(fsdp_state.opt_state), host(repl_state.opt_state), rtol=1e-4, atol=1e-5)
   # ... and the step changed them (the comparison is not between two untouched inits).
-  init = host(train.init_state(train.setup(_vit_simclr_config(1024), devices=devices)).params)
+  init = host(
+    setup_lib.init_state(setup_lib.build(_vit_simclr_config(1024), devices=devices)).params
+  )
   change = max(
     float(np.abs(a - b).max())
     for a, b in zip(jax.tree.leaves(host(fsdp_state.params)), jax.tree.leaves(init))

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from sslax import checkpoint, train
-from conftest import tiny_config
+from testkit.configs import tiny_config
 
 
 def _config():

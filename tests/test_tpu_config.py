@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslax import setup as setup_lib
 from sslax import config as config_lib, sharding, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,11 +24,10 @@ def test_tpu_config_builds_resnet50_by_shape():
   c = _load("simclr_tpu")
   config_lib.check_unknown_keys(c)
   assert (c.batch_size, c.model.depth, c.optimizer.name, c.dtype) == (4096, 50, "lars", "bfloat16")
-  from sslax.methods import get_method
   from sslax import sharding as sh
 
   mesh = sh.make_mesh({"data": -1})
-  net = get_method(c.method)(c, mesh).network()
+  net = setup_lib.build_method(c, mesh).network()
   shapes = jax.eval_shape(
     lambda: net.init(jax.random.key(0), jnp.zeros((2, 224, 224, 3)), train=False)
   )
@@ -46,8 +46,8 @@ def test_tpu_config_runs_one_step_at_toy_size(devices):
   c.simclr.proj_hidden_dim = 32
   c.batch_size = 16
   c.total_steps = 2
-  s = train.setup(c)
-  state = train.init_state(s)
+  s = setup_lib.build(c)
+  state = setup_lib.init_state(s)
   rng = np.random.default_rng(0)
   batch = {
     "views": tuple(rng.uniform(size=(16, 32, 32, 3)).astype(np.float32) for _ in range(2)),

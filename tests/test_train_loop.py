@@ -10,13 +10,12 @@ import signal
 import threading
 import traceback
 
-import jax
 import numpy as np
 import pytest
 from jax._src import array as jax_array
 
 from sslax import checkpoint, train
-from conftest import tiny_config
+from testkit.configs import tiny_config
 
 # The ways host code reads a jax.Array or waits for it: float()/bool()/int()/str() and
 # jax.device_get go through `_value`; np.asarray through `__array__`; explicit waits through

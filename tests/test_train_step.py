@@ -3,13 +3,14 @@
 import jax
 import numpy as np
 
-from conftest import tiny_config
+from testkit.configs import tiny_config
+from sslax import setup as setup_lib
 from sslax import sharding, train
 
 
 def _step_on(devices, batch_np):
-  s = train.setup(tiny_config(), devices=devices)
-  state = train.init_state(s)
+  s = setup_lib.build(tiny_config(), devices=devices)
+  state = setup_lib.init_state(s)
   step = train.make_train_step(s)
   for b in batch_np:
     state, metrics = step(state, sharding.make_global_batch(s.mesh, b))
@@ -32,7 +33,7 @@ def test_eight_devices_equal_one_device(devices):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), bs8, bs1)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p8, p1)
   # And the step changed something (the comparison is not between two untouched inits).
-  s = train.setup(tiny_config(), devices=devices[:1])
-  p0 = jax.device_get(train.init_state(s).params)
+  s = setup_lib.build(tiny_config(), devices=devices[:1])
+  p0 = jax.device_get(setup_lib.init_state(s).params)
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), p1, p0))
   assert max(moved) > 1e-4

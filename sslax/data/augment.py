@@ -33,6 +33,28 @@ class ViewSpec:
   blur_prob: float = 0.0  # Gaussian blur, sigma ~ U(0.1, 2.0), kernel 10% of size (odd)
   solarize_prob: float = 0.0  # pixels >= 0.5 -> 1 - x
 
+  @classmethod
+  def from_config(cls, augment, size: int, **overrides) -> "ViewSpec":
+    """The view `config.augment` describes, at `size` px; `overrides` replace single fields
+    (a method's own crop scale, per-view blur/solarize, no colour for pixel targets ...).
+
+    The one place a ViewSpec is built from config: every method's views() goes through here.
+    """
+    fields = dict(
+      size=size,
+      crop_scale=tuple(augment.crop_scale),
+      flip_prob=augment.flip_prob,
+      jitter_prob=augment.jitter_prob,
+      jitter_strength=augment.jitter_strength,
+      grayscale_prob=augment.grayscale_prob,
+      blur_prob=augment.blur_prob,
+      solarize_prob=augment.solarize_prob,
+    )
+    fields.update(overrides)
+    if "crop_scale" in overrides:
+      fields["crop_scale"] = tuple(fields["crop_scale"])
+    return cls(**fields)
+
 
 # ----------------------------------------------------------------------------- helpers
 

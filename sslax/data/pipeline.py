@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslax.data import augment
+from sslax.run_info import steps_per_epoch  # noqa: F401 (the stream's epoch, also pipeline's API)
 from sslax.data.sources import ArraySource, FileSource, TFDSSource
 
 Source = ArraySource | FileSource | TFDSSource
@@ -34,10 +35,6 @@ def _tokens_of(source: Source):
   """The [N, L] int32 caption tokens of an image-text source as a constant, else None."""
   tokens = getattr(source, "tokens", None)
   return None if tokens is None else tf.constant(np.asarray(tokens, np.int32))
-
-
-def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-  return max(num_examples // global_batch, 1)
 
 
 def example_index(position, *, num_examples: int, global_batch: int, seed: int):

@@ -1,7 +1,16 @@
-"""Frozen-feature evaluation protocols: weighted kNN, linear probes, retrieval.
+"""Evaluation of frozen or fine-tuned encoders.
 
-Fine-tuning (finetune.py), pictures (pictures.py) and the protocol runner (runner.py) are
-imported on use: they pull in the model and input-pipeline code.
+  encoder.py     `Encoder`: a frozen network (live train state | checkpoint | random init | raw
+                 pixels) -> features; what every protocol takes
+  protocols/     the protocols in one registry (report, knn, linear, retrieval, finetune,
+                 lowshot, pictures, zero_shot, image_text_retrieval)
+  knn.py, linear.py, retrieval.py, finetune.py, zero_shot.py, image_text_retrieval.py,
+  pictures.py    the algorithms, on arrays and modules
+  features.py    features of a split, cached in DIR/features/
+
+Evaluation never builds a method or trains: the caller (sslax/evaluate.py) hands it encoders.
+Fine-tuning, pictures, the encoders and the protocols are imported on use: they pull in the
+model and input-pipeline code.
 """
 
 from sslax.evaluation.knn import knn_accuracy, knn_predict

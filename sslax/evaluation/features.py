@@ -1,4 +1,8 @@
-"""Frozen-backbone features of a whole split, computed on the mesh, and their on-disk cache."""
+"""Frozen features of a whole split for an `Encoder`, cached in DIR/features/.
+
+`extract_features` itself lives in `sslax.features` (DeepCluster uses it too); it is re-exported
+here for the evaluation code that calls it by this name.
+"""
 
 from __future__ import annotations
 
@@ -11,57 +15,14 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from sslax import sharding
-from sslax.data import pipeline
+from sslax import workdir as workdir_lib
+from sslax.data import sources
+from sslax.features import extract_features
 
+__all__ = ["cached_features", "extract_features", "split_features"]
 
-def extract_features(
-  backbone, variables, source, *, image_size: int, batch_size: int, mesh, raw_pixels: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-  """-> (features [N, D] float32, labels [N] int32) for every example of `source`, in order.
-
-  backbone: a module mapping images [B, S, S, C] -> [B, D] with `train=False`.
-  raw_pixels: return the preprocessed pixels, flattened, instead (the "raw pixels" baseline).
-  Every process gets the full arrays.
-  """
-  sharding.check_batch_size(batch_size, mesh, name="eval.batch_size")
-
-  @jax.jit
-  def encode(images):
-    if raw_pixels:
-      return images.reshape(images.shape[0], -1)
-    return backbone.apply(variables, images, train=False)
-
-  feats, labels, masks = [], [], []
-  for local in pipeline.eval_batches(
-    source,
-    image_size=image_size,
-    global_batch=batch_size,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-  ):
-    batch = sharding.make_global_batch(mesh, local)
-    out = encode(batch["image"])
-    if jax.process_count() > 1:
-      out, lab, mask = multihost_utils.process_allgather(
-        (out, batch["label"], batch["mask"]), tiled=True
-      )
-    else:
-      lab, mask = batch["label"], batch["mask"]
-    feats.append(out)
-    labels.append(lab)
-    masks.append(mask)
-  mask = np.concatenate([np.asarray(m) for m in masks])
-  return (
-    np.concatenate([np.asarray(f, np.float32) for f in feats])[mask],
-    np.concatenate([np.asarray(l) for l in labels])[mask].astype(np.int32),
-  )
-
-
-def cache_path(workdir: str, step: int, split: str) -> str:
-  """Where the features of checkpoint `step` on `split` are cached: DIR/features/step_<n>_<split>.npz."""
-  safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in split)
-  return os.path.join(workdir, "features", f"step_{int(step)}_{safe}.npz")
+# Encoders whose features split_features keeps in DIR/features/.
+CACHED_ENCODERS = ("pretrained",)
 
 
 def _all_processes(flag: bool) -> bool:
@@ -72,14 +33,17 @@ def _all_processes(flag: bool) -> bool:
 
 
 def cached_features(
-  extract: Callable, source, *, path: str, meta: dict
+  extract: Callable, source, *, path: str | None, meta: dict
 ) -> tuple[np.ndarray, np.ndarray]:
   """extract(source) -> (features [N, D], labels [N]), computed once and kept in `path` (.npz).
 
   meta (JSON-able: dataset, split, image size, number of examples ...) is stored beside the
   arrays; a cache whose meta differs (e.g. a changed eval.num_train_examples) is recomputed.
   Read with allow_pickle=False, so a cache file cannot run code. Process 0 writes.
+  path None: no cache.
   """
+  if path is None:
+    return extract(source)
   want = json.dumps(meta, sort_keys=True)
   cached = None
   if os.path.exists(path):
@@ -91,10 +55,39 @@ def cached_features(
       logging.warning("Ignoring unreadable feature cache %s: %s", path, e)
   if _all_processes(cached is not None):
     return cached
-  features, labels = extract(source)
+  x, y = extract(source)
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp.npz"  # np.savez adds .npz unless present; rename makes the write atomic
-    np.savez(tmp, features=features, labels=labels, meta=np.array(want))
+    np.savez(tmp, features=x, labels=y, meta=np.array(want))
     os.replace(tmp, path)
-  return features, labels
+  return x, y
+
+
+def split_features(enc, config, workdir: str | None, split: str, num_examples: int = 0):
+  """-> (source, features [N, D], labels [N]) of `enc` on a split of config.dataset.
+
+  The trained encoder's features are cached in DIR/features/ (`workdir.feature_cache_path`),
+  so every protocol after the first (and after the end-of-run report) reuses them; baselines
+  are recomputed (they are evaluated rarely, and at ImageNet scale each cache is ~10 GB).
+  workdir None or remote (gs://): no cache.
+  """
+  source = sources.load_source(config, split, num_examples)
+  path = None
+  if workdir is not None and workdir_lib.is_local(workdir) and enc.name in CACHED_ENCODERS:
+    path = workdir_lib.feature_cache_path(workdir, enc.step, split, enc.name)
+  meta = {
+    "encoder": enc.name,
+    "dataset": config.dataset.name,
+    "data_dir": config.dataset.data_dir,
+    "split": split,
+    "num_examples": int(num_examples),
+    "image_size": int(enc.image_size),
+    "seed": int(config.seed),
+    "step": int(enc.step),
+    "model": json.loads(config.model.to_json_best_effort()),
+  }
+  x, y = cached_features(
+    lambda src: enc.features(src, config.eval.batch_size), source, path=path, meta=meta
+  )
+  return source, x, y

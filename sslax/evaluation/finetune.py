@@ -25,10 +25,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from sslax import optim, sharding
-from sslax.data import augment, pipeline
+from sslax import features, optim, sharding
+from sslax.data import augment, pipeline, sources
 from sslax.data.sources import ArraySource, FileSource
-from sslax.evaluation import features as features_lib
 
 
 def class_balanced_subset(labels, fraction: float, *, num_classes: int, seed: int) -> np.ndarray:
@@ -224,8 +223,6 @@ def finetune(
   drop_path_rate: ViT backbones: stochastic depth while fine-tuning (MAE: 0.1 for ViT-B).
   Returns {"top1", "train_examples", "steps", "final_loss"}.
   """
-  from sslax.train import image_channels  # local: the trainer imports the evaluation package
-
   shards = sharding.num_batch_shards(mesh)
   n = pipeline.num_examples(train_source)
   if n >= batch_size:
@@ -250,7 +247,9 @@ def finetune(
   dim = jax.eval_shape(
     lambda v, x: backbone.apply(v, x, train=False),
     backbone_variables,
-    jax.ShapeDtypeStruct((1, image_size, image_size, image_channels(train_source)), jnp.float32),
+    jax.ShapeDtypeStruct(
+      (1, image_size, image_size, sources.image_channels(train_source)), jnp.float32
+    ),
   ).shape[-1]
   params = {
     "backbone": backbone_variables["params"],
@@ -268,7 +267,9 @@ def finetune(
   if layer_decay != 1.0:
     tx = optax.chain(tx, scale_updates(layer_decay_scales(params, layer_decay)))
   replicated = sharding.replicated(mesh)
-  state = jax.device_put((params, batch_stats, tx.init(params)), replicated)
+  # A copy: the step donates its state, and the caller's variables (a live train state, an
+  # encoder used again for the next low-shot fraction) must survive.
+  state = jax.device_put((params, batch_stats, tx.init(params)), replicated, may_alias=False)
 
   dropout_key = jax.random.key(seed)
 
@@ -324,7 +325,7 @@ def finetune(
     state, loss = step_fn(state, batch["image"], batch["label"], np.int32(i))
 
   params, batch_stats, _ = state
-  logits, labels = features_lib.extract_features(
+  logits, labels = features.extract_features(
     model,
     {"params": params, "batch_stats": batch_stats},
     test_source,

@@ -1,17 +1,17 @@
-"""Zero-shot classification and caption retrieval with a trained image-text model.
+"""Zero-shot classification with a trained image-text model.
 
 Zero-shot (CLIP sec. 3.1.4): every class name is put into each prompt template ("a photo of a
 {label}."), the text embeddings of a class are averaged over the templates (unit vectors, then
 renormalised: the prompt ensemble), and an image gets the class whose ensemble embedding is
 most cosine-similar to its image embedding.
 
-`restore_model` rebuilds the full two-tower model of a workdir's newest checkpoint, with the
-tokenizer saved in the checkpoint (no training captions needed).
+The model comes as an `Encoder` (sslax/evaluation/encoder.py) whose module is the image tower
+and whose `text` is the text tower with the tokenizer saved in the checkpoint (no training
+captions needed); `sslax.evaluate` builds it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Sequence
 
 import jax
@@ -19,88 +19,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslax.data import text as text_lib
-from sslax.evaluation import features as features_lib
 
 
-@dataclasses.dataclass
-class ImageTextModelState:
-  network: object  # sslax.methods.image_text.ImageTextModel
-  variables: dict  # {"params", "batch_stats"} of the whole model
-  tokenizer: text_lib.ByteTokenizer
-  step: int
-
-
-def restore_model(config, workdir: str, method) -> ImageTextModelState:
-  from sslax import checkpoint
-  from sslax.methods.image_text import ImageTextMethod, restore_tokenizer
-
-  if not isinstance(method, ImageTextMethod):
+def require_text_tower(enc) -> None:
+  if enc.text is None:
     raise ValueError(
-      f"--protocol zero_shot / image_text_retrieval need an image-text model "
-      f"(method clip or siglip); this run's method is {config.method!r}: use knn, "
-      f"linear, finetune, lowshot or retrieval."
-    )
-  tree, step = checkpoint.load_numpy(workdir)
-  variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
-  return ImageTextModelState(
-    method.network(), variables, restore_tokenizer(tree.get("method_state")), step
-  )
-
-
-def random_init_model(config, method, channels: int) -> ImageTextModelState:
-  """The same network at its initialisation (config.seed): the baseline a run must beat."""
-  network = method.network()
-  variables = network.init(
-    jax.random.key(config.seed),
-    *method.init_inputs(config.dataset.image_size, channels),
-    train=False,
-  )
-  return ImageTextModelState(network, dict(variables), method.tokenizer(), 0)
-
-
-class _ImageTower:
-  """Looks like a backbone to `features.extract_features`: images -> joint image embeddings."""
-
-  def __init__(self, network):
-    self.network = network
-
-  def apply(self, variables, images, train=False):
-    return self.network.apply(
-      variables, images, train=train, method=type(self.network).encode_image
+      f"--protocol zero_shot / image_text_retrieval need an image-text model (method clip or "
+      f"siglip); encoder {enc.name!r} has no text tower: use knn, linear, finetune, lowshot or "
+      f"retrieval."
     )
 
 
-def image_embeddings(
-  model: ImageTextModelState, source, *, image_size: int, batch_size: int, mesh
-) -> tuple[np.ndarray, np.ndarray]:
+def image_embeddings(enc, source, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
   """-> (embeddings [N, E], labels [N]) of every image of `source` (centre view)."""
-  return features_lib.extract_features(
-    _ImageTower(model.network),
-    model.variables,
-    source,
-    image_size=image_size,
-    batch_size=batch_size,
-    mesh=mesh,
-  )
+  return enc.features(source, batch_size)
 
 
-def text_embeddings(
-  model: ImageTextModelState, texts: Sequence[str], context_length: int, batch_size: int = 256
-) -> np.ndarray:
+def text_embeddings(enc, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
   """-> [N, E] embeddings of `texts`, tokenized with the model's own tokenizer."""
-  tokens = model.tokenizer.encode_batch(list(texts))
-  return text_embeddings_of_tokens(model, tokens, context_length, batch_size)
+  require_text_tower(enc)
+  tokens = enc.text.tokenizer.encode_batch(list(texts))
+  return text_embeddings_of_tokens(enc, tokens, batch_size)
 
 
-def text_embeddings_of_tokens(
-  model: ImageTextModelState, tokens, context_length: int, batch_size: int = 256
-) -> np.ndarray:
-  network = model.network
+def text_embeddings_of_tokens(enc, tokens, batch_size: int = 256) -> np.ndarray:
+  require_text_tower(enc)
+  tower = enc.text
 
   @jax.jit
   def encode(t):
-    t = text_lib.fit_context(t, context_length)
-    return network.apply(model.variables, t, method=type(network).encode_text)
+    return tower.encode(tower.variables, text_lib.fit_context(t, tower.context_length))
 
   tokens = np.asarray(tokens, np.int32)
   out = []
@@ -144,25 +92,13 @@ def prompts(class_names: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 
 def zero_shot(
-  model: ImageTextModelState,
-  source,
-  class_names: Sequence[str],
-  templates: Sequence[str],
-  *,
-  config,
-  mesh,
+  enc, source, class_names: Sequence[str], templates: Sequence[str], *, batch_size: int
 ) -> dict:
-  """Zero-shot accuracy of `model` on a labelled `source`."""
+  """Zero-shot accuracy of the image-text encoder `enc` on a labelled `source`."""
   texts = prompts(class_names, templates)
-  per_prompt = text_embeddings(model, texts, config.text.context_length)
+  per_prompt = text_embeddings(enc, texts)
   class_emb = class_embeddings(per_prompt.reshape(len(class_names), len(templates), -1))
-  image_emb, labels = image_embeddings(
-    model,
-    source,
-    image_size=config.dataset.image_size,
-    batch_size=config.eval.batch_size,
-    mesh=mesh,
-  )
+  image_emb, labels = image_embeddings(enc, source, batch_size=batch_size)
   out = zero_shot_accuracy(image_emb, labels, class_emb)
   out.update(
     num_classes=len(class_names),

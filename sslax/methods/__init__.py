@@ -22,29 +22,42 @@ from sslax.methods.simsiam import SimSiam
 from sslax.methods.swav import SwAV
 from sslax.methods.vicreg import VICReg
 
+# In the order of the README's method table: contrastive and non-contrastive joint embedding,
+# clustering and distillation, masked image modelling, image-text, pretext tasks.
 METHODS: dict[str, type[Method]] = {
   cls.name: cls
   for cls in (
     SimCLR,
+    MoCoV2,
+    MoCoV3,
     BYOL,
     SimSiam,
     BarlowTwins,
     VICReg,
-    MoCoV2,
     SwAV,
-    MoCoV3,
     DINO,
+    MAE,
+    CLIP,
+    SigLIP,
     RotNet,
     Jigsaw,
     RelativePatch,
+    Colorization,
+    Inpainting,
+    DeepCluster,
   )
 }
-METHODS.update(
-  {cls.name: cls for cls in (CLIP, SigLIP)}
-)  # image-text (sslax/methods/image_text.py)
 
-METHODS.update({cls.name: cls for cls in (Colorization, Inpainting, DeepCluster)})  # pretext II
-METHODS[MAE.name] = MAE  # masked image modelling (sslax/methods/mae.py)
+
+def register(cls: type[Method]) -> type[Method]:
+  """Adds a method defined outside sslax (a class decorator); `config.method = cls.name` then
+  selects it. A config file that imports the method's module registers it for the CLI."""
+  if not (isinstance(cls, type) and issubclass(cls, Method)) or not getattr(cls, "name", ""):
+    raise TypeError(f"register() takes a Method subclass with a `name`; got {cls!r}.")
+  if METHODS.get(cls.name, cls) is not cls:
+    raise ValueError(f"A different method is already registered as {cls.name!r}.")
+  METHODS[cls.name] = cls
+  return cls
 
 
 def get_method(name: str) -> type[Method]:

@@ -3,12 +3,14 @@
 The trainer never branches on a method's name. A method says which augmented views it needs,
 which network it trains (with a submodule named `backbone`, the encoder that evaluation and
 export use), how its extra state starts and evolves, and how its loss is computed on the global
-batch.
+batch. It learns the run's length, epoch size, image size, channels and lr schedule from the
+`RunInfo` it is built with (`sslax.run_info`), never by opening data or importing the trainer.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import Any, ClassVar, TypedDict
 
 import flax.linen as nn
 import jax
@@ -18,8 +20,33 @@ import optax
 from jax.sharding import Mesh
 
 from sslax.data.augment import ViewSpec
+from sslax.run_info import RunInfo
 
 PyTree = Any
+
+
+class Batch(TypedDict, total=False):
+  """One global batch, as `Method.loss` receives it (every array sharded over the batch axis).
+
+  views:  tuple of [B, H_v, W_v, C] float32 arrays, one per `Method.views()` entry, in order.
+  label:  [B] int32 class labels (-1 where the source has none).
+  index:  [B] int32 global example indices in the training source (-1: a streamed source).
+  tokens: [B, L] int32 caption token ids (image-text sources only).
+  """
+
+  views: tuple
+  label: jax.Array
+  index: jax.Array
+  tokens: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochContext:
+  """What `Method.before_epoch` may use: the training data and where the state lives."""
+
+  train_source: Any  # a sslax.data.sources source (random access by example index)
+  mesh: Mesh
+  state_sharding: PyTree  # NamedShardings of the TrainState
 
 
 class Method:
@@ -30,8 +57,9 @@ class Method:
     """This method's own config section, `config.<name>` (hyperparameters and their defaults)."""
     return ml_collections.ConfigDict()
 
-  def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh):
+  def __init__(self, config: ml_collections.ConfigDict, run: RunInfo, mesh: Mesh):
     self.config = config
+    self.run = run
     self.mesh = mesh
 
   def views(self) -> tuple[ViewSpec, ...]:
@@ -54,7 +82,7 @@ class Method:
     return {}
 
   def loss(
-    self, params: PyTree, batch_stats: PyTree, method_state: PyTree, batch: dict, rng: jax.Array
+    self, params: PyTree, batch_stats: PyTree, method_state: PyTree, batch: Batch, rng: jax.Array
   ) -> tuple[jax.Array, tuple[dict, PyTree, PyTree]]:
     """Loss on the global batch -> (loss, (metrics, new_batch_stats, new_method_state)).
 
@@ -67,12 +95,12 @@ class Method:
     """Runs after the optimizer step (EMA teachers, schedules). Identity by default."""
     return method_state
 
-  def before_epoch(self, state: PyTree, epoch: int, setup: Any) -> PyTree:
+  def before_epoch(self, state: PyTree, epoch: int, ctx: EpochContext) -> PyTree:
     """Runs on the host before the first step of each epoch (and once on resume, for the
     epoch in progress). May run jitted work over the whole dataset and return a new
-    TrainState (DeepCluster's k-means pseudo-labels). `setup` is `sslax.train.Setup`: it has
-    the mesh, the train source, `steps_per_epoch` and the state's shardings.
-    Every process must call the same collectives in the same order. Identity by default."""
+    TrainState (DeepCluster's k-means pseudo-labels); `ctx` has the train source, the mesh
+    and the state's shardings. Every process must call the same collectives in the same
+    order. Identity by default."""
     return state
 
   def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:

@@ -2,19 +2,18 @@
 
 Online: backbone -> projector (MLP with BN, 4096 -> 256 at ImageNet scale) -> predictor (same
 shape). Target: backbone + projector whose params are an EMA of the online ones, held in
-`method_state`; the loss never differentiates through it (stop-gradient). The EMA momentum
+`method_state["teacher"]` (`sslax.methods.teacher.EMATeacher`); the loss never differentiates
+through it (stop-gradient). The EMA momentum
 rises from `base_momentum` to 1 with BYOL's cosine schedule over the run's total steps.
 """
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import ml_collections
 
 from sslax import losses, optim, sharding
 from sslax.methods.base import Method
+from sslax.methods.teacher import EMATeacher
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
@@ -24,6 +23,7 @@ TARGET_MODULES = ("backbone", "projector")
 
 class BYOL(Method):
   name = "byol"
+  teacher = EMATeacher(TARGET_MODULES)  # the target network
 
   @classmethod
   def default_config(cls):
@@ -55,43 +55,16 @@ class BYOL(Method):
 
   def init_state(self, rng, variables):
     # The target starts as a copy of the online backbone + projector (params and BN stats).
-    return {
-      "params": {k: variables["params"][k] for k in TARGET_MODULES},
-      "batch_stats": {
-        k: variables.get("batch_stats", {})[k]
-        for k in TARGET_MODULES
-        if k in variables.get("batch_stats", {})
-      },
-    }
-
-  @functools.cached_property
-  def total_steps(self) -> int:
-    """The run's length K, computed as the trainer computes it (train.setup).
-
-    config.total_steps when set; otherwise total_epochs x steps per epoch of the training
-    source, which is opened once more for its size (TFDS: metadata only; image folders with
-    dataset.verify_images re-check their files, so set total_steps for those).
-    """
-    c = self.config
-    if c.total_steps > 0:
-      return int(c.total_steps)
-    from sslax import train  # local: the trainer imports the method registry
-    from sslax.data import pipeline
-
-    source = train.load_source(c, c.dataset.train_split, c.dataset.num_train_examples)
-    steps_per_epoch = pipeline.steps_per_epoch(pipeline.num_examples(source), c.batch_size)
-    return max(int(c.total_epochs * steps_per_epoch), 1)
+    return {"teacher": self.teacher.init(variables)}
 
   def momentum(self, step):
     """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (BYOL sec. 3.2); 1 at k = K."""
-    return optim.cosine_increase(self.config.byol.base_momentum, 1.0, self.total_steps)(step)
+    return optim.cosine_increase(self.config.byol.base_momentum, 1.0, self.run.total_steps)(step)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     net = self.network()
     online, batch_stats = forward_views(net, params, batch_stats, batch["views"])
-    # The target is a function of method_state only; stop_gradient makes "no gradient to the
-    # target" hold even for a caller that differentiates w.r.t. method_state.
-    target = jax.lax.stop_gradient(method_state)
+    target = self.teacher.variables(method_state["teacher"])
     (t1, t2), target_batch_stats = forward_views(
       net, target["params"], target["batch_stats"], batch["views"], method="project"
     )
@@ -105,12 +78,11 @@ class BYOL(Method):
     metrics = dict(metrics, embedding_std=embedding_std(z1))
     # The target's BN running statistics come from its own train-mode passes, as in the BYOL
     # reference code; only its params are the EMA (in after_update).
-    new_state = {"params": method_state["params"], "batch_stats": target_batch_stats}
+    new_state = {
+      "teacher": self.teacher.with_batch_stats(method_state["teacher"], target_batch_stats)
+    }
     return loss, (metrics, batch_stats, new_state)
 
   def after_update(self, method_state, params, step):
     """target <- tau target + (1 - tau) online, tau = momentum(step); step = steps taken."""
-    online = {k: params[k] for k in TARGET_MODULES}
-    return dict(
-      method_state, params=optim.ema_update(method_state["params"], online, self.momentum(step))
-    )
+    return {"teacher": self.teacher.update(method_state["teacher"], params, self.momentum(step))}

@@ -40,6 +40,7 @@ import ml_collections
 import numpy as np
 
 from sslax import sharding
+from sslax.data import pipeline
 from sslax.data.augment import ViewSpec
 from sslax.methods.base import Method
 from sslax.models import get_dtype, make_backbone
@@ -136,8 +137,8 @@ class Colorization(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg, size = config.colorization, config.dataset.image_size
     if cfg.target_stride < 1 or size % cfg.target_stride:
       raise ValueError(
@@ -163,17 +164,18 @@ class Colorization(Method):
 
   def views(self):
     cfg = self.config.colorization
-    return (
-      ViewSpec(
-        size=self.config.dataset.image_size,
-        crop_scale=tuple(cfg.crop_scale),
-        flip_prob=cfg.flip_prob,
-        jitter_prob=0.0,
-        grayscale_prob=0.0,
-        blur_prob=0.0,
-        solarize_prob=0.0,
-      ),
+    # Colour is the target: its own crop/flip, no photometric augmentation.
+    spec = ViewSpec.from_config(
+      self.config.augment,
+      self.run.image_size,
+      crop_scale=cfg.crop_scale,
+      flip_prob=cfg.flip_prob,
+      jitter_prob=0.0,
+      grayscale_prob=0.0,
+      blur_prob=0.0,
+      solarize_prob=0.0,
     )
+    return (spec,)
 
   def network(self):
     cfg, dtype = self.config.colorization, get_dtype(self.config.dtype)
@@ -225,8 +227,6 @@ class Colorization(Method):
   def bin_counts(self, source, batch_size: int) -> jax.Array:
     """[Q] nearest-bin counts of the target-resolution ab of (up to prior_num_examples)
     centre-cropped training images, on the mesh (each process reads its rows)."""
-    from sslax.data import pipeline  # pylint: disable=g-import-not-at-top
-
     limit = self.config.colorization.prior_num_examples
     replicated = sharding.replicated(self.mesh)
 
@@ -251,11 +251,11 @@ class Colorization(Method):
         break
     return total
 
-  def before_epoch(self, state, epoch, setup):
+  def before_epoch(self, state, epoch, ctx):
     cfg = self.config.colorization
     if not cfg.rebalance or int(jax.device_get(state.method_state["prior_ready"])):
       return state
-    counts = self.bin_counts(setup.train_source, self.config.eval.batch_size)
+    counts = self.bin_counts(ctx.train_source, self.config.eval.batch_size)
     weights = color.rebalancing_weights(
       counts, self.centers, lam=cfg.rebalance_lambda, sigma=cfg.sigma
     )

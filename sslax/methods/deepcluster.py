@@ -40,8 +40,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from sslax import sharding
+from sslax.data import sources
 from sslax.data.augment import ViewSpec
+from sslax.features import extract_features
 from sslax.methods.base import Method
 from sslax.models import get_dtype, make_backbone
 from sslax.pretext import kmeans
@@ -111,27 +112,15 @@ class DeepCluster(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg = config.deepcluster
     if cfg.num_clusters < 2 or cfg.pca_dims < 1 or cfg.kmeans_iters < 1:
       raise ValueError(
         f"config.deepcluster: num_clusters={cfg.num_clusters} must be >= 2, "
         f"pca_dims={cfg.pca_dims} and kmeans_iters={cfg.kmeans_iters} >= 1."
       )
-    from sslax import train as train_lib  # pylint: disable=g-import-not-at-top (cycle)
-    from sslax.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-
-    source = train_lib.load_source(
-      config, config.dataset.train_split, config.dataset.num_train_examples
-    )
-    if isinstance(source, sources.TFDSSource):
-      raise ValueError(
-        f"deepcluster needs a random-access dataset (pseudo-labels are looked up by example "
-        f"index), but {config.dataset.name!r} is streamed from TFDS. Use a dataset that fits "
-        "in memory, an image_folder, or a smaller split."
-      )
-    self.num_examples = pipeline.num_examples(source)
+    self.num_examples = run.num_train_examples
     if cfg.num_clusters > self.num_examples:
       raise ValueError(
         f"config.deepcluster.num_clusters={cfg.num_clusters} is more than the "
@@ -139,19 +128,7 @@ class DeepCluster(Method):
       )
 
   def views(self):
-    aug = self.config.augment
-    return (
-      ViewSpec(
-        size=self.config.dataset.image_size,
-        crop_scale=tuple(aug.crop_scale),
-        flip_prob=aug.flip_prob,
-        jitter_prob=aug.jitter_prob,
-        jitter_strength=aug.jitter_strength,
-        grayscale_prob=aug.grayscale_prob,
-        blur_prob=aug.blur_prob,
-        solarize_prob=aug.solarize_prob,
-      ),
-    )
+    return (ViewSpec.from_config(self.config.augment, self.run.image_size),)
 
   def network(self):
     return DeepClusterNetwork(
@@ -195,13 +172,11 @@ class DeepCluster(Method):
 
   def cluster(self, params, batch_stats, source, epoch: int) -> dict:
     """Features of `source` -> PCA/whitening/L2 -> k-means; a dict as `kmeans.kmeans`."""
-    from sslax.evaluation import features as features_lib  # pylint: disable=g-import-not-at-top
-
     cfg = self.config.deepcluster
     variables = {"params": params["backbone"]}
     if "backbone" in batch_stats:
       variables["batch_stats"] = batch_stats["backbone"]
-    feats, _ = features_lib.extract_features(
+    feats, _ = extract_features(
       self.network().backbone,
       variables,
       source,
@@ -216,12 +191,18 @@ class DeepCluster(Method):
       z, valid, cfg.num_clusters, key, mesh=self.mesh, num_iters=cfg.kmeans_iters
     )
 
-  def before_epoch(self, state, epoch, setup):
+  def before_epoch(self, state, epoch, ctx):
     cfg, ms = self.config.deepcluster, state.method_state
+    if isinstance(ctx.train_source, sources.TFDSSource):
+      raise ValueError(
+        f"deepcluster needs a random-access dataset (pseudo-labels are looked up by example "
+        f"index), but {self.config.dataset.name!r} is streamed from TFDS. Use a dataset that "
+        "fits in memory, an image_folder, or a smaller split."
+      )
     previous_epoch = int(jax.device_get(ms["clustered_epoch"]))
     if previous_epoch == epoch:  # resumed mid-epoch: this epoch's labels are in the checkpoint
       return state
-    out = self.cluster(state.params, state.batch_stats, setup.train_source, epoch)
+    out = self.cluster(state.params, state.batch_stats, ctx.train_source, epoch)
     labels = out["assignments"][: self.num_examples]
     counts = out["counts"]
     host_labels = np.asarray(jax.device_get(labels))
@@ -244,12 +225,9 @@ class DeepCluster(Method):
     )
     params, opt_state = state.params, state.opt_state
     if cfg.reset_classifier:
-      from sslax import train as train_lib  # pylint: disable=g-import-not-at-top (cycle)
-
-      channels = train_lib.image_channels(setup.train_source)
       key = jax.random.fold_in(jax.random.key(self.config.seed + 1), epoch)
       fresh = self.network().init(
-        key, *self.init_inputs(self.config.dataset.image_size, channels), train=False
+        key, *self.init_inputs(self.run.image_size, self.run.channels), train=False
       )
       params = dict(params, classifier=fresh["params"]["classifier"])
       opt_state = reset_first_moments(opt_state, "classifier")
@@ -261,4 +239,4 @@ class DeepCluster(Method):
         flush=True,
       )
     new = state.replace(params=params, opt_state=opt_state, method_state=new_ms)
-    return jax.device_put(new, setup.state_sharding)
+    return jax.device_put(new, ctx.state_sharding)

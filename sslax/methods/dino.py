@@ -35,41 +35,20 @@ usually ~1 point better; the teacher's params are in the checkpoint's method_sta
 
 from __future__ import annotations
 
-import functools
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import PartitionSpec as P
 
 from sslax import optim, sharding
-from sslax.data.augment import ViewSpec
 from sslax.losses import dino as dino_losses
+from sslax.methods import multicrop
 from sslax.methods.base import Method
-from sslax.methods.swav import group_by_size
+from sslax.methods.multicrop import NUM_GLOBAL_CROPS, group_by_size
+from sslax.methods.teacher import EMATeacher
 from sslax.models import get_dtype, make_backbone
 from sslax.models.dino_head import DINOHead
-
-NUM_GLOBAL_CROPS = 2
-
-
-def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
-  """Steps per epoch as the trainer computes them (train.setup): the train source is opened once
-  more for its size (TFDS: metadata only)."""
-  from sslax import train  # local: the trainer imports the method registry
-  from sslax.data import pipeline
-
-  source = train.load_source(config, config.dataset.train_split, config.dataset.num_train_examples)
-  return pipeline.steps_per_epoch(pipeline.num_examples(source), config.batch_size)
-
-
-def total_steps(config: ml_collections.ConfigDict) -> int:
-  """The run's length in steps as the trainer computes it (train.setup)."""
-  if config.total_steps > 0:
-    return int(config.total_steps)
-  return max(int(config.total_epochs * steps_per_epoch(config)), 1)
 
 
 class DINONetwork(nn.Module):
@@ -85,14 +64,8 @@ class DINONetwork(nn.Module):
     if not isinstance(x, (tuple, list)):
       features = self.backbone(x, train=train)
       return features, self.head(features, train=train)
-    b = x[0].shape[0]
-    features = jnp.concatenate(
-      [
-        self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
-        for g in x
-      ],
-      axis=1,
-    )  # [B, V, F]
+    features = multicrop.encode_crops(self.backbone, x, train)  # [B, V, F]
+    b = features.shape[0]
     logits = self.head(features.reshape(-1, features.shape[-1]), train=train)
     return features, logits.reshape(b, features.shape[1], -1)
 
@@ -127,8 +100,8 @@ class DINO(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg = config.dino
     if cfg.num_local_crops < 0 or (cfg.num_local_crops and cfg.local_crop_size < 1):
       raise ValueError(
@@ -157,31 +130,22 @@ class DINO(Method):
       )
 
   def views(self):
-    aug, cfg = self.config.augment, self.config.dino
-    photometric = dict(
-      flip_prob=aug.flip_prob,
-      jitter_prob=aug.jitter_prob,
-      jitter_strength=aug.jitter_strength,
-      grayscale_prob=aug.grayscale_prob,
+    cfg = self.config.dino
+    return multicrop.crop_views(
+      self.config.augment,
+      global_size=self.run.image_size,
+      global_scale=cfg.global_crop_scale,
+      num_local=cfg.num_local_crops,
+      local_size=cfg.local_crop_size,
+      local_scale=cfg.local_crop_scale,
+      global_overrides=[
+        dict(
+          blur_prob=float(cfg.global_blur_prob[i]), solarize_prob=float(cfg.global_solarize_prob[i])
+        )
+        for i in range(NUM_GLOBAL_CROPS)
+      ],
+      local_overrides=dict(blur_prob=cfg.local_blur_prob, solarize_prob=0.0),
     )
-    global_crops = tuple(
-      ViewSpec(
-        size=self.config.dataset.image_size,
-        crop_scale=tuple(cfg.global_crop_scale),
-        blur_prob=float(cfg.global_blur_prob[i]),
-        solarize_prob=float(cfg.global_solarize_prob[i]),
-        **photometric,
-      )
-      for i in range(NUM_GLOBAL_CROPS)
-    )
-    local_crop = ViewSpec(
-      size=cfg.local_crop_size,
-      crop_scale=tuple(cfg.local_crop_scale),
-      blur_prob=cfg.local_blur_prob,
-      solarize_prob=0.0,
-      **photometric,
-    )
-    return global_crops + (local_crop,) * cfg.num_local_crops
 
   def network(self, teacher: bool = False):
     """The student; teacher=True: the same network without stochastic depth (the reference
@@ -200,13 +164,8 @@ class DINO(Method):
     )
     return DINONetwork(backbone=make_backbone(model, self.config.dtype), head=head)
 
-  @functools.cached_property
-  def steps_per_epoch(self) -> int:
-    return steps_per_epoch(self.config)
-
-  @functools.cached_property
-  def total_steps(self) -> int:
-    return total_steps(self.config)
+  # The teacher is the whole student network (backbone + head), by EMA.
+  teacher = EMATeacher(modules=None)
 
   def wrap_optimizer(self, tx):
     cfg = self.config.dino
@@ -218,26 +177,20 @@ class DINO(Method):
     last_layer = lambda params: jax.tree_util.tree_map_with_path(
       lambda path, _: in_last_layer(path), params
     )
-    num_steps = int(round(cfg.freeze_last_layer_epochs * self.steps_per_epoch))
+    num_steps = self.run.epochs_to_steps(cfg.freeze_last_layer_epochs)
     return optim.freeze_for_steps(tx, last_layer, num_steps)
 
   def weight_decay(self, step):
     """DINO's cosine weight decay schedule from optimizer.weight_decay to weight_decay_end."""
     return optim.cosine_increase(
-      self.config.optimizer.weight_decay, self.config.dino.weight_decay_end, self.total_steps
+      self.config.optimizer.weight_decay, self.config.dino.weight_decay_end, self.run.total_steps
     )(step)
 
   def _weight_decay_schedule_correction(self) -> optax.GradientTransformation:
     """Adds -lr(t) (wd(t) - wd_0) p to AdamW's update -lr(t) (adam + wd_0 p) on decayed params,
     so the total decay is lr(t) wd(t) p as in DINO, without rebuilding the configured optimizer.
-    The lr schedule is the trainer's (train.setup), rebuilt from the config."""
-    opt, c = self.config.optimizer, self.config
-    lr = optim.warmup_cosine(
-      optim.scaled_learning_rate(opt.base_lr, c.batch_size, opt.lr_scaling),
-      self.total_steps,
-      int(opt.warmup_epochs * self.steps_per_epoch),
-      opt.end_lr,
-    )
+    lr(t) is the run's schedule (RunInfo.lr_schedule)."""
+    opt, lr = self.config.optimizer, self.run.lr_schedule
 
     def init(params):
       return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -253,10 +206,7 @@ class DINO(Method):
   def init_state(self, rng, variables):
     # The teacher starts as a copy of the student (params and BN statistics).
     return {
-      "teacher": {
-        "params": jax.tree.map(jnp.copy, variables["params"]),
-        "batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
-      },
+      "teacher": self.teacher.init(variables),
       "center": jnp.zeros((self.config.dino.out_dim,), jnp.float32),
       "step": jnp.zeros((), jnp.int32),
     }
@@ -265,7 +215,7 @@ class DINO(Method):
     """The teacher temperature at (0-based) step `step`: DINO's per-epoch warmup."""
     cfg = self.config.dino
     return dino_losses.teacher_temperature(
-      step // self.steps_per_epoch,
+      step // self.run.steps_per_epoch,
       cfg.warmup_teacher_temp,
       cfg.teacher_temp,
       cfg.warmup_teacher_temp_epochs,
@@ -274,7 +224,7 @@ class DINO(Method):
   def momentum(self, step):
     """Teacher EMA momentum for the update after the step with 0-based index `step` (the
     reference's cosine_scheduler(momentum_teacher, 1, ...)[step])."""
-    return optim.cosine_increase(self.config.dino.momentum_teacher, 1.0, self.total_steps)(step)
+    return optim.cosine_increase(self.config.dino.momentum_teacher, 1.0, self.run.total_steps)(step)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg, net = self.config.dino, self.network()
@@ -288,9 +238,7 @@ class DINO(Method):
       mutable=["batch_stats"],
       rngs=rngs,
     )
-    # The teacher is a function of method_state only; the stop-gradient makes "no gradient to
-    # the teacher" hold even for a caller that differentiates w.r.t. method_state.
-    teacher_vars = jax.lax.stop_gradient(method_state["teacher"])
+    teacher_vars = self.teacher.variables(method_state["teacher"])
     (_, teacher), teacher_updates = self.network(teacher=True).apply(
       teacher_vars, group_by_size(views[:NUM_GLOBAL_CROPS]), train=True, mutable=["batch_stats"]
     )
@@ -305,29 +253,20 @@ class DINO(Method):
       )
       return loss, metrics, new_center
 
-    axes = sharding.BATCH_AXES
-    loss_fn = jax.shard_map(
-      lambda *a: local(*a, axis_name=axes),
-      mesh=self.mesh,
-      in_specs=(P(axes), P(axes), P(), P()),
-      out_specs=P(),
-    )
+    loss_fn = sharding.shard_over_batch(local, self.mesh, num_args=2, num_replicated=2)
     loss, metrics, center = loss_fn(student, teacher, method_state["center"], temp)
     metrics = dict(metrics, teacher_temp=temp)
     new_state = dict(
       method_state,
       center=center,
-      teacher=dict(
+      teacher=self.teacher.with_batch_stats(
         method_state["teacher"],
-        batch_stats=teacher_updates.get("batch_stats", method_state["teacher"]["batch_stats"]),
+        teacher_updates.get("batch_stats", method_state["teacher"]["batch_stats"]),
       ),
     )
     return loss, (metrics, updates.get("batch_stats", batch_stats), new_state)
 
   def after_update(self, method_state, params, step):
     """teacher <- m teacher + (1 - m) student with m = momentum(step - 1); step = steps taken."""
-    teacher = method_state["teacher"]
-    new_params = optim.ema_update(teacher["params"], params, self.momentum(step - 1))
-    return dict(
-      method_state, teacher=dict(teacher, params=new_params), step=jnp.asarray(step, jnp.int32)
-    )
+    teacher = self.teacher.update(method_state["teacher"], params, self.momentum(step - 1))
+    return dict(method_state, teacher=teacher, step=jnp.asarray(step, jnp.int32))

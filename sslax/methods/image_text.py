@@ -13,11 +13,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
 from sslax import sharding
 from sslax.data import text as text_lib
@@ -76,18 +74,7 @@ class ImageTextMethod(Method):
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
     # One view per pair: the caption is the other "view".
-    return (
-      ViewSpec(
-        size=size,
-        crop_scale=tuple(aug.crop_scale),
-        flip_prob=aug.flip_prob,
-        jitter_prob=aug.jitter_prob,
-        jitter_strength=aug.jitter_strength,
-        grayscale_prob=aug.grayscale_prob,
-        blur_prob=aug.blur_prob,
-        solarize_prob=aug.solarize_prob,
-      ),
-    )
+    return (ViewSpec.from_config(aug, size),)
 
   def network(self):
     t, dtype = self.config.text, get_dtype(self.config.dtype)
@@ -144,11 +131,11 @@ class ImageTextMethod(Method):
       mutable=["batch_stats"],
     )
     logit_params = {k: params[k] for k in ("log_scale", "logit_bias") if k in params}
-    loss_fn = jax.shard_map(
-      lambda x, y, p: self.pair_loss(x, y, p, sharding.BATCH_AXES),
-      mesh=self.mesh,
-      in_specs=(P(sharding.BATCH_AXES), P(sharding.BATCH_AXES), P()),
-      out_specs=P(),
+    loss_fn = sharding.shard_over_batch(
+      lambda x, y, p, axis_name: self.pair_loss(x, y, p, axis_name),
+      self.mesh,
+      num_args=2,
+      num_replicated=1,
     )
     loss, metrics = loss_fn(image_emb, text_emb, logit_params)
     # The pretext task: pick each image's caption among the B of the global batch.

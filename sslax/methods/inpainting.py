@@ -76,8 +76,8 @@ class Inpainting(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg, size = config.inpainting, config.dataset.image_size
     if cfg.mask not in inpainting.MASK_KINDS:
       raise ValueError(
@@ -94,19 +94,19 @@ class Inpainting(Method):
       raise ValueError(f"config.inpainting.context_weight={cfg.context_weight} must be >= 0.")
 
   def views(self):
-    cfg, aug = self.config.inpainting, self.config.augment
-    return (
-      ViewSpec(
-        size=self.config.dataset.image_size,
-        crop_scale=tuple(cfg.crop_scale),
-        flip_prob=cfg.flip_prob,
-        jitter_prob=cfg.jitter_prob,
-        jitter_strength=aug.jitter_strength,
-        grayscale_prob=0.0,
-        blur_prob=0.0,
-        solarize_prob=0.0,
-      ),
+    cfg = self.config.inpainting
+    # Pixels are the target: the method's own crop/flip/jitter, no grey, blur or solarize.
+    spec = ViewSpec.from_config(
+      self.config.augment,
+      self.run.image_size,
+      crop_scale=cfg.crop_scale,
+      flip_prob=cfg.flip_prob,
+      jitter_prob=cfg.jitter_prob,
+      grayscale_prob=0.0,
+      blur_prob=0.0,
+      solarize_prob=0.0,
     )
+    return (spec,)
 
   def network(self):
     cfg, dtype = self.config.inpainting, get_dtype(self.config.dtype)

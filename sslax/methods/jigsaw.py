@@ -53,8 +53,8 @@ class Jigsaw(PretextMethod):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg = config.jigsaw
     if cfg.grid not in (2, 3):
       raise ValueError(

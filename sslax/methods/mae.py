@@ -57,8 +57,8 @@ class MAE(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     if config.model.name != "vit":
       raise ValueError(
         f"MAE masks ViT patches; config.model.name={config.model.name!r} must be "
@@ -74,18 +74,9 @@ class MAE(Method):
       )
 
   def views(self):
-    aug = self.config.augment
-    return (
-      ViewSpec(
-        size=self.config.dataset.image_size,
-        crop_scale=tuple(aug.crop_scale),
-        flip_prob=aug.flip_prob,
-        jitter_prob=0.0,
-        grayscale_prob=0.0,
-        blur_prob=0.0,
-        solarize_prob=0.0,
-      ),
-    )
+    # Pixels are the target: geometric augmentation only (MAE: crop + flip).
+    no_colour = dict(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+    return (ViewSpec.from_config(self.config.augment, self.run.image_size, **no_colour),)
 
   def network(self):
     cfg, backbone = self.config.mae, make_backbone(self.config.model, self.config.dtype)

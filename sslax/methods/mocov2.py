@@ -40,16 +40,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-from jax.sharding import PartitionSpec as P
 
-from sslax import losses, optim, sharding
+from sslax import losses, sharding
 from sslax.data.augment import ViewSpec
 from sslax.methods.base import Method
+from sslax.methods.teacher import EMATeacher
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
 class MoCoV2(Method):
   name = "mocov2"
+  teacher = EMATeacher(modules=None)  # the key encoder: backbone + head
 
   @classmethod
   def default_config(cls):
@@ -65,8 +66,8 @@ class MoCoV2(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg, batch = config.mocov2, config.batch_size
     if cfg.queue_size < batch or cfg.queue_size % batch:
       raise ValueError(
@@ -84,16 +85,7 @@ class MoCoV2(Method):
 
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec(
-      size=size,
-      crop_scale=tuple(aug.crop_scale),
-      flip_prob=aug.flip_prob,
-      jitter_prob=aug.jitter_prob,
-      jitter_strength=aug.jitter_strength,
-      grayscale_prob=aug.grayscale_prob,
-      blur_prob=aug.blur_prob,
-      solarize_prob=aug.solarize_prob,
-    )
+    spec = ViewSpec.from_config(aug, size)
     return (spec, spec)
 
   def network(self):
@@ -114,8 +106,7 @@ class MoCoV2(Method):
     )
     return {
       # The key encoder starts as a copy of the query encoder (MoCo's initialisation).
-      "key_params": jax.tree.map(jnp.copy, variables["params"]),
-      "key_batch_stats": jax.tree.map(jnp.copy, variables.get("batch_stats", {})),
+      "teacher": self.teacher.init(variables),
       "queue": losses.l2_normalize(queue),
       "queue_ptr": jnp.zeros((), jnp.int32),
     }
@@ -147,8 +138,8 @@ class MoCoV2(Method):
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.mocov2
     view1, view2 = batch["views"]
-    key_params = jax.lax.stop_gradient(method_state["key_params"])
-    key_stats = method_state["key_batch_stats"]
+    key_encoder = self.teacher.variables(method_state["teacher"])
+    key_params, key_stats = key_encoder["params"], key_encoder["batch_stats"]
     rng1, rng2 = jax.random.split(rng)
 
     q1, batch_stats = self.encode(params, batch_stats, view1)
@@ -159,9 +150,8 @@ class MoCoV2(Method):
       k1, key_stats = self.encode(key_params, key_stats, view1, rng=rng1)
       pairs.append((q2, k1))
 
-    axes = sharding.BATCH_AXES
-
-    def local(queue, ptr, *qk, axis_name):
+    def local(*args, axis_name):
+      *qk, queue, ptr = args
       total, accs = 0.0, 0.0
       for q, k in zip(qk[0::2], qk[1::2]):
         loss, metrics = losses.info_nce_queue_loss(
@@ -175,16 +165,12 @@ class MoCoV2(Method):
       return total / n, {"contrastive_acc": accs / n}, new_queue, new_ptr
 
     flat = [a for pair in pairs for a in pair]
-    loss_fn = jax.shard_map(
-      lambda queue, ptr, *qk: local(queue, ptr, *qk, axis_name=axes),
-      mesh=self.mesh,
-      in_specs=(P(), P()) + (P(axes),) * len(flat),
-      out_specs=P(),
-    )
-    loss, metrics, queue, ptr = loss_fn(method_state["queue"], method_state["queue_ptr"], *flat)
-    new_state = dict(method_state, key_batch_stats=key_stats, queue=queue, queue_ptr=ptr)
+    loss_fn = sharding.shard_over_batch(local, self.mesh, num_args=len(flat), num_replicated=2)
+    loss, metrics, queue, ptr = loss_fn(*flat, method_state["queue"], method_state["queue_ptr"])
+    teacher = self.teacher.with_batch_stats(method_state["teacher"], key_stats)
+    new_state = dict(method_state, teacher=teacher, queue=queue, queue_ptr=ptr)
     return loss, (metrics, batch_stats, new_state)
 
   def after_update(self, method_state, params, step):
-    key_params = optim.ema_update(method_state["key_params"], params, self.config.mocov2.momentum)
-    return dict(method_state, key_params=key_params)
+    teacher = self.teacher.update(method_state["teacher"], params, self.config.mocov2.momentum)
+    return dict(method_state, teacher=teacher)

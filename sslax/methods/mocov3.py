@@ -5,9 +5,9 @@ Query encoder (trained): backbone -> projector (3-layer MLP, Linear-BN-ReLU x 2 
 without affine; 4096 -> 256 at ImageNet scale) -> predictor (2-layer MLP, Linear-BN-ReLU ->
 Linear). Momentum encoder: backbone + projector whose params are an EMA of the query encoder's
 (momentum from `momentum` to 1 with a cosine schedule over the run, as the reference's
-`adjust_moco_momentum`), held in `method_state`; it never gets a gradient (not a trained param,
-and its keys pass a stop-gradient). Its BatchNorm running statistics come from its own
-training-mode passes, like BYOL's target.
+`adjust_moco_momentum`), held in `method_state["teacher"]` (`sslax.methods.teacher`); it never
+gets a gradient (not a trained param, and its keys pass a stop-gradient). Its BatchNorm running
+statistics come from its own training-mode passes, like BYOL's target.
 
 Loss (`losses.mocov3`): ctr(q1, k2) + ctr(q2, k1), each 2 tau x the cross entropy over [b, B]
 logits whose negatives are all keys of the GLOBAL batch (gathered across devices) and whose
@@ -23,8 +23,6 @@ params, as PyTorch's requires_grad=False does.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import ml_collections
 import optax
@@ -32,7 +30,7 @@ import optax
 from sslax import optim, sharding
 from sslax.losses.mocov3 import mocov3_loss
 from sslax.methods.base import Method
-from sslax.methods.dino import total_steps
+from sslax.methods.teacher import EMATeacher
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
@@ -43,6 +41,7 @@ PATCH_EMBED = "patch_embed"
 
 class MoCoV3(Method):
   name = "mocov3"
+  teacher = EMATeacher(MOMENTUM_MODULES)  # the momentum encoder
 
   @classmethod
   def default_config(cls):
@@ -59,8 +58,8 @@ class MoCoV3(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg = config.mocov3
     if cfg.temperature <= 0:
       raise ValueError(f"config.mocov3.temperature={cfg.temperature} must be > 0 (MoCo v3: 0.2).")
@@ -109,24 +108,16 @@ class MoCoV3(Method):
 
   def init_state(self, rng, variables):
     # The momentum encoder starts as a copy of the query encoder's backbone + projector.
-    stats = variables.get("batch_stats", {})
-    return {
-      "params": {k: variables["params"][k] for k in MOMENTUM_MODULES},
-      "batch_stats": {k: stats[k] for k in MOMENTUM_MODULES if k in stats},
-    }
-
-  @functools.cached_property
-  def total_steps(self) -> int:
-    return total_steps(self.config)
+    return {"teacher": self.teacher.init(variables)}
 
   def momentum(self, step):
     """m_k = 1 - (1 - m_0) (cos(pi k / K) + 1) / 2 for the update after k steps; 1 at k = K."""
-    return optim.cosine_increase(self.config.mocov3.momentum, 1.0, self.total_steps)(step)
+    return optim.cosine_increase(self.config.mocov3.momentum, 1.0, self.run.total_steps)(step)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     net = self.network()
     ((_, z1, q1), (_, _, q2)), batch_stats = forward_views(net, params, batch_stats, batch["views"])
-    momentum_encoder = jax.lax.stop_gradient(method_state)
+    momentum_encoder = self.teacher.variables(method_state["teacher"])
     (k1, k2), key_batch_stats = forward_views(
       net,
       momentum_encoder["params"],
@@ -143,12 +134,9 @@ class MoCoV3(Method):
     )
     loss, metrics = loss_fn(q1, q2, k1, k2)
     metrics = dict(metrics, embedding_std=embedding_std(z1))
-    new_state = {"params": method_state["params"], "batch_stats": key_batch_stats}
+    new_state = {"teacher": self.teacher.with_batch_stats(method_state["teacher"], key_batch_stats)}
     return loss, (metrics, batch_stats, new_state)
 
   def after_update(self, method_state, params, step):
     """momentum encoder <- m k + (1 - m) query encoder, m = momentum(step); step = steps taken."""
-    online = {k: params[k] for k in MOMENTUM_MODULES}
-    return dict(
-      method_state, params=optim.ema_update(method_state["params"], online, self.momentum(step))
-    )
+    return {"teacher": self.teacher.update(method_state["teacher"], params, self.momentum(step))}

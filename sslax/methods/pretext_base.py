@@ -51,16 +51,7 @@ class PartsClassifier(nn.Module):
 def augment_view(config, size: int) -> ViewSpec:
   """One view of side `size` with the crop and photometric settings of `config.augment`."""
   aug = config.augment
-  return ViewSpec(
-    size=size,
-    crop_scale=tuple(aug.crop_scale),
-    flip_prob=aug.flip_prob,
-    jitter_prob=aug.jitter_prob,
-    jitter_strength=aug.jitter_strength,
-    grayscale_prob=aug.grayscale_prob,
-    blur_prob=aug.blur_prob,
-    solarize_prob=aug.solarize_prob,
-  )
+  return ViewSpec.from_config(aug, size)
 
 
 def classification_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:

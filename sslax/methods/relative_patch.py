@@ -37,8 +37,8 @@ class RelativePatch(PretextMethod):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     # Fails here, before anything is compiled, if the patches do not fit the grid.
     patches.cell_origins(
       config.dataset.image_size, patches.RELATIVE_GRID, config.relative_patch.patch_size

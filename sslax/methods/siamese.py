@@ -66,16 +66,7 @@ def two_views(
   0.0 / 0.2 for view 1 / view 2; None keeps config.augment's value for both views.
   """
   aug, size = config.augment, config.dataset.image_size
-  base = ViewSpec(
-    size=size,
-    crop_scale=tuple(aug.crop_scale),
-    flip_prob=aug.flip_prob,
-    jitter_prob=aug.jitter_prob,
-    jitter_strength=aug.jitter_strength,
-    grayscale_prob=aug.grayscale_prob,
-    blur_prob=aug.blur_prob,
-    solarize_prob=aug.solarize_prob,
-  )
+  base = ViewSpec.from_config(aug, size)
   views = [base, base]
   for i in range(2):
     if blur_probs is not None:

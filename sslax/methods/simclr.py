@@ -27,16 +27,7 @@ class SimCLR(Method):
 
   def views(self):
     aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec(
-      size=size,
-      crop_scale=tuple(aug.crop_scale),
-      flip_prob=aug.flip_prob,
-      jitter_prob=aug.jitter_prob,
-      jitter_strength=aug.jitter_strength,
-      grayscale_prob=aug.grayscale_prob,
-      blur_prob=aug.blur_prob,
-      solarize_prob=aug.solarize_prob,
-    )
+    spec = ViewSpec.from_config(aug, size)
     return (spec, spec)
 
   def network(self):

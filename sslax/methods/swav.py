@@ -37,14 +37,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 from jax import lax
-from jax.sharding import PartitionSpec as P
 
 from sslax import losses, optim, sharding
-from sslax.data.augment import ViewSpec
+from sslax.methods import multicrop
 from sslax.methods.base import Method
+from sslax.methods.multicrop import NUM_GLOBAL_CROPS, group_by_size
 from sslax.models import ProjectionHead, get_dtype, make_backbone
-
-NUM_GLOBAL_CROPS = 2
 
 
 class Prototypes(nn.Module):
@@ -75,28 +73,11 @@ class SwAVNetwork(nn.Module):
       features = self.backbone(x, train=train)
       z = losses.l2_normalize(self.head(features, train=train))
       return features, z, self.prototypes(z)
-    b = x[0].shape[0]
-    features = jnp.concatenate(
-      [
-        self.backbone(g.reshape(-1, *g.shape[2:]), train=train).reshape(b, g.shape[1], -1)
-        for g in x
-      ],
-      axis=1,
-    )  # [B, V, F]
-    v = features.shape[1]
+    features = multicrop.encode_crops(self.backbone, x, train)  # [B, V, F]
+    b, v = features.shape[:2]
     z = losses.l2_normalize(self.head(features.reshape(b * v, -1), train=train))
     scores = self.prototypes(z)
     return features, z.reshape(b, v, -1), scores.reshape(b, v, -1)
-
-
-def group_by_size(views):
-  """Tuple of [B, S_i, S_i, C] views -> tuple of [B, n_g, S, S, C], consecutive equal sizes."""
-  groups, start = [], 0
-  for i in range(1, len(views) + 1):
-    if i == len(views) or views[i].shape[1:] != views[start].shape[1:]:
-      groups.append(jnp.stack(views[start:i], axis=1))  # axis 1: each device keeps its rows
-      start = i
-  return tuple(groups)
 
 
 class SwAV(Method):
@@ -122,8 +103,8 @@ class SwAV(Method):
       )
     )
 
-  def __init__(self, config, mesh):
-    super().__init__(config, mesh)
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
     cfg, batch = config.swav, config.batch_size
     if cfg.queue_length < 0 or cfg.queue_length % batch:
       raise ValueError(
@@ -142,22 +123,15 @@ class SwAV(Method):
         raise ValueError(f"config.swav.{key}={tuple(cfg[key])} must satisfy 0 < lo <= hi <= 1.")
 
   def views(self):
-    aug, cfg = self.config.augment, self.config.swav
-    photometric = dict(
-      flip_prob=aug.flip_prob,
-      jitter_prob=aug.jitter_prob,
-      jitter_strength=aug.jitter_strength,
-      grayscale_prob=aug.grayscale_prob,
-      blur_prob=aug.blur_prob,
-      solarize_prob=aug.solarize_prob,
+    cfg = self.config.swav
+    return multicrop.crop_views(
+      self.config.augment,
+      global_size=self.run.image_size,
+      global_scale=cfg.global_crop_scale,
+      num_local=cfg.num_local_crops,
+      local_size=cfg.local_crop_size,
+      local_scale=cfg.local_crop_scale,
     )
-    global_crop = ViewSpec(
-      size=self.config.dataset.image_size, crop_scale=tuple(cfg.global_crop_scale), **photometric
-    )
-    local_crop = ViewSpec(
-      size=cfg.local_crop_size, crop_scale=tuple(cfg.local_crop_scale), **photometric
-    )
-    return (global_crop,) * NUM_GLOBAL_CROPS + (local_crop,) * cfg.num_local_crops
 
   def network(self):
     cfg = self.config.swav
@@ -190,7 +164,7 @@ class SwAV(Method):
     }
 
   def loss(self, params, batch_stats, method_state, batch, rng):
-    cfg, axes = self.config.swav, sharding.BATCH_AXES
+    cfg = self.config.swav
     (_, z, scores), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats},
       group_by_size(batch["views"]),
@@ -228,12 +202,7 @@ class SwAV(Method):
       )
       return loss, metrics, jnp.where(filling, pushed, queue)
 
-    loss_fn = jax.shard_map(
-      lambda *args: local(*args, axis_name=axes),
-      mesh=self.mesh,
-      in_specs=(P(axes), P(axes), P(), P(), P(), P()),
-      out_specs=P(),
-    )
+    loss_fn = sharding.shard_over_batch(local, self.mesh, num_args=2, num_replicated=4)
     loss, metrics, new_queue = loss_fn(scores, z, queue_scores, use_queue, queue, filling)
     fill = jnp.where(
       filling,

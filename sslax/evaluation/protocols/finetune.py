@@ -1,0 +1,109 @@
+"""Fine-tuning protocols: the backbone + a linear head trained end to end on all labels
+(finetune) or on class-balanced 1% / 10% subsets (lowshot; the chosen ids go to DIR/lowshot/)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from sslax import workdir as workdir_lib
+from sslax.data import sources
+from sslax.evaluation import finetune as finetune_lib
+from sslax.evaluation.protocols.registry import register
+
+
+def _finetune(enc, config, train_src, test_src) -> dict:
+  if enc.is_raw_pixels:
+    raise ValueError("raw pixels have no network to fine-tune; use the knn or linear protocol.")
+  ev = config.eval
+  return finetune_lib.finetune(
+    enc.module,
+    enc.variables,
+    train_src,
+    test_src,
+    num_classes=int(train_src.num_classes),
+    image_size=enc.image_size,
+    mesh=enc.mesh,
+    epochs=ev.finetune_epochs,
+    batch_size=ev.finetune_batch_size,
+    eval_batch_size=ev.batch_size,
+    optimizer=ev.finetune_optimizer,
+    learning_rate=ev.finetune_lr,
+    weight_decay=ev.finetune_weight_decay,
+    crop_scale=tuple(ev.finetune_crop_scale),
+    seed=config.seed,
+    layer_decay=ev.finetune_layer_decay,
+    label_smoothing=ev.finetune_label_smoothing,
+    warmup_epochs=ev.finetune_warmup_epochs,
+    drop_path_rate=ev.finetune_drop_path_rate,
+    b2=ev.finetune_b2,
+  )
+
+
+def _train_test_sources(config):
+  ds = config.dataset
+  train_src = sources.load_source(config, ds.train_split, config.eval.num_train_examples)
+  return train_src, sources.load_source(config, ds.test_split)
+
+
+@register(
+  "finetune",
+  summary="backbone + linear head fine-tuned end to end on all train labels (SGD or AdamW, "
+  "layer-wise lr decay, label smoothing, warmup, drop path: config.eval.finetune_*)",
+)
+def finetune(encoders, ctx) -> dict:
+  train_src, test_src = _train_test_sources(ctx.config)
+  return {enc.name: _finetune(enc, ctx.config, train_src, test_src) for enc in encoders}
+
+
+@register(
+  "lowshot",
+  summary="fine-tuning on class-balanced label subsets (--fractions 0.01,0.1); the chosen ids "
+  "are saved to DIR/lowshot/",
+)
+def lowshot(encoders, ctx) -> dict:
+  """Fine-tunes on each class-balanced fraction of the labels (drawn from eval.lowshot_seed)."""
+  config, ev = ctx.config, ctx.config.eval
+  train_src, test_src = _train_test_sources(config)
+  finetune_lib.require_random_access(train_src)
+  num_classes = int(train_src.num_classes)
+  subsets = {}
+  for fraction in ev.lowshot_fractions:
+    ids = finetune_lib.class_balanced_subset(
+      train_src.labels, fraction, num_classes=num_classes, seed=ev.lowshot_seed
+    )
+    name = f"{100 * fraction:g}pct"
+    path = None
+    if ctx.workdir is not None:
+      path = os.path.join(
+        workdir_lib.output_dir(ctx.workdir, "lowshot"),
+        f"subset_{name}_seed{ev.lowshot_seed}.json",
+      )
+      if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        counts = np.bincount(train_src.labels[ids], minlength=num_classes)
+        workdir_lib.write_json(
+          path,
+          {
+            "fraction": fraction,
+            "seed": ev.lowshot_seed,
+            "split": config.dataset.train_split,
+            "num_train_examples": len(train_src.labels),
+            "per_class": counts.tolist(),
+            "ids": ids.tolist(),
+          },
+        )
+    subsets[name] = (fraction, ids, path)
+  out = {}
+  for enc in encoders:
+    out[enc.name] = {
+      name: dict(
+        _finetune(enc, config, finetune_lib.subset_source(train_src, ids), test_src),
+        fraction=fraction,
+        subset_file=path,
+      )
+      for name, (fraction, ids, path) in subsets.items()
+    }
+  return out

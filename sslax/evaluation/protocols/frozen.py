@@ -1,0 +1,148 @@
+"""Protocols on frozen features: kNN, linear probe, retrieval, and the end-of-run report.
+
+The kNN classifier and the linear probe are wired here once (`knn_results`, `linear_results`);
+the report is the two of them on the same cached features of each encoder.
+"""
+
+from __future__ import annotations
+
+from sslax.evaluation.features import split_features
+from sslax.evaluation.knn import knn_accuracy
+from sslax.evaluation.linear import linear_probe, linear_probe_sweep, ridge_probe
+from sslax.evaluation.protocols.registry import register
+from sslax.evaluation.retrieval import retrieval_metrics
+
+
+def train_test_features(enc, ctx):
+  """-> (train source, test source, x_train, y_train, x_test, y_test) of `enc`: the kNN bank /
+  probe train set is the first eval.num_train_examples of dataset.train_split (0: all)."""
+  ds, ev = ctx.config.dataset, ctx.config.eval
+  train_src, x_train, y_train = split_features(
+    enc, ctx.config, ctx.workdir, ds.train_split, ev.num_train_examples
+  )
+  test_src, x_test, y_test = split_features(enc, ctx.config, ctx.workdir, ds.test_split)
+  return train_src, test_src, x_train, y_train, x_test, y_test
+
+
+def knn_results(config, x_train, y_train, x_test, y_test, num_classes: int) -> dict:
+  """Weighted kNN (config.eval.knn_ks, knn_temperature) -> {"knn_top1_k<k>", "feature_dim"}."""
+  ev = config.eval
+  acc = knn_accuracy(
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    num_classes=num_classes,
+    ks=tuple(ev.knn_ks),
+    temperature=ev.knn_temperature,
+  )
+  out = {f"knn_top1_k{k}": float(v) for k, v in acc.items()}
+  out["feature_dim"] = int(x_train.shape[1])
+  return out
+
+
+def linear_results(config, x_train, y_train, x_test, y_test, num_classes: int) -> dict:
+  """The linear probe config.eval asks for (solver, lr sweep or one lr, ridge) -> its result
+  dict (test_accuracy, train_accuracy, ...) with "linear_top1" = test_accuracy."""
+  ev = config.eval
+  if ev.linear_solver == "closed_form":
+    out = ridge_probe(
+      x_train,
+      y_train,
+      x_test,
+      y_test,
+      num_classes=num_classes,
+      l2_grid=tuple(ev.ridge_l2_grid),
+      val_fraction=ev.linear_val_fraction,
+      seed=config.seed,
+    )
+  else:
+    kwargs = dict(
+      num_classes=num_classes,
+      epochs=ev.linear_epochs,
+      weight_decay=ev.linear_weight_decay,
+      seed=config.seed,
+      optimizer=ev.linear_solver,
+    )
+    if ev.linear_lr_grid:
+      out = linear_probe_sweep(
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        learning_rates=tuple(ev.linear_lr_grid),
+        val_fraction=ev.linear_val_fraction,
+        **kwargs,
+      )
+    else:
+      out = linear_probe(x_train, y_train, x_test, y_test, learning_rate=ev.linear_lr, **kwargs)
+  return dict(out, linear_top1=float(out["test_accuracy"]))
+
+
+def _per_encoder(fn):
+  """A protocol that runs fn(config, x_train, y_train, x_test, y_test, num_classes) on each
+  encoder's features."""
+
+  def protocol(encoders, ctx):
+    out = {}
+    for enc in encoders:
+      train_src, _, x_train, y_train, x_test, y_test = train_test_features(enc, ctx)
+      out[enc.name] = fn(ctx.config, x_train, y_train, x_test, y_test, int(train_src.num_classes))
+    return out
+
+  return protocol
+
+
+knn = register(
+  "knn",
+  summary="weighted kNN on frozen features (cosine, as InstDisc/DINO): --k 20,200 --temperature 0.07",
+  baselines=(),
+)(_per_encoder(knn_results))
+
+linear = register(
+  "linear",
+  summary="linear probe on frozen features: AdamW, SGD or LARS (lr sweep picked on a held-out "
+  "val split: --solver sgd --lr_grid 0.01,0.1,1), or closed-form ridge (--solver closed_form)",
+)(_per_encoder(linear_results))
+
+
+def _retrieval(config, x_train, y_train, x_test, y_test, num_classes):
+  return retrieval_metrics(x_test, y_test, x_train, y_train, ks=tuple(config.eval.retrieval_ks))
+
+
+retrieval = register(
+  "retrieval",
+  summary="test images as queries against the train gallery (cosine): mAP, precision@k",
+)(_per_encoder(_retrieval))
+
+
+@register(
+  "report",
+  summary="what training ends with: kNN + linear probe, next to random-init and raw-pixel "
+  "baselines (config.eval.baselines)",
+  baselines=("random_init", "raw_pixels"),
+)
+def report(encoders, ctx) -> dict:
+  """kNN and the linear probe on each encoder's features -> {name: {"knn_top1_k<k>" ...,
+  "linear_top1", "feature_dim"}}: the same numbers as the knn and linear protocols."""
+  out = {}
+  for enc in encoders:
+    train_src, _, x_train, y_train, x_test, y_test = train_test_features(enc, ctx)
+    args = (ctx.config, x_train, y_train, x_test, y_test, int(train_src.num_classes))
+    knn_out = knn_results(*args)
+    dim = knn_out.pop("feature_dim")
+    out[enc.name] = dict(knn_out, linear_top1=linear_results(*args)["linear_top1"], feature_dim=dim)
+  return out
+
+
+def format_table(record: dict) -> str:
+  """The report's table: one row per encoder, accuracies in %."""
+  results = record["results"]
+  metrics = [k for k in next(iter(results.values())) if k != "feature_dim"]
+  lines = [
+    f"\n{record['dataset']} test accuracy (%), {record['method']} after {record['step']} steps:",
+    f"{'encoder':<14}" + "".join(f"{m:>16}" for m in metrics),
+  ]
+  for name, values in results.items():
+    lines.append(f"{name:<14}" + "".join(f"{100 * values[m]:>16.2f}" for m in metrics))
+  return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""Presets: the blocks that the recipes in configs/ share, each returning a full run config.
+
+A config file is its docstring (command, runtime on named hardware, accuracy) + a preset + the
+lines that make its recipe:
+
+  def get_config():
+    config = presets.fashion_mnist_cpu("byol")
+    config.byol.base_momentum = 0.99
+    return config
+
+Each preset starts from `sslax.config.base_config(method)`, so the config holds `method`'s
+section only.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from sslax.config import base_config
+
+# Backbones by name: the keys of config.model each one sets (the rest keep their defaults).
+CPU_BACKBONES = {
+  # ResNet-10 at 1/4 width, small-image stem: 128-d features. Chosen by measurement on 2 CPU
+  # cores (see configs/simclr_fashion_mnist.py): ResNet-18 x1/4 runs 280 img/s and ResNet-18
+  # x1/8 660 img/s but its 64-d features probe worse; ResNet-10 x1/4 at ~500 img/s learned the
+  # most per minute. Wider nets are far slower on XLA:CPU.
+  "resnet10": dict(name="resnet", depth=10, width=0.25, stem="small"),
+  # ViT width 128, depth 4, 4 heads, patch 4: 7 x 7 = 49 tokens at 28 px.
+  "vit_tiny": dict(
+    name="vit", variant="custom", hidden_size=128, num_layers=4, num_heads=4, patch_size=4
+  ),
+}
+IMAGENET_BACKBONES = {
+  "resnet50": dict(name="resnet", depth=50, width=1.0, stem="imagenet"),
+  "vit_s16": dict(name="vit", variant="S", patch_size=16),
+  "vit_b16": dict(name="vit", variant="B", patch_size=16),
+  "vit_b32": dict(name="vit", variant="B", patch_size=32),
+}
+
+
+def fashion_mnist_cpu(method: str, backbone: str = "resnet10") -> ml_collections.ConfigDict:
+  """The CPU demo (configs/simclr_fashion_mnist.py) for `method`.
+
+  Fashion-MNIST at 28 px, batch 256, 900 steps (~3.8 epochs of the 60k training images), the
+  `backbone` of CPU_BACKBONES, AdamW at lr 2e-3 (no batch scaling), weight decay 1e-4, half an
+  epoch of warmup; a log line every 50 steps, a checkpoint every 500.
+  """
+  config = base_config(method)
+  config.dataset.name = "fashion_mnist"
+  config.dataset.image_size = 28
+  config.batch_size = 256
+  config.total_steps = 900
+  _set_backbone(config, CPU_BACKBONES, backbone)
+  config.optimizer.name = "adamw"
+  config.optimizer.base_lr = 2e-3
+  config.optimizer.lr_scaling = "none"
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.warmup_epochs = 0.5
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  return config
+
+
+def imagenet_tpu(method: str, backbone: str = "resnet50") -> ml_collections.ConfigDict:
+  """ImageNet-1k on a TPU pod for `method`: the common block of the *_tpu.py recipes.
+
+  TFDS `imagenet2012` (train / validation) at 224 px, bfloat16 compute (params stay float32),
+  the `backbone` of IMAGENET_BACKBONES; a log line every 100 steps, a checkpoint every 1000,
+  evaluation in batches of 1024 without the random-init / raw-pixel baselines. Batch size,
+  length, augmentation and optimizer are the recipe's (the schema's defaults: batch 256,
+  100 epochs, SimCLR's LARS).
+  """
+  config = base_config(method)
+  config.dataset.name = "imagenet2012"
+  config.dataset.train_split = "train"
+  config.dataset.test_split = "validation"
+  config.dataset.image_size = 224
+  # Declared, so the run's length and the model's input are known without the data (compile
+  # checks: sslax.setup.build(config, data_free=True)); training counts the real split.
+  config.dataset.train_size = 1281167
+  config.dataset.channels = 3
+  config.dtype = "bfloat16"
+  _set_backbone(config, IMAGENET_BACKBONES, backbone)
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 1000
+  config.eval.batch_size = 1024
+  config.eval.baselines = False
+  return config
+
+
+def image_text_cpu(method: str = "clip") -> ml_collections.ConfigDict:
+  """The CPU image-text demos (clip, siglip): `fashion_mnist_cpu`'s ResNet as the image tower.
+
+  Text tower: 2 transformer blocks of width 64 with 4 heads; 64-d joint embeddings; AdamW at
+  lr 1e-3 with weight decay 0.1; mild crops (scale 0.5-1: a caption names the whole image) and
+  no grayscale. The dataset, captions and budget are the recipe's.
+  """
+  config = fashion_mnist_cpu(method)
+  config.text.width = 64
+  config.text.depth = 2
+  config.text.heads = 4
+  config[method].embed_dim = 64
+  config.augment.crop_scale = (0.5, 1.0)
+  config.augment.grayscale_prob = 0.0
+  config.optimizer.base_lr = 1e-3
+  config.optimizer.weight_decay = 0.1
+  return config
+
+
+def _set_backbone(config: ml_collections.ConfigDict, table: dict, name: str) -> None:
+  if name not in table:
+    raise ValueError(f"Unknown preset backbone {name!r}; choose one of {sorted(table)}.")
+  for key, value in table[name].items():
+    config.model[key] = value
