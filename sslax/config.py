@@ -395,8 +395,6 @@ def _update_from_dict(node: ml_collections.ConfigDict, values: Mapping, path: st
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values before anything is compiled; every message names the fix."""
-  from sslax.methods import METHODS  # local: methods import models, models import nothing here
-
   _check_method_name(config.method, METHODS)
   check_unknown_keys(config)
   if config.model.name not in models.BACKBONES:

@@ -22,7 +22,7 @@ report included, appends one record to a list; nothing is overwritten.
         "timestamp": "2026-11-29T18:00:00+0000",
         "method": "simclr", "dataset": "fashion_mnist",
         "eval_seconds": 61.2,
-        "sslax_version": "0.1.0",            # of the evaluating code
+        "sslax_version": "0.2.0",            # of the evaluating code
         "config": {...},                     # the config evaluated with (JSON)
         "results": {                         # encoder name -> that encoder's metrics
           "pretrained":  {"knn_top1_k20": 0.85, "knn_top1_k200": 0.82, "linear_top1": 0.85,

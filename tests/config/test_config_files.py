@@ -121,3 +121,31 @@ def test_cli_other_methods_override_names_the_run_method(tmp_path):
   )
   assert "set_method(config, 'byol')" in done.stderr and "configs/byol_*.py" in done.stderr
   assert not os.path.exists(tmp_path / "run")  # nothing was started
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_builds_its_method_and_network_without_data(name, devices):
+  """The method and its network build from the config alone (shapes only: nothing allocated,
+  nothing read), at the config's own image size."""
+  import jax
+  import jax.numpy as jnp
+
+  from sslax import setup as setup_lib
+  from sslax import sharding
+
+  for _, config in _variants(name):
+    with config.unlocked():
+      if not setup_lib.declares_data(config):  # the CPU recipes read their data's facts
+        config.dataset.train_size = 10 * config.batch_size
+        config.dataset.channels = 3
+    method = setup_lib.build_method(
+      config, sharding.make_mesh({"data": -1}, devices[:1]), data_free=True
+    )
+    assert method.run.total_steps > 0 and method.views()
+    size, channels = method.run.image_size, method.run.channels
+    inputs = jax.eval_shape(lambda: method.init_inputs(size, channels))
+    shapes = jax.eval_shape(
+      lambda *x: method.network().init(jax.random.key(0), *x, train=False),
+      *[jnp.zeros(a.shape, a.dtype) for a in inputs],
+    )
+    assert jax.tree.leaves(shapes["params"])
