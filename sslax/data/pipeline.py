@@ -18,6 +18,7 @@ import tensorflow as tf
 from sslax.data import augment
 from sslax.run_info import steps_per_epoch  # noqa: F401 (the stream's epoch, also pipeline's API)
 from sslax.data.sources import ArraySource, FileSource, TFDSSource
+from sslax.data.sources.shards import ShardSource
 
 Source = ArraySource | FileSource | TFDSSource
 
@@ -27,6 +28,8 @@ def _example_reader(source: Source):
   if isinstance(source, ArraySource):
     images = tf.constant(source.images)
     return lambda i: tf.gather(images, i)
+  if isinstance(source, ShardSource):  # record shards: read by index and decoded on the host
+    return source.decode
   paths = tf.constant(source.paths)
   return lambda i: source.decode(tf.gather(paths, i))
 

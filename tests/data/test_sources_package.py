@@ -118,6 +118,7 @@ def test_datasets_keep_their_order_and_every_name_is_registered():
     "tuxpaint_captions",
     "fashion_mnist_captions",
     "coco_captions",
+    "shards",
   )
   assert sources.registry.dataset_names() == sources.DATASETS
   assert set(sources.COLOUR_FOLDER_DATASETS) <= set(sources.DATASETS)

@@ -33,6 +33,7 @@ import types
 # message) keep this order, which tests/data/test_sources_package.py checks: do not sort.
 from sslax.data.sources import base, registry, tfds
 from sslax.data.sources import idx, cifar, folders, fake, colour_folders, image_text
+from sslax.data.sources import shards
 from sslax.data.sources import safe_pickle
 from sslax.data.sources.base import (
   ArraySource,

@@ -1,0 +1,289 @@
+"""shards: a record-shard dataset directory, read by global example index (`ShardSource`).
+
+Layout of `dataset.data_dir` (written by `python -m sslax.data.shards`, see sslax/data/shards.py):
+
+  metadata.json                   format version, features, class names, and per split: its
+                                  shards in order with their example counts, its labels file
+                                  and how it was made (source, input, date, sslax version,
+                                  skipped corrupt inputs)
+  <split>-00000.array_record      ArrayRecord shards: one serialized `tf.train.Example` per
+  <split>-00001.array_record      example: "image" (the encoded JPEG/PNG bytes exactly as they
+  ...                             came), "label" (int64), "caption" (bytes, may be empty) and
+                                  "key" (where the example came from)
+  <split>-labels.npy              int32 [N]: every label of the split, in order (no pickle)
+
+Global example index i lives in shard s = searchsorted(cumulative counts, i) at offset
+i - start[s], so a training run reads exactly the records of its positions (random access:
+resuming at any step costs nothing). A record that cannot be read, parsed or decoded at train
+time is replaced by the next valid index (deterministic), counted in `ShardSource.replaced`
+and logged; the run goes on. Paths go through `etils.epath`, so `gs://` data dirs work where
+the ArrayRecord reader can open them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from typing import TYPE_CHECKING
+
+from absl import logging
+import numpy as np
+
+from sslax.data.sources import registry
+from sslax.data.sources.base import CorruptDatasetError, DatasetNotFoundError, Source
+
+if TYPE_CHECKING:  # TensorFlow is imported lazily (reading metadata needs none of it).
+  import tensorflow as tf
+
+FORMAT = "sslax.shards"
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+FEATURES = ("image", "label", "caption")
+_READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"  # random access
+_MAX_LOGGED = 5
+
+
+class CorruptRecordError(ValueError):
+  """A record that cannot be parsed, or whose image bytes do not decode."""
+
+
+def shard_file_name(split: str, index: int) -> str:
+  return f"{split}-{index:05d}.array_record"
+
+
+def labels_file_name(split: str) -> str:
+  return f"{split}-labels.npy"
+
+
+def encode_example(image: bytes, label: int, caption: str | bytes = b"", key: str = "") -> bytes:
+  """One record: a serialized tf.train.Example (image bytes as given, no re-encoding)."""
+  from tensorflow.core.example import example_pb2, feature_pb2  # pylint: disable=g-import-not-at-top
+
+  if isinstance(caption, str):
+    caption = caption.encode("utf-8")
+
+  def b(v):
+    return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[v]))
+
+  features = {
+    "image": b(bytes(image)),
+    "label": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(label)])),
+    "caption": b(caption),
+    "key": b(key.encode("utf-8")),
+  }
+  return example_pb2.Example(features=feature_pb2.Features(feature=features)).SerializeToString()
+
+
+def decode_example(record: bytes) -> dict:
+  """A record -> {"image": bytes, "label": int, "caption": str, "key": str}.
+
+  Raises CorruptRecordError when it is not such an Example.
+  """
+  from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
+
+  try:
+    f = example_pb2.Example.FromString(record).features.feature
+    image = f["image"].bytes_list.value[0]
+    label = int(f["label"].int64_list.value[0])
+  except Exception as e:  # pylint: disable=broad-except  (protobuf raises its own DecodeError)
+    raise CorruptRecordError(f"not an sslax shard record: {type(e).__name__}: {e}") from None
+
+  def text(name):
+    v = f[name].bytes_list.value if name in f else []
+    return v[0].decode("utf-8", "replace") if v else ""
+
+  return {"image": image, "label": label, "caption": text("caption"), "key": text("key")}
+
+
+def read_metadata(data_dir: str) -> dict:
+  """metadata.json of a shard dataset (DatasetNotFoundError / CorruptDatasetError if unusable)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+
+  path = epath.Path(data_dir) / METADATA_FILE
+  if not path.exists():
+    raise DatasetNotFoundError(
+      f"shards: no {path}; dataset.data_dir must be a directory written by "
+      f"`python -m sslax.data.shards --from image_folder|jsonl|webdataset --input ... "
+      f"--output {data_dir}`."
+    )
+  try:
+    meta = json.loads(path.read_text())
+  except ValueError as e:
+    raise CorruptDatasetError(f"shards: {path} is not JSON: {e}") from None
+  if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+    raise CorruptDatasetError(
+      f"shards: {path} has format {meta.get('format')!r} version {meta.get('format_version')!r}"
+      f"; this sslax reads {FORMAT!r} version {FORMAT_VERSION}."
+    )
+  return meta
+
+
+@dataclasses.dataclass(eq=False)
+class ShardSource:
+  """Random access by global example index over the ArrayRecord shards of one split.
+
+  `labels` int32 [N] are held in memory (the pipeline gathers them by index); images are read
+  and decoded in the tf.data pipeline with `decode` (like `FileSource.decode`).
+  """
+
+  data_dir: str
+  split: str
+  shard_paths: tuple[str, ...]
+  shard_counts: np.ndarray  # int64 [S]
+  labels: np.ndarray  # int32 [N]
+  num_classes: int
+  class_names: tuple[str, ...]
+  name: str = "shards"
+  channels: int = 3
+  index_map: np.ndarray | None = None  # int64 [N]: a subset's global indices (None: all)
+
+  def __post_init__(self):
+    self.shard_starts = np.concatenate([[0], np.cumsum(self.shard_counts)]).astype(np.int64)
+    self._readers: dict[int, object] = {}
+    self._lock = threading.Lock()
+    self.replaced = 0  # corrupt records replaced at read time (this process)
+    self.reads = 0  # records read (this process)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  @property
+  def total_records(self) -> int:
+    return int(self.shard_starts[-1])
+
+  def locate(self, index: int) -> tuple[int, int]:
+    """Global record index -> (shard, offset in the shard)."""
+    if not 0 <= index < self.total_records:
+      raise IndexError(f"record {index} not in [0, {self.total_records})")
+    shard = int(np.searchsorted(self.shard_starts, index, side="right")) - 1
+    return shard, int(index - self.shard_starts[shard])
+
+  def _reader(self, shard: int):
+    reader = self._readers.get(shard)
+    if reader is None:
+      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+
+      with self._lock:
+        reader = self._readers.get(shard)
+        if reader is None:
+          reader = array_record_module.ArrayRecordReader(self.shard_paths[shard], _READER_OPTIONS)
+          self._readers[shard] = reader
+    return reader
+
+  def read_record(self, index: int) -> bytes:
+    """The raw record of example `index` of this source (after any subset)."""
+    i = int(index if self.index_map is None else self.index_map[index])
+    shard, offset = self.locate(i)
+    with self._lock:
+      self.reads += 1
+    return self._reader(shard).read([offset])[0]
+
+  def read_example(self, index: int) -> dict:
+    """Example `index` as stored: {"image": encoded bytes, "label", "caption", "key"}."""
+    return decode_example(self.read_record(index))
+
+  def read_image(self, index: int) -> np.ndarray:
+    """Example `index` decoded to uint8 [H, W, channels]; a record that cannot be read, parsed
+    or decoded is replaced by the next valid index (wrapping), counted in `replaced`."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+
+    n = len(self)
+    for step in range(n):
+      i = (int(index) + step) % n
+      try:
+        image = self.read_example(i)["image"]
+        return tf.io.decode_image(
+          image, channels=self.channels, dtype=tf.uint8, expand_animations=False
+        ).numpy()
+      except Exception as e:  # pylint: disable=broad-except  (reader, proto and TF errors)
+        with self._lock:
+          self.replaced += 1
+          count = self.replaced
+        if count <= _MAX_LOGGED:
+          logging.warning(
+            "shards %s/%s: record %d unreadable (%s: %.200s); using the next index",
+            self.data_dir,
+            self.split,
+            i,
+            type(e).__name__,
+            e,
+          )
+    raise CorruptDatasetError(f"shards {self.data_dir}/{self.split}: no readable record.")
+
+  def decode(self, index: tf.Tensor) -> tf.Tensor:
+    """Graph-mode: example index -> uint8 [H, W, channels] (read and decoded on the host)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
+
+    image = tf.py_function(lambda i: self.read_image(int(i)), [index], tf.uint8)
+    image.set_shape([None, None, self.channels])
+    return image
+
+  def subset(self, indices) -> ShardSource:
+    """The examples `indices` of this source, in that order."""
+    indices = np.asarray(indices, np.int64)
+    base = indices if self.index_map is None else self.index_map[indices]
+    return dataclasses.replace(self, labels=self.labels[indices], index_map=base)
+
+
+def shard_source(
+  data_dir: str | None, split: str, *, num_examples: int | None, seed: int = 0
+) -> ShardSource:
+  """Split `split` of the shard dataset in `data_dir`; num_examples: a seeded random subset (kept
+  in stored order; shards of an image folder are sorted by class, so "the first n" would be one
+  class)."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+
+  if not data_dir:
+    raise DatasetNotFoundError(
+      "shards needs dataset.data_dir: a directory written by `python -m sslax.data.shards`."
+    )
+  meta = read_metadata(data_dir)
+  splits = meta.get("splits", {})
+  if split not in splits:
+    raise ValueError(
+      f"unknown split {split!r} for shards at {data_dir}; valid splits: "
+      f"{', '.join(repr(s) for s in splits) or '(none)'}."
+    )
+  info = splits[split]
+  root = epath.Path(data_dir)
+  paths = tuple(str(root / s["file"]) for s in info["shards"])
+  counts = np.asarray([int(s["num_examples"]) for s in info["shards"]], np.int64)
+  with (root / info["labels_file"]).open("rb") as f:
+    labels = np.load(f, allow_pickle=False).astype(np.int32)
+  if len(labels) != counts.sum():
+    raise CorruptDatasetError(
+      f"shards {data_dir}/{split}: {len(labels)} labels but the shards hold {counts.sum()}."
+    )
+  class_names = tuple(meta.get("class_names") or ())
+  source = ShardSource(
+    data_dir=str(data_dir),
+    split=split,
+    shard_paths=paths,
+    shard_counts=counts,
+    labels=labels,
+    num_classes=max(len(class_names), int(labels.max(initial=-1)) + 1),
+    class_names=class_names,
+  )
+  if num_examples is not None and num_examples < len(source):
+    keep = np.random.default_rng(seed).permutation(len(source))[:num_examples]
+    source = source.subset(np.sort(keep))
+  return source
+
+
+def load(
+  key: str,
+  split: str,
+  *,
+  data_dir: str | None,
+  image_size: int,
+  num_examples: int | None,
+  seed: int,
+  verify_images: bool,
+) -> Source:
+  """The registry's loader of "shards" (splits from the dataset's metadata.json)."""
+  del key, image_size, verify_images
+  return shard_source(data_dir, split, num_examples=num_examples, seed=seed)
+
+
+registry.register(("shards",), load)
