@@ -24,6 +24,22 @@ DEPTHS = tuple(sorted(_LAYOUTS))
 STEMS = ("imagenet", "small")
 
 
+def symmetric_padding(kernel_size: Sequence[int]) -> list[tuple[int, int]]:
+  """k // 2 zero pixels on both sides of each spatial axis, as torchvision, timm and SimCLR's
+  `Conv2dFixedPadding` pad (odd kernels).
+
+  Flax's "SAME" pads a stride-2 conv on an even input by 0 before and 1 after, which shifts the
+  sampling grid by one pixel against those references, so weights exported to PyTorch would
+  not compute the same function.
+  """
+  return [(k // 2, k // 2) for k in kernel_size]
+
+
+def _conv(features, kernel_size, strides=(1, 1), **kwargs) -> nn.Conv:
+  """nn.Conv padded by `symmetric_padding` (auto-named Conv_i, like a plain nn.Conv)."""
+  return nn.Conv(features, kernel_size, strides, padding=symmetric_padding(kernel_size), **kwargs)
+
+
 class BasicBlock(nn.Module):
   filters: int
   strides: int
@@ -89,7 +105,7 @@ class ResNet(nn.Module):
     block_kind, layout = _LAYOUTS[self.depth]
     block = BasicBlock if block_kind == "basic" else BottleneckBlock
     conv = functools.partial(
-      nn.Conv,
+      _conv,
       use_bias=False,
       dtype=self.dtype,
       kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
@@ -105,9 +121,10 @@ class ResNet(nn.Module):
 
     x = x.astype(self.dtype)
     if self.stem == "imagenet":
-      x = conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], name="stem_conv")(x)
+      x = conv(base, (7, 7), (2, 2), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      # Padded with -inf by one pixel on every side, as torchvision's MaxPool2d(3, 2, padding=1).
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
       x = conv(base, (3, 3), name="stem_conv")(x)
       x = nn.relu(norm(name="stem_bn")(x))
