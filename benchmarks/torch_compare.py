@@ -156,7 +156,8 @@ def build_torch_step(args):
     logits = z @ z.T / temperature
     logits.fill_diagonal_(-1e9)
     targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return F.cross_entropy(logits, targets)
+    # SimCLR's loss_a + loss_b (as sslax.losses.nt_xent_loss): twice the mean over 2n anchors.
+    return 2 * F.cross_entropy(logits, targets)
 
   model = ResNet18Small(args.width)
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)

@@ -1,6 +1,7 @@
 r"""BYOL ResNet-50 on ImageNet-1k, the paper's recipe (Grill et al. 2020, sec. 3.3, app. B).
 
-Command (Cloud TPU pod slice, one process per host):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/byol_tpu.py`):
   python -m sslax.main --config configs/byol_tpu.py --workdir gs://BUCKET/byol_r50
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
@@ -12,8 +13,11 @@ Recipe: 1000 epochs at batch 4096; LARS (lr = 0.2 x B/256 = 3.2, momentum 0.9, w
 momentum from 0.996 to 1 (cosine over the run; K = total_epochs x steps per epoch, computed as
 the trainer does); asymmetric views (blur 1.0 / 0.1, solarize 0.0 / 0.2); global BatchNorm;
 bfloat16 compute.
-Differences from the paper: colour jitter is SimCLR's at strength 0.5 (brightness, contrast
-and saturation 0.4, hue 0.1) where BYOL uses saturation 0.2.
+Colour jitter as BYOL's augmentations.py (brightness 0.4, contrast 0.4, saturation 0.2, hue
+0.1, p=0.8, random order); inputs stay in [0, 1], unnormalised, as in BYOL's JAX code.
+Differences from the paper: brightness scales by a factor in [0.6, 1.4] and contrast blends
+towards the grey mean (torchvision's ColorJitter), where BYOL's code adds a brightness delta in
+[-0.4, 0.4] and centres each channel on its own mean.
 
 Expected runtime: the paper reports ~8 h for the 1000 epochs on 512 TPU v3 cores; not measured
 by us.
@@ -25,12 +29,19 @@ linear probe on frozen features.
 
 from sslax.presets import imagenet_tpu
 
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
+
 
 def get_config():
   config = imagenet_tpu("byol")  # the byol defaults are the paper's heads and momentum
   config.batch_size = 4096
   config.total_epochs = 1000.0
-  config.augment.jitter_strength = 0.5
+  # augmentations.py: ColorJitter(brightness, contrast, saturation, hue) = (0.4, 0.4, 0.2, 0.1).
+  config.augment.brightness = 0.4
+  config.augment.contrast = 0.4
+  config.augment.saturation = 0.2
+  config.augment.hue = 0.1
   config.optimizer.base_lr = 0.2
   config.optimizer.weight_decay = 1.5e-6
   return config

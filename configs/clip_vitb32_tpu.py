@@ -1,6 +1,7 @@
 r"""CLIP ViT-B/32 at the paper's scale (Radford et al. 2021): batch 32,768, 32 epochs of 400M pairs.
 
-Command (Cloud TPU pod, e.g. v4-256; see launch/tpu_pod.sh):
+Command (Cloud TPU v5e-256, topology v5e:16x16, one process per host; checked by
+`python -m sslax.aot --config configs/clip_vitb32_tpu.py`):
   CONFIG=configs/clip_vitb32_tpu.py WORKDIR=gs://BUCKET/clip_vitb32 launch/tpu_pod.sh all
   python -m sslax.evaluate --workdir gs://BUCKET/clip_vitb32 --protocol zero_shot
 
@@ -16,15 +17,18 @@ ImageNet (the CLIP paper's published number for ViT-B/32, prompt ensemble of 80 
 not reproduced by us.
 
 Settings from the paper (sec. 2.5 and tables 18-20): AdamW lr 5e-4, beta2 0.98, eps 1e-6,
-weight decay 0.2, 2,000 warmup steps then cosine, temperature initialised to 0.07 and clipped
-at 100, embedding width 512, text transformer 12 layers x 512 wide x 8 heads, context 77, causal
-mask, EOT pooling. Deviations: sslax's tokenizer is byte-level (vocab 259) instead of CLIP's
-49,152 BPE, so 77 tokens hold 75 bytes of caption; optax's adamw eps (1e-8) is used because
-the optimizer config has no eps key yet; mixed precision is bfloat16.
+weight decay 0.2, 2,000 warmup steps then cosine, temperature initialised to 0.07 with the
+logit scale capped at 100 (as open_clip: the log-scale parameter clamped to [0, ln 100] after
+every optimizer step, never clipped inside the loss), embedding width 512, text transformer
+12 layers x 512 wide x 8 heads, context 77, causal mask, EOT pooling. Deviations: sslax's
+tokenizer is byte-level (vocab 259) instead of CLIP's 49,152 BPE, so 77 tokens hold 75 bytes
+of caption; mixed precision is bfloat16.
 """
 
 from sslax.presets import imagenet_tpu
 
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:16x16"
 
 NUM_PAIRS = 400_000_000
 BATCH = 32_768
@@ -32,9 +36,12 @@ STEPS_PER_EPOCH = NUM_PAIRS // BATCH  # 12,207
 
 
 def get_config():
-  # The clip defaults (embeddings 512, logit scale clipped at 100) and the text tower's (12
-  # layers x 512 wide x 8 heads, context 77, causal, EOT pooling) are the paper's.
+  # The clip defaults (embeddings 512, log logit scale clamped to [0, ln 100] after each step)
+  # and the text tower's (12 layers x 512 wide x 8 heads, context 77, causal, EOT pooling) are
+  # the paper's.
   config = imagenet_tpu("clip", backbone="vit_b32")
+  # Learned position embeddings, the class token's included (open_clip's 1 + 49 rows): the
+  # model defaults (posemb="learn"; sslax.models.vit.ViT cls_pos_embedding).
   config.dataset.name = "image_text_pairs"
   config.dataset.data_dir = "/data/laion400m/pairs.jsonl"  # your pairs file
   config.dataset.test_split = "test"
@@ -76,11 +83,16 @@ def get_config():
   config.augment.flip_prob = 0.0
   config.augment.jitter_prob = 0.0
   config.augment.grayscale_prob = 0.0
+  # open_clip's image transforms: OpenAI CLIP's mean / std; evaluation resizes the shorter side
+  # to 224 and centre-crops it (the whole square, not the preset's 256 -> 224).
+  config.augment.normalize = "clip"
+  config.eval.crop_fraction = 1.0
 
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 5e-4
   config.optimizer.lr_scaling = "none"
   config.optimizer.b2 = 0.98
+  config.optimizer.eps = 1e-6  # open_clip get_default_params: 1e-6 for ViT towers
   config.optimizer.weight_decay = 0.2
   config.optimizer.warmup_epochs = 2000 / STEPS_PER_EPOCH  # 2,000 steps
   config.eval.at_end = False

@@ -1,6 +1,7 @@
 r"""Colorization (Zhang, Isola & Efros 2016) with a ResNet-50 on ImageNet-1k.
 
-Command (Cloud TPU pod slice, one process per host):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/colorization_tpu.py`):
   python -m sslax.main --config configs/colorization_tpu.py --workdir gs://BUCKET/colorization_r50
 
 Data: TFDS `imagenet2012` (prepared once with `tfds build imagenet2012 --manual_dir=...`),
@@ -25,6 +26,9 @@ The paper reports no ResNet-50 numbers.
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

@@ -1,6 +1,7 @@
 r"""DeepCluster (Caron et al. 2018) with a ResNet-50 on ImageNet-1k.
 
-Command (Cloud TPU pod slice or GPU node; one process per host):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/deepcluster_tpu.py`):
   python -m sslax.main --config configs/deepcluster_tpu.py --workdir gs://BUCKET/deepcluster_r50 \
     --config.dataset.data_dir=/data/imagenet
 
@@ -24,6 +25,9 @@ features conv1..conv5: 12.9 / 29.2 / 38.2 / 39.8 / 36.1% top-1 (paper table 2); 
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

@@ -24,7 +24,8 @@ at ~0.43 of the global side (ImageNet: 96/224). Student temperature 0.1; teacher
 (no warmup in a ~1-epoch run; the paper warms 0.04 -> 0.07 over 30 epochs); center momentum
 0.9; teacher EMA 0.99 -> 1 (a short run needs a faster teacher than ImageNet's 0.996); last
 layer frozen for the first 0.2 epoch (~47 steps; the paper: 1 epoch of 1250 steps); AdamW
-lr 1e-3, weight decay 0.04 -> 0.4 (cosine, as the paper), gradient clip 3.0.
+lr 1e-3, weight decay 0.04 -> 0.4 (cosine, as the paper), each parameter's gradient clipped to
+norm 3.0 (the reference's per-parameter clip_gradients).
 """
 
 from sslax.presets import fashion_mnist_cpu
@@ -46,4 +47,5 @@ def get_config():
   config.optimizer.weight_decay = 0.04
   config.optimizer.warmup_epochs = 0.25
   config.optimizer.grad_clip_norm = 3.0
+  config.optimizer.grad_clip_mode = "per_param"
   return config

@@ -1,6 +1,7 @@
 r"""Context encoder (Pathak et al. 2016) with a ResNet-50 encoder on ImageNet-1k.
 
-Command (Cloud TPU pod slice, one process per host):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/inpainting_tpu.py`):
   python -m sslax.main --config configs/inpainting_tpu.py --workdir gs://BUCKET/inpainting_r50
 
 Data: TFDS `imagenet2012`, `--config.dataset.data_dir=gs://BUCKET/tfds`.
@@ -23,6 +24,9 @@ masks), PASCAL VOC 2007 classification 56.5% mAP (fine-tuned), detection 44.5% m
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

@@ -1,7 +1,8 @@
 r"""Jigsaw ResNet-50 on ImageNet-1k (Noroozi & Favaro 2016, "Unsupervised Learning of Visual
 Representations by Solving Jigsaw Puzzles", ECCV).
 
-Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/jigsaw_tpu.py`):
   python -m sslax.main --config configs/jigsaw_tpu.py --workdir gs://BUCKET/jigsaw_r50
 
 Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
@@ -24,6 +25,9 @@ Autoencoders"); ResNet-50 trained on ImageNet-1k, best-layer linear top-1 in the
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

@@ -27,7 +27,9 @@ fixed 2D sin-cos position embeddings and a class token, as in MAE; features for 
 probe are the mean of the final-norm patch tokens (pool="gap"). The mask hides 75% of the
 patches (36 of 49; 12 visible, floor(49 x 0.25) as the reference code); the decoder is 64 wide,
 2 blocks, 4 heads (the paper's decoder is "lightweight": <10% of the encoder's FLOPs per token),
-loss on per-patch-normalised pixels of the masked patches. AdamW b2 = 0.95, wd 0.05 (the
+loss on per-patch-normalised pixels of the masked patches (unbiased per-patch variance, as the
+reference's torch `.var`; the numbers above were measured with the biased one, which made
+the targets of a 16-value patch 3% larger: not re-measured). AdamW b2 = 0.95, wd 0.05 (the
 paper's), a fixed lr of 1.5e-3 with a short warmup: the paper's 1.5e-4 x B/256 schedule is for
 1600 epochs and learns too little in one. One view: random resized crop (0.2, 1) + flip.
 """

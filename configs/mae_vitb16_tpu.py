@@ -1,6 +1,7 @@
 r"""MAE ViT-B/16 on ImageNet-1k, the paper's 1600-epoch recipe (He et al. 2021, appendix A.1).
 
-Command (Cloud TPU v3-64 / v4-32 pod slice, one process per host; see README "Scaling out"):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/mae_vitb16_tpu.py`):
   python -m sslax.main --config configs/mae_vitb16_tpu.py --workdir gs://BUCKET/mae_vitb16
 Fine-tune (appendix A.2 without mixup / cutmix / RandAugment / random erasing, which sslax's
 fine-tuning does not implement, so expect somewhat lower than the paper's number):
@@ -11,9 +12,11 @@ Data: TFDS `imagenet2012`, prepared once with the manual-download archives
 
 Pretraining recipe: ViT-B/16 encoder (768 wide, 12 blocks, 12 heads, fixed 2D sin-cos position
 embeddings, class token), mask ratio 0.75, decoder 512 wide, 8 blocks, 16 heads, loss on
-per-patch-normalised pixels (norm_pix_loss), batch 4096, AdamW (b1 0.9, b2 0.95, weight decay
+per-patch-normalised pixels (norm_pix_loss; the patch's unbiased variance, as torch's `.var`
+in models_mae.py), batch 4096, AdamW (b1 0.9, b2 0.95, weight decay
 0.05), lr = 1.5e-4 x B/256 = 2.4e-3, 40 warmup epochs then cosine, 1600 epochs, random resized
-crop (0.2, 1) + flip only. bfloat16 compute (params float32), remat of each block (saves the
+crop (0.2, 1) + flip only, ImageNet mean / std input normalisation. bfloat16 compute (params
+float32), remat of each block (saves the
 matmul outputs, recomputes the rest). Params are small enough (86M) for plain data
 parallelism; for ViT-L/H set --config.mesh.fsdp=N to shard params and optimizer state.
 
@@ -27,15 +30,19 @@ features (mean of the patch tokens here), which for MAE is far below fine-tuning
 
 from sslax.presets import imagenet_tpu
 
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
+
 
 def get_config():
   config = imagenet_tpu("mae", backbone="vit_b16")  # the mae defaults are the paper's
   config.batch_size = 4096
   config.total_epochs = 1600.0
-  config.model.posemb = "sincos2d"
+  config.model.posemb = "sincos2d"  # models_mae.py: fixed, the class token's row all zero
   config.model.pool = "gap"  # MAE fine-tunes with global pooling
   config.model.remat_policy = "dots_with_no_batch_dims_saveable"
   config.augment.crop_scale = (0.2, 1.0)
+  config.augment.normalize = "imagenet"  # main_pretrain.py: Normalize(ImageNet mean, std)
   config.optimizer.name = "adamw"
   config.optimizer.base_lr = 1.5e-4  # x 4096 / 256 = 2.4e-3
   config.optimizer.b2 = 0.95

@@ -11,9 +11,10 @@ the ResNet demos' random init is ~51% kNN.)
 
 Network: ViT "custom" width 128, depth 4, 4 heads, patch 4 (7 x 7 = 49 tokens at 28 px),
 fixed 2D sin-cos position embeddings and a class token (as MoCo v3), its random patch
-projection frozen (`mocov3.freeze_patch_embed`, MoCo v3 sec. 4.1). Projector 128 -> 512 -> 512
--> 128 (BN, last BN without affine), predictor 128 -> 512 -> 128. Symmetric InfoNCE over the
-global batch of 256 at tau = 0.2 (scaled by 2 tau); momentum encoder EMA 0.99 -> 1 (cosine over
+projection frozen (`mocov3.freeze_patch_embed`, MoCo v3 sec. 4.1). The reference's `MoCo_ViT`
+heads, every Linear bias-free: projector 128 -> 512 -> 512 -> 128 and predictor 128 -> 512 ->
+128, each with a BN without affine on the output. Symmetric InfoNCE over the global batch of
+256 at tau = 0.2 (the ViT default, scaled by 2 tau); momentum encoder EMA 0.99 -> 1 (cosine over
 the run, the paper's ViT value). AdamW (the paper's ViT optimizer) at a fixed lr 1e-3 with a
 short warmup; weight decay 0.1 as in the paper. Augmentations: BYOL's asymmetric recipe as in
 MoCo v3 (blur 1.0 / 0.1 and solarize 0.0 / 0.2; at 28 px the blur kernel is tiny), crop scale

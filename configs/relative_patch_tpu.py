@@ -1,7 +1,8 @@
 r"""Relative patch position ResNet-50 on ImageNet-1k (Doersch et al. 2015, "Unsupervised Visual
 Representation Learning by Context Prediction", ICCV).
 
-Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/relative_patch_tpu.py`):
   python -m sslax.main --config configs/relative_patch_tpu.py --workdir gs://BUCKET/relpatch_r50
 
 Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
@@ -23,6 +24,9 @@ directly comparable.
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

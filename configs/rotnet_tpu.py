@@ -1,7 +1,8 @@
 r"""RotNet ResNet-50 on ImageNet-1k (Gidaris et al. 2018, "Unsupervised Representation Learning
 by Predicting Image Rotations", ICLR).
 
-Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/rotnet_tpu.py`):
   python -m sslax.main --config configs/rotnet_tpu.py --workdir gs://BUCKET/rotnet_r50
 
 Data: TFDS `imagenet2012` (see configs/simclr_tpu.py for preparing it).
@@ -23,6 +24,9 @@ a linear probe on the pooled features, so it is not directly comparable.
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

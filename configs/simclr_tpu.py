@@ -1,6 +1,7 @@
 r"""SimCLR ResNet-50 on ImageNet-1k, the paper's 100-epoch recipe (Chen et al. 2020, table B.1).
 
-Command (Cloud TPU v3-32 / v4-32 pod slice, one process per host; see README "Scaling out"):
+Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
+`python -m sslax.aot --config configs/simclr_tpu.py`):
   python -m sslax.main --config configs/simclr_tpu.py --workdir gs://BUCKET/simclr_r50
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
@@ -19,6 +20,9 @@ evaluation here is kNN (k=20, 200) and a linear probe on frozen features of a he
 """
 
 from sslax.presets import imagenet_tpu
+
+# The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
+TPU_TOPOLOGY = "v5e:4x4"
 
 
 def get_config():

@@ -11,6 +11,8 @@ of training): expect roughly 8-11 min of training plus ~1.5 min of evaluation.
 
 Expected accuracy: not yet measured (the SimCLR demo's numbers are in
 configs/simclr_fashion_mnist.py; compare against its random-init and raw-pixel rows).
+Loss: the method defaults (lambda = mu = 25, nu = 1) with the variance hinge averaged over the
+two branches as in the authors' main_vicreg.py (before, it was summed: twice this weight).
 """
 
 from sslax.presets import fashion_mnist_cpu

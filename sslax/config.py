@@ -21,6 +21,7 @@ import ml_collections
 from absl import logging
 
 from sslax import models, optim
+from sslax.data import augment as augment_lib
 from sslax.data import sources
 from sslax.methods import METHODS
 from sslax.models import vit
@@ -97,6 +98,15 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.augment.grayscale_prob = 0.2
   c.augment.blur_prob = 0.0
   c.augment.solarize_prob = 0.0
+  # Colour jitter ranges one by one (torchvision's ColorJitter(brightness, contrast,
+  # saturation, hue)); None: from jitter_strength s as SimCLR (0.8 s, 0.8 s, 0.8 s, 0.2 s).
+  c.augment.brightness = None
+  c.augment.contrast = None
+  c.augment.saturation = None
+  c.augment.hue = None
+  # Input normalisation (x - mean) / std, last step of training and evaluation views alike:
+  # none | imagenet | swav | clip (sslax.data.augment.NORMALIZATIONS).
+  c.augment.normalize = "none"
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet"  # resnet | vit
@@ -113,7 +123,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.model.patch_size = 16  # 4 | 8 | 14 | 16 | 32; must divide dataset.image_size
   c.model.posemb = "learn"  # learn | sincos2d (fixed, as MAE / MoCo v3)
   c.model.pool = "cls"  # cls (class token) | gap (mean of the patch tokens)
-  c.model.class_token = True
+  c.model.class_token = True  # learn: with its own learned position embedding (timm, DINO, CLIP)
   c.model.drop_path_rate = 0.0  # stochastic depth of the last block (linear from 0)
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   c.model.scan = False  # nn.scan over blocks (params stacked on a [depth] axis)
@@ -129,13 +139,22 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.optimizer.base_lr = 0.3
   c.optimizer.lr_scaling = "linear"  # peak lr = base_lr * batch_size / 256
   c.optimizer.warmup_epochs = 10.0
+  c.optimizer.warmup_start_lr = 0.0  # lr at step 0 (not batch-scaled); SwAV's start_warmup: 0.3
   c.optimizer.end_lr = 0.0
   c.optimizer.weight_decay = 1e-6
   c.optimizer.momentum = 0.9
   c.optimizer.trust_coefficient = 1e-3
+  # Biases and norm params (sslax.optim.is_bias_or_norm): excluded from weight decay and LARS
+  # adaptation (True: SimCLR, BYOL, Barlow Twins, DINO) or not (False: PyTorch's plain
+  # weight_decay in MoCo v2, SimSiam, MoCo v3's AdamW; SwAV's LARC); their lr is
+  # bias_lr_ratio x the weights' (Barlow Twins: 0.0048 / 0.2).
+  c.optimizer.exclude_bias_and_norm = True
+  c.optimizer.bias_lr_ratio = 1.0
   c.optimizer.grad_clip_norm = 0.0
+  c.optimizer.grad_clip_mode = "global"  # global | per_param (DINO's clip_gradients)
   c.optimizer.b1 = 0.9  # adamw betas (read by sslax/optim.py; CLIP uses b2 = 0.98)
   c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8  # adamw epsilon (open_clip: 1e-6 for ViT towers)
 
   c.log_every_steps = 50
   c.checkpoint_every_steps = 500
@@ -151,6 +170,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.eval.linear_lr = 1e-3
   c.eval.linear_weight_decay = 1e-4
   c.eval.num_train_examples = 0  # 0 = whole train split as kNN bank / probe train set
+  # Evaluation view (sslax.data.augment.center_view): 1.0 = the whole (central square of the)
+  # image resized to dataset.image_size (28-32 px data); f < 1 = resize the shorter side to
+  # image_size / f, then centre-crop image_size (ImageNet: 0.875, 256 -> 224).
+  c.eval.crop_fraction = 1.0
   c.eval.baselines = True  # also report random-init encoder and raw pixels
   # `python -m sslax.evaluate --protocol ...` (see sslax/evaluate.py):
   c.eval.linear_solver = "adamw"  # adamw | sgd | lars | closed_form (ridge on one-hot targets)
@@ -415,6 +438,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"Unknown config.optimizer.name {config.optimizer.name!r}; choose one of {optim.OPTIMIZERS}."
     )
+  if config.optimizer.grad_clip_mode not in optim.GRAD_CLIP_MODES:
+    raise ValueError(
+      f"Unknown config.optimizer.grad_clip_mode {config.optimizer.grad_clip_mode!r}; "
+      f"choose one of {optim.GRAD_CLIP_MODES}."
+    )
   if config.optimizer.lr_scaling not in optim.LR_SCALING:
     raise ValueError(
       f"Unknown config.optimizer.lr_scaling {config.optimizer.lr_scaling!r}; "
@@ -431,10 +459,30 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"config.augment.crop_scale={tuple(config.augment.crop_scale)} must satisfy 0 < lo <= hi <= 1."
     )
+  _validate_augment(config.augment)
+  if not 0 < config.eval.crop_fraction <= 1:
+    raise ValueError(
+      f"config.eval.crop_fraction={config.eval.crop_fraction} must be in (0, 1]: 1.0 for "
+      f"28-32 px data (the whole image), 0.875 for ImageNet-size data (resize 256, crop 224)."
+    )
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
   if config.total_steps <= 0 and config.total_epochs <= 0:
     raise ValueError("Set config.total_steps or config.total_epochs to a positive number.")
+
+
+def _validate_augment(augment: ml_collections.ConfigDict) -> None:
+  if augment.normalize not in augment_lib.NORMALIZATIONS:
+    raise ValueError(
+      f"config.augment.normalize={augment.normalize!r}; choose one of "
+      f"{tuple(augment_lib.NORMALIZATIONS)}."
+    )
+  try:
+    augment_lib.jitter_ranges(
+      augment.jitter_strength, augment.brightness, augment.contrast, augment.saturation, augment.hue
+    )
+  except ValueError as e:
+    raise ValueError(f"config.augment: {e}") from None
 
 
 def _validate_vit(config: ml_collections.ConfigDict) -> None:

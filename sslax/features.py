@@ -16,15 +16,26 @@ from sslax.data import pipeline
 
 
 def extract_features(
-  backbone, variables, source, *, image_size: int, batch_size: int, mesh, raw_pixels: bool = False
+  backbone,
+  variables,
+  source,
+  *,
+  image_size: int,
+  batch_size: int,
+  mesh,
+  raw_pixels: bool = False,
+  crop_fraction: float = 1.0,
+  normalize: str = "none",
 ) -> tuple[np.ndarray, np.ndarray]:
   """-> (features [N, D] float32, labels [N] int32) for every example of `source`, in order.
 
   backbone: anything with `apply(variables, images [B, S, S, C], train=False) -> [B, D]` (a flax
     module, or an adapter such as an image-text model's image tower); unused with raw_pixels.
   raw_pixels: return the preprocessed pixels, flattened, instead (the "raw pixels" baseline).
-  Images are the evaluation view (`pipeline.eval_batches`: central square crop, resize to
-  `image_size`, scale to [0, 1]). Every process gets the full arrays.
+  Images are the evaluation view (`pipeline.eval_batches`, `augment.center_view`: with
+  crop_fraction 1 the central square resized to `image_size`, with f < 1 the shorter side
+  resized to image_size / f and the centre image_size crop; scaled to [0, 1], then normalised
+  with `normalize`, as the training views were). Every process gets the full arrays.
   """
   sharding.check_batch_size(batch_size, mesh, name="eval.batch_size")
 
@@ -41,6 +52,8 @@ def extract_features(
     global_batch=batch_size,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
+    crop_fraction=crop_fraction,
+    normalize=normalize,
   ):
     batch = sharding.make_global_batch(mesh, local)
     out = encode(batch["image"])

@@ -12,6 +12,10 @@ import optax
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("linear", "sqrt", "none")
+GRAD_CLIP_MODES = ("global", "per_param")
+# Modules whose params carry a leading layer axis (the ViT's and MAE decoder's nn.scan stacks):
+# each slice along it is one parameter for the bias/norm test and per-parameter clipping.
+SCANNED_STACKS = ("blocks",)
 
 
 def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
@@ -25,15 +29,36 @@ def scaled_learning_rate(base_lr: float, batch_size: int, rule: str) -> float:
   raise ValueError(f"Unknown optimizer.lr_scaling {rule!r}; choose one of {LR_SCALING}.")
 
 
-def warmup_cosine(peak_lr: float, total_steps: int, warmup_steps: int, end_lr: float = 0.0):
-  """Linear warmup from 0 to peak_lr, then cosine decay to end_lr at total_steps."""
+def warmup_cosine(
+  peak_lr: float, total_steps: int, warmup_steps: int, end_lr: float = 0.0, start_lr: float = 0.0
+):
+  """Linear warmup from start_lr to peak_lr, then cosine decay to end_lr at total_steps.
+
+  start_lr is the lr of step 0 (SwAV's `--start_warmup`, 0.3 in its ImageNet scripts; 0 for
+  every other recipe here).
+  """
   warmup_steps = min(warmup_steps, total_steps)
   return optax.warmup_cosine_decay_schedule(
-    init_value=0.0,
+    init_value=start_lr,
     peak_value=peak_lr,
     warmup_steps=warmup_steps,
     decay_steps=max(total_steps, warmup_steps + 1),
     end_value=end_lr,
+  )
+
+
+def lr_schedule(
+  config: ml_collections.ConfigDict, batch_size: int, total_steps: int, steps_per_epoch
+):
+  """The run's lr schedule from the `optimizer` block: warmup (from `warmup_start_lr`, not
+  batch-scaled, as SwAV's) to the batch-scaled peak, then cosine to `end_lr`."""
+  peak_lr = scaled_learning_rate(config.base_lr, batch_size, config.lr_scaling)
+  return warmup_cosine(
+    peak_lr,
+    total_steps,
+    int(config.warmup_epochs * steps_per_epoch),
+    config.end_lr,
+    config.get("warmup_start_lr", 0.0),
   )
 
 
@@ -52,29 +77,100 @@ def ema_update(target, online, momentum):
   return jax.tree.map(lambda t, o: momentum * t + (1.0 - momentum) * o, target, online)
 
 
-def decay_mask(params):
-  """True for weights that get weight decay / LARS adaptation: not biases, not norm scales.
+def _key_name(entry) -> str:
+  return str(getattr(entry, "key", getattr(entry, "name", entry)))
 
-  SimCLR and BYOL exclude every 1-D parameter (biases, BatchNorm/LayerNorm scale and bias).
+
+def _is_stacked(path) -> bool:
+  """True for a leaf of an nn.scan stack (leading layer axis), see SCANNED_STACKS."""
+  return any(_key_name(e) in SCANNED_STACKS for e in path[:-1])
+
+
+def _per_param(fn, tree):
+  """Applies fn(leaf) to each parameter: leaf by leaf, slice by slice for scanned stacks."""
+
+  def apply(path, leaf):
+    return jax.vmap(fn)(leaf) if _is_stacked(path) else fn(leaf)
+
+  return jax.tree_util.tree_map_with_path(apply, tree)
+
+
+def is_bias_or_norm(params):
+  """True for biases (any leaf named "bias", e.g. the [heads, head_dim] attention biases) and
+  other 1-D params (BatchNorm / LayerNorm scales, scalars); a scanned stack's layer axis does
+  not count. The references' `exclude_bias_and_norm` (Barlow Twins, MoCo v3 LARS: p.ndim == 1;
+  DINO: name ends in .bias or 1-D; SimCLR / BYOL: biases and BN)."""
+
+  def test(path, p):
+    ndim = p.ndim - (1 if _is_stacked(path) else 0)
+    return _key_name(path[-1]) == "bias" or ndim <= 1
+
+  return jax.tree_util.tree_map_with_path(test, params)
+
+
+def decay_mask(params):
+  """True for weights that get weight decay / LARS adaptation: not biases, not norm params."""
+  return jax.tree.map(lambda b: not b, is_bias_or_norm(params))
+
+
+def weight_decay_mask(config: ml_collections.ConfigDict):
+  """params -> mask of the params that get weight decay (and LARS adaptation).
+
+  `optimizer.exclude_bias_and_norm` True (default): `decay_mask`. False: every param, as
+  PyTorch's plain `weight_decay` (MoCo v2, SimSiam, MoCo v3's AdamW) and SwAV's LARC do.
   """
-  return jax.tree.map(lambda p: p.ndim > 1, params)
+  if config.get("exclude_bias_and_norm", True):
+    return decay_mask
+  return lambda params: jax.tree.map(lambda _: True, params)
+
+
+def clip_per_param(max_norm: float) -> optax.GradientTransformation:
+  """Scales each parameter's gradient to L2 norm at most max_norm (DINO's
+  `utils.clip_gradients`: coefficient max_norm / (norm + 1e-6) where below 1)."""
+
+  def clip(g):
+    norm = jnp.sqrt(jnp.sum(jnp.square(g.astype(jnp.float32))))
+    coef = jnp.minimum(max_norm / (norm + 1e-6), 1.0)
+    return (g * coef).astype(g.dtype)
+
+  def update(updates, state, params=None):
+    return _per_param(clip, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _scale_bias_and_norm(ratio: float) -> optax.GradientTransformation:
+  """Multiplies the final update of biases and norm params by ratio: their lr is ratio x the
+  weights' at every step (every optimizer here is linear in its lr)."""
+
+  def update(updates, state, params=None):
+    mask = is_bias_or_norm(updates)
+    return jax.tree.map(lambda u, m: u * ratio if m else u, updates, mask), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.GradientTransformation:
-  """config: the `optimizer` block (name, weight_decay, momentum, ...)."""
+  """config: the `optimizer` block (name, weight_decay, momentum, ...).
+
+  Per-group settings: `exclude_bias_and_norm` (see `weight_decay_mask`), `bias_lr_ratio` (the
+  lr of biases and norm params relative to the weights': Barlow Twins 0.0048 / 0.2), and the
+  gradient clip `grad_clip_norm` by global norm or per parameter (`grad_clip_mode`).
+  """
   name = config.name
+  mask = weight_decay_mask(config)
   if name == "sgd":
     tx = optax.chain(
-      optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
+      optax.add_decayed_weights(config.weight_decay, mask=mask),
       optax.sgd(schedule, momentum=config.momentum, nesterov=config.get("nesterov", False)),
     )
   elif name == "lars":
     tx = optax.lars(
       schedule,
       weight_decay=config.weight_decay,
-      weight_decay_mask=decay_mask,
+      weight_decay_mask=mask,
       trust_coefficient=config.get("trust_coefficient", 1e-3),
-      trust_ratio_mask=decay_mask,
+      trust_ratio_mask=mask,
       momentum=config.momentum,
     )
   elif name == "adamw":
@@ -82,13 +178,21 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.Gradien
       schedule,
       b1=config.get("b1", 0.9),
       b2=config.get("b2", 0.999),
+      eps=config.get("eps", 1e-8),
       weight_decay=config.weight_decay,
-      mask=decay_mask,
+      mask=mask,
     )
   else:
     raise ValueError(f"Unknown optimizer.name {name!r}; choose one of {OPTIMIZERS}.")
-  if config.get("grad_clip_norm", 0.0):
-    tx = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), tx)
+  ratio = config.get("bias_lr_ratio", 1.0)
+  if ratio != 1.0:
+    tx = optax.chain(tx, _scale_bias_and_norm(ratio))
+  clip_norm, mode = config.get("grad_clip_norm", 0.0), config.get("grad_clip_mode", "global")
+  if mode not in GRAD_CLIP_MODES:
+    raise ValueError(f"Unknown optimizer.grad_clip_mode {mode!r}; choose one of {GRAD_CLIP_MODES}.")
+  if clip_norm:
+    clip = optax.clip_by_global_norm(clip_norm) if mode == "global" else clip_per_param(clip_norm)
+    tx = optax.chain(clip, tx)
   return tx
 
 
@@ -136,3 +240,16 @@ def freeze_for_steps(tx: optax.GradientTransformation, frozen, num_steps: int):
     return tx
   labels = lambda params: jax.tree.map(lambda f: "frozen" if f else "trained", frozen(params))
   return optax.multi_transform({"trained": tx, "frozen": _start_after(tx, num_steps)}, labels)
+
+
+def with_constant_lr(
+  tx: optax.GradientTransformation, config: ml_collections.ConfigDict, lr: float, selected
+) -> optax.GradientTransformation:
+  """tx, except that params where selected(params) is True train with the same optimizer at the
+  constant lr `lr` (SimSiam's `--fix-pred-lr`: the predictor stays at the peak lr while the
+  rest follows the schedule). The two groups have separate optimizer state
+  (optax.multi_transform), so a configured global-norm clip sees them separately.
+  """
+  constant = make_optimizer(config, optax.constant_schedule(lr))
+  labels = lambda params: jax.tree.map(lambda s: "constant" if s else "scheduled", selected(params))
+  return optax.multi_transform({"scheduled": tx, "constant": constant}, labels)

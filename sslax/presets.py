@@ -66,7 +66,8 @@ def imagenet_tpu(method: str, backbone: str = "resnet50") -> ml_collections.Conf
 
   TFDS `imagenet2012` (train / validation) at 224 px, bfloat16 compute (params stay float32),
   the `backbone` of IMAGENET_BACKBONES; a log line every 100 steps, a checkpoint every 1000,
-  evaluation in batches of 1024 without the random-init / raw-pixel baselines. Batch size,
+  evaluation in batches of 1024 on the resize-256 / centre-crop-224 view (eval.crop_fraction
+  0.875) without the random-init / raw-pixel baselines. Batch size,
   length, augmentation and optimizer are the recipe's (the schema's defaults: batch 256,
   100 epochs, SimCLR's LARS).
   """
@@ -85,6 +86,9 @@ def imagenet_tpu(method: str, backbone: str = "resnet50") -> ml_collections.Conf
   config.checkpoint_every_steps = 1000
   config.eval.batch_size = 1024
   config.eval.baselines = False
+  # The evaluation view of DINO / MoCo v3 / SimCLR: resize the shorter side to 256, centre-crop
+  # 224 (small-image presets keep 1.0: the whole image).
+  config.eval.crop_fraction = 0.875
   return config
 
 

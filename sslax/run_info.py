@@ -68,9 +68,7 @@ class RunInfo:
       )
     per_epoch = steps_per_epoch(num_train_examples, config.batch_size)
     total = config.total_steps or max(int(config.total_epochs * per_epoch), 1)
-    opt = config.optimizer
-    peak_lr = optim.scaled_learning_rate(opt.base_lr, config.batch_size, opt.lr_scaling)
-    schedule = optim.warmup_cosine(peak_lr, total, int(opt.warmup_epochs * per_epoch), opt.end_lr)
+    schedule = optim.lr_schedule(config.optimizer, config.batch_size, total, per_epoch)
     return cls(
       total_steps=int(total),
       steps_per_epoch=int(per_epoch),

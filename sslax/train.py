@@ -42,6 +42,7 @@ def make_train_step(s: Setup):
     )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    params = method.constrain_params(params, state.step + 1)
     method_state = method.after_update(method_state, params, state.step + 1)
     metrics = dict(
       metrics,

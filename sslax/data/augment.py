@@ -1,5 +1,8 @@
 """Stateless per-image view augmentations (SimCLR-style) in TensorFlow ops.
 
+Also the evaluation view (`center_view`) and the input normalisation (`normalize_image`) that
+training views and evaluation share.
+
 Every random choice is drawn from an int32/int64 seed of shape [2] through TF's stateless RNG,
 so a view is a pure function of (image, seed). That makes input pipelines replayable, shardable
 across hosts and resumable mid-epoch without carrying RNG state around. All functions are
@@ -18,6 +21,19 @@ import tensorflow as tf
 # torchvision's RandomResizedCrop tries this many boxes before giving up on the scale/ratio.
 _CROP_ATTEMPTS = 10
 
+# Per-channel (mean, std) of the input normalisation x -> (x - mean) / std, applied last to
+# training views and evaluation views alike. "none": images stay in [0, 1] (SimCLR's TF code,
+# BYOL's JAX code); "imagenet": torchvision's ImageNet statistics, which the PyTorch references
+# (MoCo, SimSiam, Barlow Twins, VICReg, DINO, MAE) normalise with; "swav": the same with red
+# std 0.228, as SwAV's multicropdataset.py and eval_linear.py; "clip": OpenAI CLIP's statistics
+# (open_clip's OPENAI_DATASET_MEAN / _STD).
+NORMALIZATIONS = {
+  "none": None,
+  "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+  "swav": ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225)),
+  "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class ViewSpec:
@@ -32,6 +48,25 @@ class ViewSpec:
   grayscale_prob: float = 0.2
   blur_prob: float = 0.0  # Gaussian blur, sigma ~ U(0.1, 2.0), kernel 10% of size (odd)
   solarize_prob: float = 0.0  # pixels >= 0.5 -> 1 - x
+  # Colour jitter ranges one by one, as torchvision's ColorJitter(brightness, contrast,
+  # saturation, hue); None: from jitter_strength (above). BYOL, Barlow Twins, VICReg, MoCo v3,
+  # DINO: (0.4, 0.4, 0.2, 0.1).
+  brightness: float | None = None
+  contrast: float | None = None
+  saturation: float | None = None
+  hue: float | None = None  # at most 0.5
+  normalize: str = "none"  # a key of NORMALIZATIONS, applied after every other stage
+
+  def __post_init__(self):
+    _ = self.jitter  # raises on a bad range now, not when the pipeline is traced
+    _normalization(self.normalize)
+
+  @property
+  def jitter(self) -> tuple[float, float, float, float]:
+    """(brightness, contrast, saturation, hue) ranges of the colour jitter, as ColorJitter's."""
+    return jitter_ranges(
+      self.jitter_strength, self.brightness, self.contrast, self.saturation, self.hue
+    )
 
   @classmethod
   def from_config(cls, augment, size: int, **overrides) -> "ViewSpec":
@@ -49,6 +84,11 @@ class ViewSpec:
       grayscale_prob=augment.grayscale_prob,
       blur_prob=augment.blur_prob,
       solarize_prob=augment.solarize_prob,
+      brightness=augment.brightness,
+      contrast=augment.contrast,
+      saturation=augment.saturation,
+      hue=augment.hue,
+      normalize=augment.normalize,
     )
     fields.update(overrides)
     if "crop_scale" in overrides:
@@ -173,13 +213,36 @@ def random_flip(image, seed, prob=0.5) -> tf.Tensor:
   return _maybe(lambda x, _: tf.image.flip_left_right(x), _to_float(image), seed, prob)
 
 
-def _jitter(image: tf.Tensor, seed, strength: float) -> tf.Tensor:
+def jitter_ranges(
+  strength: float = 1.0, brightness=None, contrast=None, saturation=None, hue=None
+) -> tuple[float, float, float, float]:
+  """(brightness, contrast, saturation, hue) jitter ranges; each None comes from `strength` s as
+  SimCLR's colour distortion: 0.8 s, 0.8 s, 0.8 s, 0.2 s (hue capped at 0.5).
+
+  As torchvision's ColorJitter: brightness, contrast and saturation factors are drawn from
+  [max(0, 1 - x), 1 + x], the hue shift from [-hue, hue] (a fraction of the hue circle).
+  """
+  derived = (0.8 * strength, 0.8 * strength, 0.8 * strength, min(0.2 * strength, 0.5))
+  given = (brightness, contrast, saturation, hue)
+  out = tuple(float(d if g is None else g) for d, g in zip(derived, given))
+  for name, value in zip(("brightness", "contrast", "saturation", "hue"), out):
+    if not value >= 0:
+      raise ValueError(f"colour jitter {name}={value} must be >= 0 (0 turns that op off).")
+  if out[3] > 0.5:
+    raise ValueError(f"colour jitter hue={out[3]} must be at most 0.5 (half the hue circle).")
+  return out
+
+
+def _jitter(image: tf.Tensor, seed, ranges: tuple[float, float, float, float]) -> tf.Tensor:
   order_seed, b_seed, c_seed, s_seed, h_seed = _split(seed, 5)
-  lo, hi = max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength
-  bright = tf.random.stateless_uniform([], b_seed, lo, hi)
-  contrast = tf.random.stateless_uniform([], c_seed, lo, hi)
-  sat = tf.random.stateless_uniform([], s_seed, lo, hi)
-  hue_max = min(0.2 * strength, 0.5)  # adjust_hue rejects |delta| > 0.5
+  b_range, c_range, s_range, hue_max = ranges
+
+  def factor(s, x):
+    return tf.random.stateless_uniform([], s, max(0.0, 1.0 - x), 1.0 + x)
+
+  bright = factor(b_seed, b_range)
+  contrast = factor(c_seed, c_range)
+  sat = factor(s_seed, s_range)
   hue = tf.random.stateless_uniform([], h_seed, -hue_max, hue_max)
 
   def brightness_op(x):
@@ -196,10 +259,13 @@ def _jitter(image: tf.Tensor, seed, strength: float) -> tf.Tensor:
   def hue_op(x):
     return tf.image.adjust_hue(x, hue)
 
-  # Saturation and hue do nothing to a grey image, so they are not even built for 1 channel.
-  ops = [brightness_op, contrast_op]
+  # An op with range 0 is left out (as ColorJitter does); saturation and hue do nothing to a
+  # grey image, so they are not even built for 1 channel.
+  ops = [op for op, r in ((brightness_op, b_range), (contrast_op, c_range)) if r > 0]
   if _channels(image) == 3:
-    ops += [saturation_op, hue_op]
+    ops += [op for op, r in ((saturation_op, s_range), (hue_op, hue_max)) if r > 0]
+  if not ops:
+    return image
   order = tf.argsort(tf.random.stateless_uniform([len(ops)], order_seed))
   x = image
   for step in range(len(ops)):
@@ -210,16 +276,19 @@ def _jitter(image: tf.Tensor, seed, strength: float) -> tf.Tensor:
   return x
 
 
-def color_jitter(image, seed, strength=1.0, prob=0.8) -> tf.Tensor:
+def color_jitter(
+  image, seed, strength=1.0, prob=0.8, *, brightness=None, contrast=None, saturation=None, hue=None
+) -> tf.Tensor:
   """[H, W, C] -> float32 [H, W, C] in [0, 1].
 
   With probability `prob`, applies brightness, contrast, saturation and hue (in a random
-  order) with SimCLR's ranges scaled by `strength`. 1-channel images get only brightness
-  and contrast.
+  order) with the ranges of `jitter_ranges` (SimCLR's scaled by `strength`, unless given one by
+  one). 1-channel images get only brightness and contrast.
   """
+  ranges = jitter_ranges(strength, brightness, contrast, saturation, hue)
   image = _to_float(image)
   _channels(image)
-  return _maybe(lambda x, s: _jitter(x, s, strength), image, seed, prob)
+  return _maybe(lambda x, s: _jitter(x, s, ranges), image, seed, prob)
 
 
 def random_grayscale(image, seed, prob=0.2) -> tf.Tensor:
@@ -276,19 +345,20 @@ def solarize(image, seed, prob, threshold=0.5) -> tf.Tensor:
 
 
 def make_view(image, seed, spec: ViewSpec) -> tf.Tensor:
-  """[H, W, C] uint8/float -> float32 [spec.size, spec.size, C] in [0, 1].
+  """[H, W, C] uint8/float -> float32 [spec.size, spec.size, C], in [0, 1] before normalising.
 
-  Order: crop -> flip -> jitter -> grayscale -> blur -> solarize. Each stage has its own seed
-  drawn up front, so turning one stage off does not change what the others do.
+  Order: crop -> flip -> jitter -> grayscale -> blur -> solarize -> normalise. Each stage has
+  its own seed drawn up front, so turning one stage off does not change what the others do.
   """
   s_crop, s_flip, s_jit, s_grey, s_blur, s_sol = _split(seed, 6)
+  b, c, s, h = spec.jitter
   x = random_resized_crop(image, s_crop, spec.size, spec.crop_scale, spec.crop_ratio)
   x = random_flip(x, s_flip, spec.flip_prob)
-  x = color_jitter(x, s_jit, spec.jitter_strength, spec.jitter_prob)
+  x = color_jitter(x, s_jit, prob=spec.jitter_prob, brightness=b, contrast=c, saturation=s, hue=h)
   x = random_grayscale(x, s_grey, spec.grayscale_prob)
   x = gaussian_blur(x, s_blur, spec.blur_prob)
   x = solarize(x, s_sol, spec.solarize_prob)
-  return x
+  return normalize_image(x, spec.normalize)
 
 
 def make_views(image, seed, specs: Sequence[ViewSpec]) -> tuple[tf.Tensor, ...]:
@@ -297,18 +367,70 @@ def make_views(image, seed, specs: Sequence[ViewSpec]) -> tuple[tf.Tensor, ...]:
   return tuple(make_view(image, s, spec) for s, spec in zip(seeds, specs))
 
 
-def center_view(image, size) -> tf.Tensor:
+def _normalization(name: str):
+  if name not in NORMALIZATIONS:
+    raise ValueError(
+      f"Unknown input normalisation {name!r}; choose one of {tuple(NORMALIZATIONS)}."
+    )
+  return NORMALIZATIONS[name]
+
+
+def normalize_image(image, name: str = "none") -> tf.Tensor:
+  """[..., C] float images in [0, 1] -> (x - mean) / std per channel, with the statistics
+  NORMALIZATIONS[name] (torchvision's Normalize); "none" returns the image as it is."""
+  stats = _normalization(name)
+  image = _to_float(image)
+  if stats is None:
+    return image
+  mean, std = stats
+  if image.shape[-1] != len(mean):
+    raise ValueError(
+      f"normalisation {name!r} has statistics for {len(mean)} channels but the images have "
+      f"shape {image.shape}; use normalize='none' for grey images."
+    )
+  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def eval_resize_size(size: int, crop_fraction: float) -> int:
+  """Shorter side the evaluation view resizes to before its centre crop of `size`: round(size /
+  crop_fraction), e.g. 256 for 224 at 0.875."""
+  if not 0 < crop_fraction <= 1:
+    raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1]; 1 is the whole image.")
+  return round(size / crop_fraction)
+
+
+def center_view(image, size, crop_fraction: float = 1.0, normalize: str = "none") -> tf.Tensor:
   """Eval preprocessing: [H, W, C] -> float32 [size, size, C], no randomness.
 
-  Takes the largest central square first so non-square inputs are not distorted; for square
-  inputs this is a plain bilinear resize.
+  crop_fraction 1 (small images, 28-32 px): the largest central square, bilinear-resized to
+  `size`, so non-square inputs are not distorted; for square inputs a plain bilinear resize.
+  crop_fraction f < 1 (ImageNet-size images; f = 0.875 is 224 of 256): as torchvision's
+  Resize(round(size / f)) + CenterCrop(size) of the DINO / MoCo v3 evaluations: the shorter
+  side is resized to round(size / f) (the longer one to floor of the same scale), bilinearly
+  with antialiasing (as PIL), then the central size x size window is kept (offsets rounded as
+  torchvision's center_crop). Last, the input normalisation `normalize` (see normalize_image).
   """
   image = _to_float(image)
   shape = tf.shape(image)
-  side = tf.minimum(shape[0], shape[1])
-  crop = tf.slice(
-    image, tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, 0]), tf.stack([side, side, -1])
-  )
-  out = tf.image.resize(crop, [size, size], method="bilinear")
+  if crop_fraction == 1.0:
+    side = tf.minimum(shape[0], shape[1])
+    crop = tf.slice(
+      image,
+      tf.stack([(shape[0] - side) // 2, (shape[1] - side) // 2, 0]),
+      tf.stack([side, side, -1]),
+    )
+    out = tf.image.resize(crop, [size, size], method="bilinear")
+  else:
+    short = eval_resize_size(size, crop_fraction)
+    h, w = shape[0], shape[1]
+    # torchvision: the longer side becomes int(short * long / old_short).
+    new_h = tf.where(h <= w, short, (short * h) // w)
+    new_w = tf.where(h <= w, (short * w) // h, short)
+    resized = tf.image.resize(image, tf.stack([new_h, new_w]), method="bilinear", antialias=True)
+
+    def offset(full):  # int(round((full - size) / 2)), half to even like Python's round
+      return tf.cast(tf.round(tf.cast(full - size, tf.float32) / 2.0), tf.int32)
+
+    out = tf.slice(resized, tf.stack([offset(new_h), offset(new_w), 0]), [size, size, -1])
   out.set_shape([size, size, image.shape[-1]])
-  return out
+  return normalize_image(out, normalize)

@@ -145,9 +145,13 @@ def eval_batches(
   process_index: int = 0,
   process_count: int = 1,
   channels: int | None = None,
+  crop_fraction: float = 1.0,
+  normalize: str = "none",
 ) -> Iterator[dict]:
   """Deterministic pass over a whole split for feature extraction.
 
+  Images are the evaluation view `augment.center_view(image, image_size, crop_fraction,
+  normalize)` (config.eval.crop_fraction, config.augment.normalize).
   Yields local batches {"image": [b,S,S,C] float32, "label": [b], "mask": [b] bool}; the split is
   padded to a multiple of global_batch (mask False on padding) so every batch has one shape and
   every process runs the same number of steps. Global batch j holds examples
@@ -169,7 +173,7 @@ def eval_batches(
   local_batch = global_batch // process_count
   ds = ds.map(
     lambda im, lab: {
-      "image": augment.center_view(im, image_size),
+      "image": augment.center_view(im, image_size, crop_fraction, normalize),
       "label": tf.cast(lab, tf.int32),
       "mask": True,
     },

@@ -54,10 +54,24 @@ class Encoder:
   mesh: jax.sharding.Mesh
   step: int  # training step of the variables (0: untrained)
   text: TextTower | None = None  # image-text models only
+  # The evaluation view (`augment.center_view`): config.eval.crop_fraction and
+  # config.augment.normalize, so features see the inputs training did. None: the run's config
+  # decides (`with_preprocessing`, which `protocols.run` applies); unset at extraction: 1.0 and
+  # "none" (the whole image in [0, 1]).
+  crop_fraction: float | None = None
+  normalize: str | None = None
 
   @property
   def is_raw_pixels(self) -> bool:
     return self.module is None
+
+  @property
+  def preprocessing(self) -> dict:
+    """The `augment.center_view` arguments of this encoder's evaluation view."""
+    return {
+      "crop_fraction": 1.0 if self.crop_fraction is None else float(self.crop_fraction),
+      "normalize": "none" if self.normalize is None else self.normalize,
+    }
 
   def features(self, source, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (features [N, D] float32, labels [N] int32) of every example of `source`."""
@@ -69,7 +83,19 @@ class Encoder:
       batch_size=batch_size,
       mesh=self.mesh,
       raw_pixels=self.is_raw_pixels,
+      **self.preprocessing,
     )
+
+
+def with_preprocessing(enc: Encoder, config) -> Encoder:
+  """`enc` with the evaluation view of the run's config where it has none of its own:
+  crop_fraction = config.eval.crop_fraction, normalize = config.augment.normalize (the
+  normalisation the training views had)."""
+  return dataclasses.replace(
+    enc,
+    crop_fraction=config.eval.crop_fraction if enc.crop_fraction is None else enc.crop_fraction,
+    normalize=config.augment.normalize if enc.normalize is None else enc.normalize,
+  )
 
 
 class ModuleMethod:
@@ -216,4 +242,5 @@ __all__ = [
   "from_variables",
   "load_checkpoint",
   "raw_pixels",
+  "with_preprocessing",
 ]

@@ -83,6 +83,7 @@ def split_features(enc, config, workdir: str | None, split: str, num_examples: i
     "split": split,
     "num_examples": int(num_examples),
     "image_size": int(enc.image_size),
+    **enc.preprocessing,
     "seed": int(config.seed),
     "step": int(enc.step),
     "model": json.loads(config.model.to_json_best_effort()),

@@ -115,7 +115,7 @@ def layer_ids(params) -> tuple[dict, int]:
       if names[0] == "head":
         return last
       top = names[1]
-      if top in ("patch_embed", "pos_embedding", "cls_token"):
+      if top in ("patch_embed", "pos_embedding", "cls_pos_embedding", "cls_token"):
         return 0
       if top == "encoder_norm":
         return last
@@ -210,6 +210,8 @@ def finetune(
   warmup_epochs: float = 0.0,
   drop_path_rate: float = 0.0,
   b2: float = 0.999,
+  crop_fraction: float = 1.0,
+  normalize: str = "none",
 ) -> dict:
   """Fine-tunes backbone + a zero-initialised linear head on all of `train_source`.
 
@@ -221,6 +223,8 @@ def finetune(
   layer_decay: < 1 scales the lr of layer i by layer_decay ** (L + 1 - i) (`layer_ids`).
   label_smoothing: a in the targets (1 - a) one_hot + a / K.
   drop_path_rate: ViT backbones: stochastic depth while fine-tuning (MAE: 0.1 for ViT-B).
+  crop_fraction, normalize: the evaluation view of the test pass (`augment.center_view`); the
+    training crops are normalised with `normalize` too, as pretraining's views were.
   Returns {"top1", "train_examples", "steps", "final_loss"}.
   """
   shards = sharding.num_batch_shards(mesh)
@@ -309,6 +313,7 @@ def finetune(
     flip_prob=0.5,
     jitter_prob=0.0,
     grayscale_prob=0.0,
+    normalize=normalize,
   )
   batches = pipeline.train_dataset(
     train_source,
@@ -332,6 +337,8 @@ def finetune(
     image_size=image_size,
     batch_size=eval_batch_size,
     mesh=mesh,
+    crop_fraction=crop_fraction,
+    normalize=normalize,
   )
   return {
     "top1": float(np.mean(np.argmax(logits, axis=1) == labels)),

@@ -100,11 +100,15 @@ def augmentation_grid(
   """One row per image: its centre view, then one augmented view per ViewSpec in `views`.
 
   images: uint8 [H, W, C] images (any size); views: the method's `views()` (ViewSpecs).
-  Views of different sizes (multi-crop) are drawn at their relative size. Returns (width, height).
+  Views of different sizes (multi-crop) are drawn at their relative size, before the input
+  normalisation (pixels in [0, 1]). Returns (width, height).
   """
+  import dataclasses
+
   import tensorflow as tf  # local: drawing embeddings needs no TensorFlow
   from sslax.data import augment
 
+  views = [dataclasses.replace(v, normalize="none") for v in views]
   largest = max(v.size for v in views)
   scale = cell_size(largest) // largest
   cells = []

@@ -2,10 +2,15 @@
 
 Both variants compute, on the global batch of B image-text pairs,
 
-  S_ij = s * <x_i, y_j>            x, y: unit image / text embeddings, s = min(exp(t'), 100)
+  S_ij = s * <x_i, y_j>            x, y: unit image / text embeddings, s = exp(t')
   L = 1/(2B) * sum_i [ (logsumexp_j S_ij - S_ii) + (logsumexp_j S_ji - S_ii) ]
 
 (cross entropy of each image over all texts plus each text over all images).
+
+The loss uses exp(t') as it is: the cap of 100 on the scale is a clamp of the parameter t' to
+[0, ln 100] after every optimizer step (`clamp_log_scale`, applied by
+`sslax.methods.clip.CLIP.constrain_params`), as open_clip does after `optimizer.step()`; the
+forward pass never cuts the gradient of t'.
 
 * `clip_loss(..., chunked=False)`: every device all-gathers the embeddings and builds its
   [b, B] logits (b = B / devices); gradients flow back through the gather. Peak memory grows
@@ -20,6 +25,7 @@ Both variants compute, on the global batch of B image-text pairs,
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -27,12 +33,16 @@ from jax import lax
 
 from sslax.losses.common import gather_rows, l2_normalize
 
-MAX_LOGIT_SCALE = 100.0  # CLIP clips the learned temperature so logits stay below 100
+MAX_LOGIT_SCALE = 100.0  # CLIP keeps the learned logit scale exp(t') at most 100
 
 
-def logit_scale_from_param(log_scale, max_scale: float = MAX_LOGIT_SCALE):
-  """The learnable log-temperature t' -> s = min(exp(t'), max_scale) (no gradient when clipped)."""
-  return jnp.minimum(jnp.exp(log_scale.astype(jnp.float32)), max_scale)
+def clamp_log_scale(log_scale, max_scale: float = MAX_LOGIT_SCALE):
+  """The parameter t' clamped to [0, ln max_scale] (scale in [1, max_scale]), in its own dtype.
+
+  Applied to the parameter after each optimizer step, not inside the loss (open_clip's
+  `logit_scale.clamp_(0, math.log(100))` under no_grad).
+  """
+  return jnp.clip(log_scale, 0.0, math.log(max_scale)).astype(log_scale.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +156,6 @@ def clip_loss(
   *,
   axis_name=None,
   chunked: bool = False,
-  max_scale: float = MAX_LOGIT_SCALE,
 ):
   """CLIP's symmetric InfoNCE over the global batch.
 
@@ -154,7 +163,8 @@ def clip_loss(
     image_emb: [b, D] local image embeddings (L2-normalised here).
     text_emb: [b, D] local text embeddings; row i is the caption of image i.
     log_scale: scalar t', the learnable log of the logit scale (CLIP initialises it to
-      log(1 / 0.07)); the scale exp(t') is clipped at `max_scale`.
+      log(1 / 0.07)); the scale is exp(t'), unclipped here (the trainer clamps t' after
+      each step, see `clamp_log_scale`).
     axis_name: mesh axis (or axes) the batch is sharded over; None for one device.
     chunked: False: all-gather, per-device logits [b, B]. True: ring exchange, per-device
       logits [b, b] and memory independent of the number of devices.
@@ -164,7 +174,7 @@ def clip_loss(
   """
   x = l2_normalize(image_emb.astype(jnp.float32))
   y = l2_normalize(text_emb.astype(jnp.float32))
-  scale = logit_scale_from_param(log_scale, max_scale)
+  scale = jnp.exp(log_scale.astype(jnp.float32))
   u = scale * x
   if chunked:
     loss_sum, i2t, t2i = _ring_clip(u, y, axis_name)

@@ -58,13 +58,15 @@ def mae_loss(pred, target, mask, *, norm_pix: bool = True, eps: float = 1e-6):
     mask: [B, N] 1 for masked patches, 0 for visible ones.
     norm_pix: normalise each target patch by its own pixel mean and variance
       ((x - mean) / sqrt(var + eps)), the paper's default, which improves representations.
+      var is the unbiased variance (divided by P - 1), as the reference's torch `.var` in
+      facebookresearch/mae `forward_loss`.
   Returns the loss averaged over the global number of masked patches (a plain mean over the
   jitted global batch, so any sharding of the batch gives the same value).
   """
   target = target.astype(jnp.float32)
   if norm_pix:
     mean = jnp.mean(target, axis=-1, keepdims=True)
-    var = jnp.var(target, axis=-1, keepdims=True)
+    var = jnp.var(target, axis=-1, keepdims=True, ddof=1)  # torch's unbiased `.var`
     target = (target - mean) / jnp.sqrt(var + eps)
   per_patch = jnp.mean((pred.astype(jnp.float32) - target) ** 2, axis=-1)  # [B, N]
   return jnp.sum(per_patch * mask) / jnp.sum(mask)

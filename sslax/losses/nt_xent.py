@@ -19,8 +19,13 @@ def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
 
   Every anchor (2B of them over the global batch) is contrasted with the other 2B - 1
   embeddings of the global batch, so per-device logits are [2b, 2B], never [2B, 2B].
-  Returns (loss averaged over the 2B anchors, metrics) where metrics["contrastive_acc"] is the
-  fraction of anchors whose positive has the highest logit.
+
+  The value is SimCLR's (google-research/simclr `add_contrastive_loss`): loss_a + loss_b, the
+  cross entropy of the view-1 anchors plus that of the view-2 anchors, each averaged over the
+  B pairs. That is the sum of the 2B per-anchor terms divided by B, twice their mean; the
+  factor matters with LARS and weight decay, whose balance against the gradient it sets.
+  Returns (loss, metrics) where metrics["contrastive_acc"] is the fraction of the 2B anchors
+  whose positive has the highest logit.
   """
   z1 = l2_normalize(z1.astype(jnp.float32))
   z2 = l2_normalize(z2.astype(jnp.float32))
@@ -45,4 +50,5 @@ def nt_xent_loss(z1, z2, temperature: float, *, axis_name=None):
   loss_sum, correct_sum = jnp.sum(per_anchor), jnp.sum(correct)
   if axis_name is not None:
     loss_sum, correct_sum = lax.psum((loss_sum, correct_sum), axis_name)
-  return loss_sum / (2 * big_b), {"contrastive_acc": correct_sum / (2 * big_b)}
+  # loss_a + loss_b: each view's anchors averaged over the B pairs, then added.
+  return loss_sum / big_b, {"contrastive_acc": correct_sum / (2 * big_b)}

@@ -1,6 +1,7 @@
 """Barlow Twins (Zbontar et al. 2021): the cross-correlation of two views' embeddings -> identity.
 
-Projector: 3 layers (Linear-BN-ReLU x 2, Linear), 8192-d at ImageNet scale. The loss
+Projector: 3 layers (Linear-BN-ReLU x 2, Linear), 8192-d at ImageNet scale, every Linear
+without a bias (the reference's main.py: `nn.Linear(..., bias=False)` throughout). The loss
 standardises each dimension over the global batch (the paper's affine-free BatchNorm) and
 all-reduces the [D, D] cross-correlation. Views: BYOL's asymmetric blur / solarize.
 """

@@ -91,6 +91,13 @@ class Method:
     """
     raise NotImplementedError
 
+  def constrain_params(self, params: PyTree, step: jax.Array) -> PyTree:
+    """The params the step keeps, right after the optimizer update and before `after_update`:
+    a clamp or projection that a reference applies to its parameters in place after
+    `optimizer.step()` (CLIP's logit scale). Must keep every leaf's shape and dtype.
+    Identity by default."""
+    return params
+
   def after_update(self, method_state: PyTree, params: PyTree, step: jax.Array) -> PyTree:
     """Runs after the optimizer step (EMA teachers, schedules). Identity by default."""
     return method_state

@@ -1,10 +1,13 @@
 """BYOL (Grill et al. 2020): an online network predicts an EMA target network's projection.
 
-Online: backbone -> projector (MLP with BN, 4096 -> 256 at ImageNet scale) -> predictor (same
-shape). Target: backbone + projector whose params are an EMA of the online ones, held in
+Online: backbone -> projector -> predictor, both the reference's `MLP` (byol/utils/networks.py):
+Linear with bias -> BN -> ReLU -> Linear without bias (4096 -> 256 at ImageNet scale). Target:
+backbone + projector whose params are an EMA of the online ones, held in
 `method_state["teacher"]` (`sslax.methods.teacher.EMATeacher`); the loss never differentiates
-through it (stop-gradient). The EMA momentum
-rises from `base_momentum` to 1 with BYOL's cosine schedule over the run's total steps.
+through it (stop-gradient). The EMA momentum rises from `base_momentum` to 1 with BYOL's cosine
+schedule over the run's total steps, indexed as in the reference's `_update_fn`: the update of
+the step with 0-based index k (after which the online params have taken k + 1 steps) uses
+tau(k), so the first update uses tau(0) = base_momentum.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import ml_collections
 
 from sslax import losses, optim, sharding
 from sslax.methods.base import Method
-from sslax.methods.teacher import EMATeacher
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
+from sslax.methods.teacher import EMATeacher
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
 # The parts of the online network that the target copies (the predictor has no target twin).
@@ -44,8 +47,14 @@ class BYOL(Method):
 
   def network(self):
     cfg, dtype = self.config.byol, get_dtype(self.config.dtype)
+    # The reference's MLP: hk.Linear(with_bias=True) -> BN -> ReLU -> hk.Linear(with_bias=False).
     mlp = lambda hidden: ProjectionHead(
-      hidden_dim=hidden, out_dim=cfg.proj_dim, num_layers=2, dtype=dtype
+      hidden_dim=hidden,
+      out_dim=cfg.proj_dim,
+      num_layers=2,
+      hidden_bias=True,
+      out_bias=False,
+      dtype=dtype,
     )
     return SiameseNetwork(
       backbone=make_backbone(self.config.model, self.config.dtype),
@@ -58,7 +67,8 @@ class BYOL(Method):
     return {"teacher": self.teacher.init(variables)}
 
   def momentum(self, step):
-    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (BYOL sec. 3.2); 1 at k = K."""
+    """tau_k = 1 - (1 - tau_base) (cos(pi k / K) + 1) / 2 (BYOL sec. 3.2; the reference's
+    `target_ema(global_step)`) for the update of the step with 0-based index k; 1 at k = K."""
     return optim.cosine_increase(self.config.byol.base_momentum, 1.0, self.run.total_steps)(step)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
@@ -84,5 +94,10 @@ class BYOL(Method):
     return loss, (metrics, batch_stats, new_state)
 
   def after_update(self, method_state, params, step):
-    """target <- tau target + (1 - tau) online, tau = momentum(step); step = steps taken."""
-    return {"teacher": self.teacher.update(method_state["teacher"], params, self.momentum(step))}
+    """target <- tau target + (1 - tau) online, tau = momentum(step - 1); step = steps taken.
+
+    The reference's `_update_fn` computes tau from the global step it was called with (0-based,
+    before the increment) and mixes in the online params after that step's update.
+    """
+    tau = self.momentum(step - 1)
+    return {"teacher": self.teacher.update(method_state["teacher"], params, tau)}

@@ -183,6 +183,8 @@ class DeepCluster(Method):
       image_size=self.config.dataset.image_size,
       batch_size=self.config.eval.batch_size,
       mesh=self.mesh,
+      crop_fraction=self.config.eval.crop_fraction,
+      normalize=self.config.augment.normalize,
     )
     x, valid = kmeans.put_rows(feats, self.mesh)
     z = kmeans.pca_whiten(x, valid, dims=min(cfg.pca_dims, feats.shape[1]))

@@ -1,7 +1,8 @@
 """DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers").
 
 Student: backbone -> DINOHead (MLP with GELU -> bottleneck -> L2-normalise -> weight-normalised
-`last_layer` with `out_dim` prototypes, gain fixed to 1). Teacher: the same network whose params
+`last_layer` with `out_dim` prototypes; its gain fixed to 1 with `norm_last_layer`, the
+reference's default, trained without: the reference's ViT-S runs). Teacher: the same network whose params
 are an EMA of the student's (momentum from `momentum_teacher` to 1, cosine over the run, the
 reference's per-iteration schedule), held in `method_state` and never differentiated.
 
@@ -23,8 +24,9 @@ interpolated to the number of patches).
 Optimisation: `wrap_optimizer` freezes the head's `last_layer` for the first
 `freeze_last_layer_epochs` epochs (no update, no weight decay, no Adam moments: the
 reference's `cancel_gradients_last_layer`). Gradient clipping is `optimizer.grad_clip_norm`
-(DINO: 3.0); note the reference clips each parameter's gradient norm separately, we clip the
-global norm (of each freeze group, see `sslax.optim.freeze_for_steps`). With
+(DINO: 3.0) with `optimizer.grad_clip_mode="per_param"`: each parameter's gradient norm on its
+own, as the reference's `utils.clip_gradients` (a "global" clip would see each freeze group
+separately, see `sslax.optim.freeze_for_steps`). With
 `weight_decay_end >= 0` the decoupled weight decay follows DINO's cosine schedule from
 `optimizer.weight_decay` to `weight_decay_end` (AdamW only).
 
@@ -82,6 +84,7 @@ class DINO(Method):
         bottleneck_dim=256,
         head_layers=3,
         head_use_bn=False,  # the reference: False for ViTs
+        norm_last_layer=True,  # the reference's default; its ViT-S/16 runs use False
         student_temp=0.1,
         teacher_temp=0.07,  # after warmup (0.04 for short runs / unstable setups)
         warmup_teacher_temp=0.04,
@@ -160,6 +163,7 @@ class DINO(Method):
       bottleneck_dim=cfg.bottleneck_dim,
       num_layers=cfg.head_layers,
       use_bn=cfg.head_use_bn,
+      norm_last_layer=cfg.norm_last_layer,
       dtype=get_dtype(self.config.dtype),
     )
     return DINONetwork(backbone=make_backbone(model, self.config.dtype), head=head)
@@ -197,7 +201,7 @@ class DINO(Method):
 
     def update(updates, state, params=None):
       extra = lr(state.count) * (self.weight_decay(state.count) - opt.weight_decay)
-      mask = optim.decay_mask(params)
+      mask = optim.weight_decay_mask(opt)(params)
       updates = jax.tree.map(lambda u, p, m: u - extra * p if m else u, updates, params, mask)
       return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
 

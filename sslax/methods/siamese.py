@@ -111,8 +111,13 @@ class EmbeddingLossMethod:
   """Mixin for Barlow Twins and VICReg: two views -> backbone -> projector -> a loss on (z1, z2).
 
   A subclass (also a `Method`) sets `name`, its `default_config()` (with proj_hidden_dim,
-  proj_dim, proj_layers, view_blur_prob, view_solarize_prob) and `embedding_loss`.
+  proj_dim, proj_layers, view_blur_prob, view_solarize_prob) and `embedding_loss`. The
+  projector is (Linear -> BN -> ReLU) x (L-1) -> Linear without a bias, as in both references;
+  `proj_hidden_bias` says whether the hidden Linears keep a bias before their BN (Barlow Twins'
+  projector: no; VICReg's `Projector`: yes).
   """
+
+  proj_hidden_bias: bool = False
 
   def embedding_loss(self, z1, z2, *, axis_name) -> tuple[jax.Array, dict]:
     """Local rows z1, z2 [b, D] of the global batch -> (loss, metrics), collectives over axis_name."""
@@ -128,6 +133,8 @@ class EmbeddingLossMethod:
       hidden_dim=cfg.proj_hidden_dim,
       out_dim=cfg.proj_dim,
       num_layers=cfg.proj_layers,
+      hidden_bias=self.proj_hidden_bias,
+      out_bias=False,
       dtype=get_dtype(self.config.dtype),
     )
     return SiameseNetwork(

@@ -1,4 +1,9 @@
-"""SimCLR (Chen et al. 2020): two views, a projection head, NT-Xent over the global batch."""
+"""SimCLR (Chen et al. 2020): two views, a projection head, NT-Xent over the global batch.
+
+Projection head as the reference's `projection_head` (google-research/simclr, v1 and v2):
+(bias-free Linear -> BN -> ReLU) x (L-1) -> bias-free Linear -> BN with a learned scale and no
+centre (beta). `proj_layers` counts the Linears: 2 in v1, 3 in v2.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,8 @@ class SimCLR(Method):
       hidden_dim=cfg.proj_hidden_dim,
       out_dim=cfg.proj_dim,
       num_layers=cfg.proj_layers,
+      last_bn=True,
+      last_bn_scale=True,  # the reference's BN(center=False): gamma, no beta
       dtype=get_dtype(self.config.dtype),
     )
     return BackboneWithHead(backbone=make_backbone(self.config.model, self.config.dtype), head=head)

@@ -3,13 +3,18 @@
 Projector: 3 layers (Linear-BN-ReLU x 2, Linear-BN without affine), 2048-d at ImageNet scale.
 Predictor: bottleneck MLP 2048 -> 512 -> 2048 (Linear-BN-ReLU, Linear). Views: the symmetric
 recipe of `config.augment` (MoCo v2's, with blur 0.5, on ImageNet).
+
+Optimisation: with `fix_pred_lr` (default, the reference's `--fix-pred-lr` behind its reported
+numbers) the predictor trains at the constant peak lr while the encoder (backbone + projector)
+follows the schedule (`wrap_optimizer` -> `sslax.optim.with_constant_lr`).
 """
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 
-from sslax import losses, sharding
+from sslax import losses, optim, sharding
 from sslax.methods.base import Method
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.models import ProjectionHead, get_dtype, make_backbone
@@ -25,6 +30,7 @@ class SimSiam(Method):
         proj_hidden_dim=2048,
         proj_dim=2048,
         pred_hidden_dim=512,  # the predictor's bottleneck
+        fix_pred_lr=True,  # the predictor's lr stays at the peak (the reference's --fix-pred-lr)
       )
     )
 
@@ -44,6 +50,16 @@ class SimSiam(Method):
       projector=projector,
       predictor=predictor,
     )
+
+  def wrap_optimizer(self, tx):
+    if not self.config.simsiam.fix_pred_lr:
+      return tx
+    opt = self.config.optimizer
+    peak = optim.scaled_learning_rate(opt.base_lr, self.run.global_batch, opt.lr_scaling)
+    predictor = lambda params: {
+      k: jax.tree.map(lambda _: k == "predictor", v) for k, v in params.items()
+    }
+    return optim.with_constant_lr(tx, opt, peak, predictor)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     ((_, z1, p1), (_, z2, p2)), batch_stats = forward_views(

@@ -10,7 +10,8 @@ Prototype normalisation: the forward pass uses the column-normalised prototype m
 (weight normalisation), so the gradient is the true gradient of the loss w.r.t. the raw
 matrix. The reference code instead renormalises the stored matrix in place before each step;
 both use unit prototypes in every forward pass, but the update directions differ slightly.
-The trainer's `after_update` cannot rewrite params, which is why we normalise in the forward.
+`Method.constrain_params` could now renormalise the stored matrix after each step as the
+reference does; the forward-pass normalisation is kept until that is measured.
 
 Freezing: for the first `freeze_prototypes_steps` optimizer steps the prototypes get no update
 at all — no gradient step, no weight decay, no momentum/Adam state (`wrap_optimizer` ->

@@ -7,7 +7,11 @@ momentum update covers parameters, not buffers). It lives in `method_state["teac
 {"params", "batch_stats"} and never gets a gradient: it is not a trained param, and
 `variables` passes it through a stop-gradient, so "no gradient to the teacher" holds even for
 a caller that differentiates w.r.t. method_state. The momentum schedule stays the method's
-(each reference indexes it differently); the arithmetic is `sslax.optim.ema_update`.
+(each reference indexes it differently); the arithmetic is `sslax.optim.ema_update`. With
+`after_update`'s `step` = steps taken (k + 1 after the step with 0-based index k):
+BYOL (`_update_fn`) and DINO (`momentum_schedule[it]`) use m(k) = m(step - 1), after the
+optimizer step; MoCo v3 updates at the start of its next iteration with m(step) (the same
+params, as that iteration's forward comes before its optimizer step).
 """
 
 from __future__ import annotations

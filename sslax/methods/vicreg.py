@@ -1,6 +1,8 @@
 """VICReg (Bardes et al. 2022): invariance, variance and covariance terms on two views' embeddings.
 
-Expander (projector): 3 layers (Linear-BN-ReLU x 2, Linear), 8192-d at ImageNet scale.
+Expander (projector): 3 layers (Linear-BN-ReLU x 2, Linear), 8192-d at ImageNet scale; as the
+reference's `Projector` (main_vicreg.py), the hidden Linears keep their bias and the last one
+has none.
 Variance and covariance are taken over the global batch (psum of sums and of z^T z). Views:
 BYOL's asymmetric blur / solarize, as in the paper.
 """
@@ -16,6 +18,7 @@ from sslax.methods.siamese import EmbeddingLossMethod
 
 class VICReg(EmbeddingLossMethod, Method):
   name = "vicreg"
+  proj_hidden_bias = True  # main_vicreg.py Projector: nn.Linear(f[i], f[i + 1]) before its BN
 
   @classmethod
   def default_config(cls):
@@ -25,7 +28,7 @@ class VICReg(EmbeddingLossMethod, Method):
         proj_dim=8192,
         proj_layers=3,
         sim_coeff=25.0,  # lambda (invariance)
-        var_coeff=25.0,  # mu (variance); 12.5 matches the authors' code (see the loss)
+        var_coeff=25.0,  # mu (variance, averaged over branches as the authors' code; the loss)
         cov_coeff=1.0,  # nu (covariance)
         view_blur_prob=(1.0, 0.1),
         view_solarize_prob=(0.0, 0.2),

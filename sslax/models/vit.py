@@ -118,6 +118,35 @@ class MlpBlock(nn.Module):
     return dense(x.shape[-1], "fc2")(y)
 
 
+class KeyProjection(nn.Module):
+  """The key projection [B, T, D] -> [B, T, heads, head_dim]: nn.DenseGeneral's params, init and
+  arithmetic, except that the bias gets no gradient.
+
+  A key bias adds q.b_k to every logit of a query's row, which the softmax ignores: its true
+  gradient is exactly zero, and autodiff would only return rounding noise (which Adam
+  amplifies and which differs between summation orders, e.g. FSDP vs replicated). It stays at
+  its zero init, but exists so that the params are timm's qkv_bias=True layer (DINO, MAE,
+  MoCo v3, CLIP): the published parameter counts, and published weights load one to one.
+  """
+
+  features: tuple[int, int]
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width, flat = x.shape[-1], int(np.prod(self.features))
+
+    def kernel_init(rng, shape, dtype):
+      return nn.initializers.xavier_uniform()(rng, (width, flat), dtype).reshape(shape)
+
+    kernel = self.param("kernel", kernel_init, (width, *self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, self.features, jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(
+      x, kernel, jax.lax.stop_gradient(bias), dtype=self.dtype
+    )
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+
+
 class Attention(nn.Module):
   """Multi-head self-attention: [B, T, D] -> [B, T, D]."""
 
@@ -128,16 +157,14 @@ class Attention(nn.Module):
   def __call__(self, x):
     dim = x.shape[-1]
     head_dim = dim // self.num_heads
-    proj = lambda name, bias=True: nn.DenseGeneral(
+    proj = lambda name: nn.DenseGeneral(
       (self.num_heads, head_dim),
-      use_bias=bias,
       dtype=self.dtype,
       kernel_init=nn.initializers.xavier_uniform(),
       name=name,
     )
-    # No key bias: it adds q.b_k to every logit of a query's row, which softmax ignores, so its
-    # gradient is exactly zero and Adam would only amplify rounding noise in it.
-    q, k, v = proj("query")(x), proj("key", bias=False)(x), proj("value")(x)  # [B, T, N, H]
+    key = KeyProjection((self.num_heads, head_dim), dtype=self.dtype, name="key")
+    q, k, v = proj("query")(x), key(x), proj("value")(x)  # [B, T, N, H]
     y = jax.nn.dot_product_attention(q, k, v)  # [B, T, N, H]
     return nn.DenseGeneral(
       dim, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="out"
@@ -233,6 +260,14 @@ class ViT(nn.Module):
   Learned position embeddings are a [1, h, w, D] table whose grid (h, w) is the one the model
   was initialised at (the native size); other image sizes bilinearly resize it. Sin-cos ones
   are computed for the input's grid (exact at every size).
+
+  The class token's position: with posemb="learn" and `cls_posemb` (default) it has its own
+  learned [1, 1, D] embedding `cls_pos_embedding`, never resized: the first row of the
+  (1 + N)-row table of timm / DINO (`pos_embed`) and open_clip (`positional_embedding`), so
+  the param count is the published models' (ViT-S/16 21,665,664 and ViT-B/16 85,798,656
+  without a classifier). Added to the learned class token it changes no function, only the
+  parameterisation (init, Adam steps, weight decay). With sincos2d the class token gets none,
+  as MAE's and MoCo v3's fixed all-zero first row.
   """
 
   width: int = 384
@@ -243,6 +278,7 @@ class ViT(nn.Module):
   posemb: str = "learn"
   pool: str = "cls"
   class_token: bool = True
+  cls_posemb: bool = True  # posemb="learn" only: a learned position embedding for the class token
   drop_path_rate: float = 0.0
   remat_policy: str = "none"
   scan: bool = False
@@ -294,8 +330,12 @@ class ViT(nn.Module):
     if keep_ids is not None:  # MAE: visible patches only
       x = jnp.take_along_axis(x, keep_ids[:, :, None], axis=1)
     if self.class_token:
-      # The class token carries no position (as in MAE), so masking never moves it.
+      # Masking (keep_ids) never moves the class token: it is prepended after the gather.
       cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32)
+      if self.posemb == "learn" and self.cls_posemb:
+        cls = cls + self.param(
+          "cls_pos_embedding", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32
+        )
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], axis=1)
     x = Encoder(
       self.depth,

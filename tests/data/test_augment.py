@@ -259,3 +259,242 @@ def test_center_view_is_deterministic_resize():
   # Non-square: the central square is used, so a 16x24 image equals its middle 16x16.
   wide = _rgb(16, 24)
   np.testing.assert_allclose(A.center_view(wide, 16).numpy(), _float(wide[:, 4:20]), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- jitter ranges
+
+
+def _mid_rgb(h=8, w=8, seed=0):
+  """Colourful float pixels in [0.3, 0.7]: no jitter factor of these tests clips them."""
+  return np.random.default_rng(seed).uniform(0.3, 0.7, size=(h, w, 3)).astype(np.float32)
+
+
+ONLY = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+
+
+def test_jitter_ranges_come_from_strength_unless_given_one_by_one():
+  assert A.jitter_ranges(1.0) == pytest.approx((0.8, 0.8, 0.8, 0.2))
+  assert A.jitter_ranges(0.5) == pytest.approx((0.4, 0.4, 0.4, 0.1))  # MoCo v2's aug+
+  # BYOL / Barlow Twins / VICReg / MoCo v3 / DINO: not expressible as a strength.
+  assert A.jitter_ranges(0.5, saturation=0.2) == pytest.approx((0.4, 0.4, 0.2, 0.1))
+  assert A.jitter_ranges(1.0, 0.4, 0.4, 0.2, 0.1) == pytest.approx((0.4, 0.4, 0.2, 0.1))
+  assert A.jitter_ranges(3.0)[3] == 0.5  # the derived hue is capped, as before
+  assert A.ViewSpec(size=8, saturation=0.2).jitter == pytest.approx((0.8, 0.8, 0.2, 0.2))
+
+
+@pytest.mark.parametrize("bad", [{"hue": 0.6}, {"brightness": -0.1}, {"saturation": -1.0}])
+def test_jitter_range_out_of_bounds_fails_when_the_spec_is_made(bad):
+  with pytest.raises(ValueError, match="colour jitter"):
+    A.ViewSpec(size=8, **bad)
+
+
+def test_hue_only_jitter_shifts_hue_within_its_range_and_keeps_saturation_and_value():
+  img = _mid_rgb()
+  hsv = tf.image.rgb_to_hsv(img).numpy()
+  shifts = []
+  for i in range(30):
+    out = A.color_jitter(img, _seed(i), prob=1.0, **{**ONLY, "hue": 0.1}).numpy()
+    out_hsv = tf.image.rgb_to_hsv(out).numpy()
+    np.testing.assert_allclose(out_hsv[..., 1:], hsv[..., 1:], atol=1e-5)
+    d = (out_hsv[..., 0] - hsv[..., 0] + 0.5) % 1.0 - 0.5  # circular hue difference
+    np.testing.assert_allclose(d, d.flat[0], atol=1e-4)  # one shift for the whole image
+    shifts.append(d.flat[0])
+  shifts = np.array(shifts)
+  assert np.abs(shifts).max() <= 0.1 + 1e-4
+  assert shifts.min() < -0.05 and shifts.max() > 0.05  # spread over [-0.1, 0.1]
+
+
+def test_saturation_only_jitter_factor_is_within_one_plus_minus_its_range():
+  img = _mid_rgb()
+  grey = tf.image.rgb_to_grayscale(img).numpy()
+  factors = []
+  for i in range(30):
+    out = A.color_jitter(img, _seed(i), prob=1.0, **{**ONLY, "saturation": 0.2}).numpy()
+    # torchvision's adjust_saturation: grey + f (x - grey), the grey level unchanged (up to
+    # the luma weights' sum, 0.9999).
+    np.testing.assert_allclose(tf.image.rgb_to_grayscale(out).numpy(), grey, atol=1e-4)
+    f = np.sum((out - grey) * (img - grey)) / np.sum((img - grey) ** 2)
+    np.testing.assert_allclose(out, grey + f * (img - grey), atol=1e-5)
+    factors.append(f)
+  assert 0.8 - 1e-5 <= min(factors) < 0.88 and 1.12 < max(factors) <= 1.2 + 1e-5
+
+
+@pytest.mark.parametrize("name", ["brightness", "contrast"])
+def test_brightness_and_contrast_factors_are_within_one_plus_minus_their_range(name):
+  img = _mid_rgb()
+  mean = tf.reduce_mean(tf.image.rgb_to_grayscale(img)).numpy()
+  factors = []
+  for i in range(30):
+    out = A.color_jitter(img, _seed(i), prob=1.0, **{**ONLY, name: 0.4}).numpy()
+    if name == "brightness":
+      f = np.median(out / img)
+      np.testing.assert_allclose(out, f * img, atol=1e-5)
+    else:  # (x - grey mean) f + grey mean
+      f = np.sum((out - mean) * (img - mean)) / np.sum((img - mean) ** 2)
+      np.testing.assert_allclose(out, (img - mean) * f + mean, atol=1e-5)
+    factors.append(f)
+  assert 0.6 - 1e-5 <= min(factors) < 0.7 and 1.3 < max(factors) <= 1.4 + 1e-5
+
+
+def test_jitter_with_every_range_zero_is_the_identity():
+  img = _mid_rgb()
+  np.testing.assert_array_equal(A.color_jitter(img, _seed(0), prob=1.0, **ONLY).numpy(), img)
+
+
+@pytest.mark.parametrize("maker", [_rgb, _grey])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_simclr_views_are_bit_identical_with_ranges_unset_or_spelled_out(maker, strength):
+  """The SimCLR demo keeps its views: unset ranges are exactly the strength's (0.8 s, 0.2 s)."""
+  s = strength
+  implicit = A.ViewSpec(size=12, jitter_strength=s, jitter_prob=1.0, blur_prob=0.5)
+  explicit = A.ViewSpec(
+    size=12,
+    jitter_prob=1.0,
+    blur_prob=0.5,
+    brightness=0.8 * s,
+    contrast=0.8 * s,
+    saturation=0.8 * s,
+    hue=0.2 * s,
+  )
+  img = maker(20, 14)
+  for i in range(6):
+    np.testing.assert_array_equal(
+      A.make_view(img, _seed(i), implicit).numpy(), A.make_view(img, _seed(i), explicit).numpy()
+    )
+
+
+def test_view_from_the_demo_config_is_the_old_spec():
+  from sslax import config as config_lib
+
+  augment = config_lib.base_config("simclr").augment
+  assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == (None,) * 4
+  assert augment.normalize == "none"
+  spec = A.ViewSpec.from_config(augment, 28, crop_scale=(0.2, 1.0))
+  assert spec == A.ViewSpec(size=28, crop_scale=(0.2, 1.0))
+  assert spec.jitter == pytest.approx((0.8, 0.8, 0.8, 0.2)) and spec.normalize == "none"
+  with augment.unlocked():
+    augment.saturation, augment.normalize = 0.2, "imagenet"
+  spec = A.ViewSpec.from_config(augment, 28)
+  assert spec.jitter == pytest.approx((0.8, 0.8, 0.2, 0.2)) and spec.normalize == "imagenet"
+
+
+# ----------------------------------------------------------------------------- evaluation view
+
+
+def test_eval_resize_size_is_size_over_crop_fraction():
+  assert A.eval_resize_size(224, 0.875) == 256
+  assert A.eval_resize_size(8, 0.875) == 9  # round(9.14)
+  assert A.eval_resize_size(28, 1.0) == 28
+  for bad in (0.0, 1.5, -0.5):
+    with pytest.raises(ValueError, match="crop_fraction"):
+      A.eval_resize_size(224, bad)
+
+
+def _pil_resize_then_centre_crop(img, size, fraction):
+  """torchvision's Resize(round(size / fraction)) + CenterCrop(size) on a float image, per
+  channel with PIL (mode "F", bilinear, which antialiases when shrinking), in NumPy."""
+  from PIL import Image
+
+  h, w = img.shape[:2]
+  short = round(size / fraction)
+  new_h, new_w = (int(short * h / w), short) if w <= h else (short, int(short * w / h))
+  resized = np.stack(
+    [
+      np.asarray(Image.fromarray(img[..., c], mode="F").resize((new_w, new_h), Image.BILINEAR))
+      for c in range(img.shape[-1])
+    ],
+    axis=-1,
+  )
+  top, left = round((new_h - size) / 2.0), round((new_w - size) / 2.0)  # half to even
+  return resized[top : top + size, left : left + size]
+
+
+@pytest.mark.parametrize("shape", [(20, 14, 3), (14, 20, 3), (40, 33, 1), (6, 6, 3), (9, 12, 3)])
+def test_center_view_with_crop_fraction_is_resize_then_centre_crop(shape):
+  # S = 8 at 0.875: the shorter side goes to 9, then the central 8 x 8 (224 of 256 in miniature).
+  img = np.random.default_rng(0).uniform(size=shape).astype(np.float32)
+  out = A.center_view(img, 8, crop_fraction=0.875).numpy()
+  assert out.shape == (8, 8, shape[-1])
+  np.testing.assert_allclose(out, _pil_resize_then_centre_crop(img, 8, 0.875), atol=1e-5)
+
+
+def test_center_view_crop_fraction_drops_the_border():
+  # A 16 x 16 image with a 1 px bright frame: the whole-image view keeps it, 0.875 crops it off.
+  img = np.zeros((16, 16, 1), np.float32)
+  img[0], img[-1], img[:, 0], img[:, -1] = 1.0, 1.0, 1.0, 1.0
+  whole = A.center_view(img, 14).numpy()
+  cropped = A.center_view(img, 14, crop_fraction=0.875).numpy()  # 16 -> 16, central 14
+  assert whole[0].max() > 0.5
+  np.testing.assert_array_equal(cropped, img[1:15, 1:15])
+
+
+def test_center_view_whole_image_is_unchanged():
+  """crop_fraction 1 (the default, the demo's) is the old central-square view, bit for bit."""
+  for img, size in ((_grey(28, 28), 28), (_rgb(16, 24), 8), (_rgb(24, 16), 16)):
+    x = _float(img)
+    side = min(x.shape[:2])
+    top, left = (x.shape[0] - side) // 2, (x.shape[1] - side) // 2
+    old = tf.image.resize(x[top : top + side, left : left + side], [size, size]).numpy()
+    np.testing.assert_array_equal(A.center_view(img, size).numpy(), old)
+    np.testing.assert_array_equal(A.center_view(img, size, 1.0, "none").numpy(), old)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_center_view_crop_fraction_static_shape_in_graph_mode(channels):
+  @tf.function(input_signature=[tf.TensorSpec([None, None, channels], tf.uint8)])
+  def fn(x):
+    return A.center_view(x, 7, crop_fraction=0.875)
+
+  assert fn.get_concrete_function().structured_outputs.shape.as_list() == [7, 7, channels]
+  assert fn(_rgb(13, 9)[..., :channels]).shape == (7, 7, channels)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+def test_normalizations_are_the_references_statistics():
+  imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision / PyTorch references
+  assert A.NORMALIZATIONS["imagenet"] == imagenet
+  assert A.NORMALIZATIONS["swav"] == ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))
+  assert A.NORMALIZATIONS["clip"] == (  # open_clip OPENAI_DATASET_MEAN / _STD
+    (0.48145466, 0.4578275, 0.40821073),
+    (0.26862954, 0.26130258, 0.27577711),
+  )
+  assert A.NORMALIZATIONS["none"] is None
+
+
+@pytest.mark.parametrize("name", ["imagenet", "swav", "clip"])
+def test_normalize_image_is_minus_mean_over_std(name):
+  img = _float(_rgb(4, 5))
+  mean, std = (np.array(v, np.float32) for v in A.NORMALIZATIONS[name])
+  np.testing.assert_allclose(A.normalize_image(img, name).numpy(), (img - mean) / std, atol=1e-6)
+  # A pixel equal to the mean maps to 0; mean + std to 1.
+  np.testing.assert_allclose(
+    A.normalize_image(np.stack([mean, mean + std])[None], name), [[[0, 0, 0], [1, 1, 1]]], atol=1e-6
+  )
+  np.testing.assert_array_equal(A.normalize_image(img, "none").numpy(), img)
+
+
+def test_normalisation_is_the_last_step_of_training_and_evaluation_views():
+  img = _rgb(20, 14)
+  plain = A.ViewSpec(size=10, jitter_prob=1.0, blur_prob=0.5)
+  normed = A.ViewSpec(size=10, jitter_prob=1.0, blur_prob=0.5, normalize="imagenet")
+  for i in range(3):
+    np.testing.assert_allclose(
+      A.make_view(img, _seed(i), normed).numpy(),
+      A.normalize_image(A.make_view(img, _seed(i), plain), "imagenet").numpy(),
+      atol=1e-6,
+    )
+  for fraction in (1.0, 0.875):
+    np.testing.assert_allclose(
+      A.center_view(img, 8, fraction, "imagenet").numpy(),
+      A.normalize_image(A.center_view(img, 8, fraction), "imagenet").numpy(),
+      atol=1e-6,
+    )
+
+
+def test_rgb_normalisation_of_grey_images_or_unknown_names_fail_naming_the_fix():
+  with pytest.raises(ValueError, match="normalize='none'"):
+    A.make_view(_grey(), _seed(0), A.ViewSpec(size=8, normalize="imagenet"))
+  with pytest.raises(ValueError, match="imagenet"):
+    A.ViewSpec(size=8, normalize="imagnet")

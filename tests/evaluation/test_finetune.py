@@ -56,7 +56,13 @@ def test_vit_layer_ids_follow_mae():
   ids, num_layers = finetune_lib.layer_ids(params)
   assert num_layers == 4  # 3 blocks + 1
   flat = _flat(ids)
-  expected = {"patch_embed": 0, "pos_embedding": 0, "cls_token": 0, "encoder_norm": 4}
+  expected = {
+    "patch_embed": 0,
+    "pos_embedding": 0,
+    "cls_token": 0,
+    "cls_pos_embedding": 0,
+    "encoder_norm": 4,
+  }
   for path, layer in flat.items():
     top = path.split("']['")[1].strip("[]'") if path.startswith("['backbone']") else "head"
     if top in expected:

@@ -1,4 +1,5 @@
-"""CLIP loss: the paper's formula in NumPy, full-gather == ring-chunked == 1 device (loss, grads)."""
+"""CLIP loss: the paper's formula in NumPy (no clip in the forward pass), the parameter clamp,
+full-gather == ring-chunked == 1 device (loss, grads)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,21 +8,23 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from sslax import sharding
-from sslax.losses.clip import clip_loss
+from sslax.losses.clip import clamp_log_scale, clip_loss
 
 
-def clip_numpy(img, txt, log_scale, max_scale=100.0):
-  """Radford et al. 2021, fig. 3 pseudo-code, in float64 with explicit loops."""
+def clip_numpy(img, txt, log_scale):
+  """Radford et al. 2021, fig. 3 pseudo-code, in float64 with explicit loops; the scale is
+  exp(t') as open_clip's loss takes it (the cap at 100 is a clamp of t' after each step)."""
   x = img / np.linalg.norm(img, axis=1, keepdims=True)
   y = txt / np.linalg.norm(txt, axis=1, keepdims=True)
-  s = min(np.exp(log_scale), max_scale)
+  s = np.exp(log_scale)
   n = len(x)
   total = 0.0
   for i in range(n):
     row = [s * x[i] @ y[j] for j in range(n)]  # image i against every text
     col = [s * y[i] @ x[j] for j in range(n)]  # text i against every image
-    total += -np.log(np.exp(row[i]) / np.sum(np.exp(row)))
-    total += -np.log(np.exp(col[i]) / np.sum(np.exp(col)))
+    for logits in (row, col):  # -log softmax_i, shifted by the max (scale up to 1000 here)
+      m = max(logits)
+      total += -(logits[i] - m - np.log(np.sum(np.exp(np.subtract(logits, m)))))
   return total / (2 * n)
 
 
@@ -31,7 +34,8 @@ def _data(n=16, d=8, seed=0):
 
 
 @pytest.mark.parametrize("chunked", [False, True])
-@pytest.mark.parametrize("log_scale", [np.log(1 / 0.07), np.log(1000.0)])  # the 2nd is clipped
+# The 2nd is above ln 100: the loss does not clip it (the parameter clamp happens after a step).
+@pytest.mark.parametrize("log_scale", [np.log(1 / 0.07), np.log(1000.0)])
 def test_matches_paper_formula(chunked, log_scale):
   img, txt = _data(6, 4)
   loss, metrics = clip_loss(
@@ -50,9 +54,29 @@ def test_matches_paper_formula(chunked, log_scale):
   np.testing.assert_allclose(
     float(metrics["text_to_image_acc"]), np.mean(sim.argmax(0) == np.arange(6))
   )
-  np.testing.assert_allclose(
-    float(metrics["logit_scale"]), min(np.exp(log_scale), 100.0), rtol=1e-6
+  np.testing.assert_allclose(float(metrics["logit_scale"]), np.exp(log_scale), rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_no_clip_in_the_forward_pass_above_scale_100(chunked):
+  """t' > ln 100 still gets the gradient of exp(t') (a forward clip at 100 had none): d L / d t'
+  equals the central difference of the NumPy loss."""
+  img, txt = _data(6, 4, seed=2)
+  t = np.log(150.0)
+  grad = jax.grad(lambda s: clip_loss(jnp.asarray(img), jnp.asarray(txt), s, chunked=chunked)[0])(
+    jnp.float32(t)
   )
+  h = 1e-4
+  numeric = (clip_numpy(img, txt, t + h) - clip_numpy(img, txt, t - h)) / (2 * h)
+  assert abs(numeric) > 1e-3
+  np.testing.assert_allclose(float(grad), numeric, rtol=1e-3)
+
+
+def test_clamp_log_scale_matches_open_clip_clamp():
+  """clamp_(0, ln 100): exactly ln 100 (in float32) above, 0 below, untouched between."""
+  got = clamp_log_scale(jnp.asarray([5.3, -0.2, 2.0], jnp.float32))
+  assert got.dtype == jnp.float32
+  np.testing.assert_array_equal(np.asarray(got), np.float32([np.log(100.0), 0.0, 2.0]))
 
 
 def test_hand_checkable_pairs():
@@ -85,7 +109,7 @@ def test_eight_devices_full_and_chunked_equal_one_device(devices):
   )
   for devs in (devices[:1], devices):
     mesh = sharding.make_mesh({"data": -1}, devs)
-    put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
+    put = lambda x, mesh=mesh: jax.device_put(x, sharding.batch_sharding(mesh))
     for chunked in (False, True):
       loss, grads = jax.jit(jax.value_and_grad(_sharded(mesh, chunked), argnums=(0, 1, 2)))(
         put(img), put(txt), log_scale

@@ -97,27 +97,41 @@ def test_total_steps_match_the_trainer_for_epoch_based_runs(devices):
   assert s.method.run.total_steps == s.run.total_steps == 10
 
 
-def test_after_update_applies_ema_with_scheduled_momentum(devices):
-  s, state = _setup(tiny_method_config("byol"), devices[:1])  # total_steps = 4
-  online = jax.tree.map(lambda x: x + 0.5, state.params)
-  step = 1
-  tau = 1 - (1 - 0.996) * (np.cos(np.pi * step / 4) + 1) / 2
-  new = s.method.after_update(state.method_state, online, jnp.asarray(step))
-  for name in ("backbone", "projector"):
-    jax.tree.map(
-      lambda t, o, n: np.testing.assert_allclose(
-        n,
-        tau * np.asarray(t, np.float64) + (1 - tau) * np.asarray(o, np.float64),
+def target_ema_reference(global_step, base_ema, max_steps):
+  """byol/utils/schedules.py `target_ema`: 1 - (1 - base) * 0.5 (1 + cos(pi min(k, K) / K))."""
+  k = min(global_step, max_steps)
+  return 1.0 - (1.0 - base_ema) * 0.5 * (1.0 + np.cos(np.pi * k / max_steps))
+
+
+def test_after_update_applies_ema_with_the_references_tau_of_the_step(devices):
+  """byol_experiment.py `_update_fn(global_step=k)` (0-based) mixes the online params after
+  that step's update in with tau = target_ema(k); the trainer calls after_update with the steps
+  taken, k + 1. So the first update uses tau(0) = base_ema, the last tau(K - 1) < 1."""
+  c = tiny_method_config("byol")  # total_steps = 4
+  method = setup_lib.build_method(c, sharding.make_mesh({"data": -1}, devices[:1]))
+  rng = np.random.default_rng(0)
+  tree = lambda: {
+    name: {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)}
+    for name in ("backbone", "projector", "predictor")
+  }
+  method_state = {"teacher": method.teacher.init({"params": tree(), "batch_stats": {}})}
+  online = tree()
+  for steps_taken in (1, 2, 4):
+    tau = target_ema_reference(steps_taken - 1, 0.996, 4)
+    new = method.after_update(method_state, online, jnp.asarray(steps_taken))
+    for name in ("backbone", "projector"):
+      np.testing.assert_allclose(
+        new["teacher"]["params"][name]["kernel"],
+        tau * np.asarray(method_state["teacher"]["params"][name]["kernel"], np.float64)
+        + (1 - tau) * np.asarray(online[name]["kernel"], np.float64),
         rtol=1e-6,
         atol=1e-7,
-      ),
-      state.method_state["teacher"]["params"][name],
-      online[name],
-      new["teacher"]["params"][name],
-    )
+      )
+    assert tau < 1.0
+  assert target_ema_reference(0, 0.996, 4) == pytest.approx(0.996)
   assert "predictor" not in new["teacher"]["params"]
   # BN statistics of the target are not averaged by after_update (see BYOL.loss).
-  assert new["teacher"]["batch_stats"] is state.method_state["teacher"]["batch_stats"]
+  assert new["teacher"]["batch_stats"] is method_state["teacher"]["batch_stats"]
 
 
 def test_views_are_asymmetric(devices):
@@ -143,10 +157,12 @@ def test_train_step_eight_devices_equal_one_device(devices):
 
 
 def test_trainer_applies_the_ema_after_each_step(devices):
-  """One trainer step: target_1 = tau(1) target_0 + (1 - tau(1)) online_1, in numbers."""
+  """One trainer step (global_step 0 in the reference): target_1 = tau(0) target_0 +
+  (1 - tau(0)) online_1 with tau(0) = base_momentum, in numbers."""
   c = tiny_method_config("byol")
   init, state, _ = run_steps(c, devices[:1], random_batches(1))
-  tau = 1 - (1 - 0.996) * (np.cos(np.pi * 1 / c.total_steps) + 1) / 2
+  tau = target_ema_reference(0, c.byol.base_momentum, c.total_steps)
+  assert tau == c.byol.base_momentum
   for name in ("backbone", "projector"):
     jax.tree.map(
       lambda t0, o1, t1: np.testing.assert_allclose(

@@ -4,18 +4,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from testkit import REPO
 from testkit.configs import tiny_config
 from testkit.steps import assert_trees_close
+
+from sslax import config as config_lib
 from sslax import setup as setup_lib
-from sslax import config as config_lib, sharding, train
+from sslax import sharding, train
 from sslax.losses import mae as mae_losses
 
 
 def mae_loss_numpy(pred, images, mask, p, norm_pix):
-  """The paper's loss written out patch by patch: MSE over pixels, mean over masked patches."""
-  b, h, w, c = images.shape
+  """The reference's loss written out patch by patch: MSE over pixels, mean over masked patches;
+  norm_pix divides by sqrt of the unbiased variance (ddof=1, torch's `.var`) + 1e-6."""
+  b, h, w, _ = images.shape
   total, count = 0.0, 0
   for i in range(b):
     n = 0
@@ -25,7 +27,7 @@ def mae_loss_numpy(pred, images, mask, p, norm_pix):
           images[i, r * p : (r + 1) * p, col * p : (col + 1) * p, :].reshape(-1).astype(np.float64)
         )
         if norm_pix:
-          patch = (patch - patch.mean()) / np.sqrt(patch.var() + 1e-6)
+          patch = (patch - patch.mean()) / np.sqrt(patch.var(ddof=1) + 1e-6)
         if mask[i, n]:
           total += np.mean((pred[i, n] - patch) ** 2)
           count += 1
@@ -102,6 +104,17 @@ def test_loss_counts_masked_patches_only(norm_pix):
       norm_pix=norm_pix,
     )
   ) > float(loss)
+
+
+def test_norm_pix_target_uses_the_unbiased_variance_like_torch_var():
+  """One 1x1x2 patch (0, 2): mean 1, torch's `.var` (N - 1) is 2, so the target is
+  (-1, 1) / sqrt(2 + 1e-6) and a zero prediction costs 1 / (2 + 1e-6) (the biased variance, 1,
+  gave 1 / (1 + 1e-6))."""
+  images = jnp.asarray([[[[0.0, 2.0]]]])  # [1, 1, 1, 2]
+  loss = mae_losses.mae_loss(
+    jnp.zeros((1, 1, 2)), mae_losses.patchify(images, 1), jnp.ones((1, 1)), norm_pix=True
+  )
+  np.testing.assert_allclose(float(loss), 1 / (2 + 1e-6), rtol=1e-6)
 
 
 def mae_config():

@@ -222,6 +222,57 @@ def test_tpu_config_builds_vit_s_with_the_papers_heads(devices):
   )
   params = shapes["params"]
   assert params["backbone"]["patch_embed"]["kernel"].shape == (16, 16, 3, 384)
+  # moco-v3 vits.py vit_small: 12 heads of 32 (DINO's ViT-S, our VARIANTS["S"]: 6 of 64).
+  blocks = params["backbone"]["encoder"]
+  assert len(blocks) == 12
+  assert blocks["block0"]["attn"]["query"]["kernel"].shape == (384, 12, 32)
   assert params["projector"]["dense0"]["kernel"].shape == (384, 4096)
   assert params["projector"]["out"]["kernel"].shape == (4096, 256)
   assert params["predictor"]["out"]["kernel"].shape == (4096, 256)
+  # MoCo_ViT: both heads end in a bias-free Linear + BatchNorm1d(affine=False); tau 0.2.
+  for head in ("projector", "predictor"):
+    assert "bias" not in params[head]["out"] and "out_bn" not in params[head]
+    assert "out_bn" in shapes["batch_stats"][head]
+  assert method.temperature == 0.2
+
+
+def test_temperature_follows_the_reference_per_backbone(devices, monkeypatch):
+  """main_moco.py: --moco-t defaults to 1.0 (every ResNet recipe of CONFIG.md); the ViT
+  recipes pass --moco-t=.2. An explicit config value wins; the loss gets the resolved one."""
+  mesh = sharding.make_mesh({"data": -1}, devices[:1])
+  build = lambda c: setup_lib.build_method(c, mesh)
+  assert mocov3_config().mocov3.temperature is None
+  assert build(mocov3_config()).temperature == 1.0
+  assert build(vit_config()).temperature == 0.2
+  c = mocov3_config()
+  c.mocov3.temperature = 0.5
+  assert build(c).temperature == 0.5
+  c = mocov3_config()
+  c.mocov3.heads = "vit"  # MoCo_ViT's heads and temperature on a ResNet
+  assert build(c).temperature == 0.2
+  c.mocov3.heads = "convnext"
+  with pytest.raises(ValueError, match="heads='convnext'"):
+    build(c)
+
+  import sslax.methods.mocov3 as mocov3_module
+
+  seen = []
+
+  def recording_loss(q1, q2, k1, k2, temperature, *, axis_name=None):
+    seen.append(temperature)
+    return mocov3_loss(q1, q2, k1, k2, temperature, axis_name=axis_name)
+
+  monkeypatch.setattr(mocov3_module, "mocov3_loss", recording_loss)
+  c = mocov3_config()
+  method = build(c)
+  net, key = method.network(), jax.random.key(0)
+  variables = jax.eval_shape(lambda: net.init(key, *method.init_inputs(16, 3), train=False))
+  method_state = jax.eval_shape(lambda v: method.init_state(key, v), variables)
+  view = jax.ShapeDtypeStruct((c.batch_size, 16, 16, 3), jnp.float32)
+  jax.eval_shape(  # shapes only: traces the loss without compiling it
+    lambda v, ms, batch: method.loss(v["params"], v["batch_stats"], ms, batch, None),
+    variables,
+    method_state,
+    {"views": (view, view)},
+  )
+  assert seen == [1.0]

@@ -1,4 +1,4 @@
-"""VICReg: paper formula, 8 devices == 1 (loss, grads, train step), memory."""
+"""VICReg: the authors' code's formula, 8 devices == 1 (loss, grads, train step), memory."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +13,9 @@ from sslax import losses, sharding
 
 
 def vicreg_numpy(z1, z2, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
-  """VICReg eq. (1)-(6), term by term, with unbiased (n - 1) variance and covariance."""
+  """VICReg as the authors' main_vicreg.py computes it, term by term, with unbiased (n - 1)
+  variance and covariance: eq. (1)-(5), but the variance hinge of the two branches averaged,
+  std_loss = mean(relu(1 - std_x)) / 2 + mean(relu(1 - std_y)) / 2 (eq. (6) sums them)."""
   z1 = np.asarray(z1, np.float64)
   z2 = np.asarray(z2, np.float64)
   n, d = z1.shape
@@ -27,7 +29,7 @@ def vicreg_numpy(z1, z2, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
     return sum(cov[i, j] ** 2 for i in range(d) for j in range(d) if i != j) / d
 
   s = sum(np.sum((z1[i] - z2[i]) ** 2) for i in range(n)) / (n * d)  # eq. (5), mean over n, d
-  var, cov = v(z1) + v(z2), c(z1) + c(z2)
+  var, cov = v(z1) / 2 + v(z2) / 2, c(z1) + c(z2)
   return lam * s + mu * var + nu * cov, s, var, cov
 
 
@@ -36,7 +38,7 @@ Z2 = np.array([[0.8, 0.3, 2.0], [0.1, 1.5, -0.5], [1.5, 0.0, 0.5], [-1.0, 2.0, 2
 
 
 @pytest.mark.parametrize("coeffs", [(25.0, 25.0, 1.0), (1.0, 2.0, 3.0)])
-def test_matches_paper_formula_on_hand_made_batch(coeffs):
+def test_matches_reference_formula_on_hand_made_batch(coeffs):
   # Z1 has std < 1 in every dimension (the hinge is active), Z2 above 1 in some.
   loss, metrics = losses.vicreg_loss(jnp.asarray(Z1), jnp.asarray(Z2), *coeffs)
   ref, s, var, cov = vicreg_numpy(Z1, Z2, *coeffs)
@@ -45,6 +47,15 @@ def test_matches_paper_formula_on_hand_made_batch(coeffs):
     [float(metrics[k]) for k in ("invariance", "variance", "covariance")], [s, var, cov], rtol=1e-5
   )
   assert var > 0 and cov > 0
+
+
+def test_collapsed_views_cost_mu_times_one_hinge_like_main_vicreg():
+  """Both branches collapsed to one point: each hinge is 1 - sqrt(1e-4) = 0.99 per dimension;
+  main_vicreg.py's std_loss averages the two, so the loss is 25 x 0.99 (the sum gave 2x)."""
+  z = jnp.ones((4, 3))
+  loss, metrics = losses.vicreg_loss(z, z)
+  np.testing.assert_allclose(float(metrics["variance"]), 0.99, rtol=1e-6)
+  np.testing.assert_allclose(float(loss), 25.0 * 0.99, rtol=1e-6)
 
 
 def test_spread_decorrelated_identical_views_give_zero():

@@ -96,6 +96,62 @@ def test_learned_posemb_is_exact_at_native_size_and_resized_elsewhere():
   assert m.apply(variables, _images(size=32), train=False).shape == (2, 32)
 
 
+def test_class_token_position_embedding_follows_each_reference():
+  """learn: the class token has its own learned [1, 1, D] position (the first row of timm's /
+  DINO's / open_clip's (1 + N)-row table), never resized; sincos2d: none (MAE's and MoCo v3's
+  fixed zero row); cls_posemb=False drops it."""
+  x = _images()
+  m = _tiny()
+  variables = m.init(jax.random.key(0), x, train=False)
+  p = variables["params"]
+  assert p["cls_pos_embedding"].shape == (1, 1, 32)
+  assert float(jnp.std(p["cls_pos_embedding"])) > 0  # learned, randomly initialised
+  # The class token entering the blocks is cls_token + cls_pos_embedding: the model with the
+  # position folded into the token and cls_posemb=False gives the same tokens.
+  folded = jax.tree.map(lambda a: a, p)
+  folded["cls_token"] = p["cls_token"] + folded.pop("cls_pos_embedding")
+  no_pos = _tiny(cls_posemb=False)
+  assert "cls_pos_embedding" not in no_pos.init(jax.random.key(0), x, train=False)["params"]
+  np.testing.assert_allclose(
+    m.apply(variables, x, train=False, return_tokens=True),
+    no_pos.apply({"params": folded}, x, train=False, return_tokens=True),
+    rtol=1e-5,
+    atol=1e-6,
+  )
+  # ... and it moves the output: dropping the position changes the class token's features.
+  assert not np.allclose(
+    m.apply(variables, x, train=False), no_pos.apply({"params": dict(p)}, x, train=False)
+  )
+  # Other image sizes resize the patch table only; the class token's row is kept as is.
+  assert m.apply(variables, _images(size=32), train=False).shape == (2, 32)
+  sincos = _tiny(posemb="sincos2d").init(jax.random.key(0), x, train=False)["params"]
+  assert "cls_pos_embedding" not in sincos and "pos_embedding" not in sincos
+
+
+def test_key_projection_is_a_dense_whose_bias_gets_no_gradient():
+  """timm's qkv_bias=True key bias: DenseGeneral's params and output, a zero gradient (its
+  true one: softmax ignores a per-row shift of the logits), so it stays at its zero init."""
+  x = _images(size=8).reshape(2, 32, 6)
+  key = vit.KeyProjection((2, 4))
+  params = key.init(jax.random.key(3), x)["params"]
+  dense = vit.nn.DenseGeneral((2, 4), kernel_init=vit.nn.initializers.xavier_uniform())
+  ref = dense.init(jax.random.key(3), x)["params"]
+  np.testing.assert_array_equal(params["kernel"], ref["kernel"])  # same init, same rng
+  assert params["bias"].shape == (2, 4) and not np.any(params["bias"])
+  params = dict(params, bias=jnp.arange(8.0).reshape(2, 4))
+  np.testing.assert_allclose(
+    key.apply({"params": params}, x), dense.apply({"params": params}, x), rtol=1e-6
+  )
+  m = _tiny()
+  variables = m.init(jax.random.key(0), _images(), train=False)
+  grads = jax.grad(lambda p: jnp.sum(m.apply({"params": p}, _images(), train=False) ** 3))(
+    variables["params"]
+  )
+  attn = grads["encoder"]["block0"]["attn"]
+  assert not np.any(attn["key"]["bias"]) and np.any(attn["query"]["bias"])
+  assert np.any(attn["key"]["kernel"])
+
+
 def test_keep_ids_encode_the_chosen_patches_with_their_positions():
   """Encoding patches [5, 2] equals encoding an image holding only those patches' tokens."""
   m = _tiny(depth=1)
@@ -110,7 +166,8 @@ def test_keep_ids_encode_the_chosen_patches_with_their_positions():
   kernel = np.asarray(p["patch_embed"]["kernel"]).reshape(48, 32)
   embedded = patches @ kernel + p["patch_embed"]["bias"] + p["pos_embedding"].reshape(1, 16, 32)
   chosen = np.take_along_axis(np.asarray(embedded), np.asarray(keep)[:, :, None], axis=1)
-  seq = np.concatenate([np.broadcast_to(p["cls_token"], (2, 1, 32)), chosen], axis=1)
+  cls = p["cls_token"] + p["cls_pos_embedding"]  # the class token's own learned position
+  seq = np.concatenate([np.broadcast_to(cls, (2, 1, 32)), chosen], axis=1)
   enc = vit.Encoder(1, 2, 128)
   ref = enc.apply({"params": p["encoder"]}, jnp.asarray(seq, jnp.float32))
   ref = vit.nn.LayerNorm(epsilon=1e-6).apply({"params": p["encoder_norm"]}, ref)

@@ -19,6 +19,7 @@ import time
 from typing import Sequence
 
 from sslax import __version__, optim
+from sslax.evaluation import encoder as encoder_lib
 from sslax.evaluation.linear import SOLVERS
 
 # Importing a protocol module registers its protocols; PROTOCOLS keeps this order.
@@ -55,8 +56,10 @@ def run(name: str, encoders: Sequence, ctx: Context) -> dict:
   `step` is the first encoder's (the trained one)."""
   protocol = get(name)
   check_eval_config(ctx.config)
+  # Every protocol sees images as training did: the run's evaluation view and normalisation.
+  encoders = [encoder_lib.with_preprocessing(enc, ctx.config) for enc in encoders]
   t0 = time.perf_counter()
-  results = protocol.fn(list(encoders), ctx)
+  results = protocol.fn(encoders, ctx)
   config = ctx.config
   return {
     "protocol": name,
@@ -104,6 +107,11 @@ def check_eval_config(config) -> None:
     raise ValueError(
       f"config.eval.finetune_warmup_epochs={ev.finetune_warmup_epochs} must be in "
       f"[0, eval.finetune_epochs={ev.finetune_epochs}]."
+    )
+  if not 0 < ev.crop_fraction <= 1:
+    raise ValueError(
+      f"config.eval.crop_fraction={ev.crop_fraction} must be in (0, 1]: 1.0 for 28-32 px "
+      f"data (the whole image), 0.875 for ImageNet-size data (resize 256, crop 224)."
     )
   if not 0 < ev.linear_val_fraction < 1:
     raise ValueError(f"config.eval.linear_val_fraction={ev.linear_val_fraction} must be in (0, 1).")

@@ -39,6 +39,7 @@ def _finetune(enc, config, train_src, test_src) -> dict:
     warmup_epochs=ev.finetune_warmup_epochs,
     drop_path_rate=ev.finetune_drop_path_rate,
     b2=ev.finetune_b2,
+    **enc.preprocessing,
   )
 
 

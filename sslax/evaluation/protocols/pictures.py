@@ -52,9 +52,9 @@ def pictures(encoders, ctx, num_images: int = 8, num_queries: int = 6, k: int = 
         len(y_test), size=min(num_queries, len(y_test)), replace=False
       )
       neighbours = retrieval_lib.nearest_neighbours(x_test[queries], x_train, k)
-      size = enc.image_size
-      centre = lambda src, ids: [
-        augment.center_view(im, size).numpy() for im in images_at(src, ids)
+      size, fraction = enc.image_size, enc.preprocessing["crop_fraction"]
+      centre = lambda src, ids, size=size, fraction=fraction: [  # as the encoder saw, unnormalised
+        augment.center_view(im, size, fraction).numpy() for im in images_at(src, ids)
       ]
       gallery_ids = np.unique(neighbours)
       lookup = dict(zip(gallery_ids, centre(train_src, gallery_ids)))
