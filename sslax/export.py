@@ -1,9 +1,10 @@
 """Export a trained encoder: python -m sslax.export --workdir DIR --out PATH --format FORMAT.
 
-Every format takes raw images, uint8 [B, H, W, C], and returns features float32 [B, D]: the
-evaluation preprocessing (`sslax.data.augment.center_view`: central square crop, bilinear
-resize with half-pixel centres and no antialiasing, scale to [0, 1], then (x - mean) / std
-with the recorded mean/std) is part of the exported function and recorded in PATH/encoder.json.
+The bundle, stablehlo and savedmodel formats take raw images, uint8 [B, H, W, C], and return
+features float32 [B, D]: the evaluation preprocessing (`sslax.data.augment.center_view` with the
+run's eval.crop_fraction and augment.normalize: centre crop, bilinear resize with half-pixel
+centres, scale to [0, 1], then (x - mean) / std) is part of the exported function. Every format
+records it in PATH/encoder.json.
 
   bundle      PATH/params.msgpack (backbone params + BatchNorm statistics, flax msgpack, no
               pickle) and PATH/encoder.json (model config, preprocessing). Needs sslax:
@@ -14,8 +15,18 @@ with the recorded mean/std) is part of the exported function and recorded in PAT
   savedmodel  PATH is a TF SavedModel (jax2tf, weights as variables) whose "serving_default"
               signature takes {"images": uint8 [B, H, W, C]} and returns {"features"}. Needs
               only TensorFlow.
+  timm        For PyTorch: PATH/model.safetensors (timm's parameter names and layouts),
+              PATH/config.json (timm's hub config: architecture, model_args, preprocessing) and
+              a model card PATH/README.md. Needs only timm:
+              `timm.create_model("local-dir:PATH", pretrained=True)`. Input: float32
+              [B, C, S, S], preprocessed as config.json says (see sslax/export_timm.py).
+  onnx        The timm files plus PATH/model.onnx (input "pixel_values" float32 [batch, C, S, S],
+              output "features"), exported from the timm twin and checked in onnxruntime. Needs
+              the export extra (`pip install "sslax[export]"`) to export, only onnxruntime to run.
 
-stablehlo and savedmodel fix H = W = --input_size (default: the training image size).
+stablehlo and savedmodel fix H = W = --input_size (default: the training image size); timm and
+onnx take the training image size. `sslax.load_encoder(PATH)` loads every format (timm and onnx
+through the safetensors, into the sslax backbone).
 
 The run's config is DIR/config.json (`sslax.workdir.load_config`), with --config.key=value
 overrides in the grammar of `python -m sslax.main` and `sslax.evaluate`.
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from typing import Sequence
 
@@ -35,25 +47,48 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-FORMATS = ("bundle", "stablehlo", "savedmodel")
+FORMATS = ("bundle", "stablehlo", "savedmodel", "timm", "onnx")
+TIMM_FORMATS = ("timm", "onnx")
 SPEC_FILE = "encoder.json"
 PARAMS_FILE = "params.msgpack"
 EXPORTED_FILE = "encoder.jax_exported"
 FORMAT_VERSION = 1
 
 
-def preprocessing_spec(image_size: int, channels: int) -> dict:
-  """What the evaluation pipeline does to a raw image before the backbone (center_view)."""
+def preprocessing_spec(
+  image_size: int, channels: int, *, normalize: str = "none", crop_fraction: float = 1.0
+) -> dict:
+  """What the evaluation pipeline does to a raw image before the backbone (`center_view` with
+  the run's config.eval.crop_fraction and config.augment.normalize)."""
+  mean, std = [0.0] * int(channels), [1.0] * int(channels)
+  if normalize != "none":
+    from sslax.data import augment  # local: TensorFlow only when exporting, not when loading
+
+    stats = augment.NORMALIZATIONS.get(normalize)
+    if stats is None:
+      raise ValueError(f"Unknown normalize {normalize!r}; one of {tuple(augment.NORMALIZATIONS)}")
+    if len(stats[0]) != channels:
+      raise ValueError(f"normalize={normalize!r} has statistics for {len(stats[0])} channels")
+    mean, std = [float(m) for m in stats[0]], [float(s) for s in stats[1]]
+  if not 0 < crop_fraction <= 1:
+    raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1]")
   return {
     "input_dtype": "uint8",
     "layout": "NHWC",
     "channels": int(channels),
-    "crop": "central_square",
+    "crop": (
+      "central_square"
+      if crop_fraction == 1
+      else "shorter side to round(image_size / crop_fraction), central image_size square"
+    ),
+    "crop_fraction": float(crop_fraction),
     "image_size": int(image_size),
-    "resize": "bilinear, half-pixel centres, no antialiasing (tf.image.resize)",
+    "resize": "bilinear, half-pixel centres, antialiased when shrinking only if crop_fraction < 1 "
+    "(tf.image.resize)",
     "scale": 1.0 / 255.0,
-    "mean": [0.0] * int(channels),
-    "std": [1.0] * int(channels),
+    "normalize": normalize,
+    "mean": mean,
+    "std": std,
   }
 
 
@@ -61,17 +96,31 @@ def preprocess(images, spec: dict) -> jax.Array:
   """Raw images uint8 [B, H, W, C] -> float32 [B, S, S, C], as `augment.center_view` + scaling."""
   x = jnp.asarray(images)
   channels, size = spec["channels"], spec["image_size"]
+  crop_fraction = spec.get("crop_fraction", 1.0)
   if x.ndim != 4 or x.shape[-1] != channels:
     raise ValueError(f"expected raw images [batch, height, width, {channels}], got shape {x.shape}")
   h, w = x.shape[1], x.shape[2]
-  side = min(h, w)
-  top, left = (h - side) // 2, (w - side) // 2
-  # Cast then multiply by 1/255, exactly as tf.image.convert_image_dtype does.
-  x = x[:, top : top + side, left : left + side, :].astype(jnp.float32) * np.float32(spec["scale"])
-  if side != size:
+  if crop_fraction == 1:
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    # Cast then multiply by 1/255, exactly as tf.image.convert_image_dtype does.
+    x = x[:, top : top + side, left : left + side, :].astype(jnp.float32)
+    x = x * np.float32(spec["scale"])
+    if side != size:
+      x = jax.vmap(
+        lambda im: jax.image.resize(im, (size, size, channels), "linear", antialias=False)
+      )(x)
+  else:
+    # torchvision's Resize(round(size / f)) + CenterCrop(size), as center_view: the shorter side
+    # to `short`, the longer to floor of the same scale, antialiased; offsets rounded half-even.
+    short = round(size / crop_fraction)
+    new_h, new_w = (short, short * w // h) if h <= w else (short * h // w, short)
+    x = x.astype(jnp.float32) * np.float32(spec["scale"])
     x = jax.vmap(
-      lambda im: jax.image.resize(im, (size, size, channels), "linear", antialias=False)
+      lambda im: jax.image.resize(im, (new_h, new_w, channels), "linear", antialias=True)
     )(x)
+    top, left = round((new_h - size) / 2), round((new_w - size) / 2)
+    x = x[:, top : top + size, left : left + size, :]
   mean, std = np.asarray(spec["mean"], np.float32), np.asarray(spec["std"], np.float32)
   if np.any(mean != 0) or np.any(std != 1):
     x = (x - mean) / std
@@ -109,9 +158,15 @@ def export_encoder(
   input_size: int | None = None,
   platforms: Sequence[str] = ("cpu", "cuda"),
   source: dict | None = None,
+  run_config: dict | None = None,
+  evaluations: Sequence[dict] = (),
+  command: str | None = None,
+  license: str = "unknown",
 ) -> dict:
   """Writes the encoder `variables` (of the backbone built from `model`) in format `fmt` to `out`.
 
+  timm and onnx only: run_config (the run's config as JSON), evaluations (its results.json
+  records), command and license go into the model card (out/README.md) and config.json.
   Returns the spec written to out/encoder.json.
   """
   import ml_collections
@@ -129,6 +184,11 @@ def export_encoder(
       encode, variables, jax.ShapeDtypeStruct((1, size, size, channels), jnp.uint8)
     ).shape[-1]
   )
+  if fmt in TIMM_FORMATS:  # unsupported backbones fail before anything is written
+    from sslax import export_timm  # local: as above
+
+    size = int(preprocessing["image_size"])
+    export_timm.timm_spec(backbone, variables, size, channels)
   spec = {
     "format": fmt,
     "format_version": FORMAT_VERSION,
@@ -154,6 +214,23 @@ def export_encoder(
     with open(os.path.join(out, EXPORTED_FILE), "wb") as f:
       f.write(exported.serialize())
     spec.update(input_shape=["batch", size, size, channels], platforms=list(platforms))
+  elif fmt in TIMM_FORMATS:
+    spec["timm"] = export_timm.write(
+      out,
+      backbone=backbone,
+      variables=variables,
+      preprocessing=preprocessing,
+      sslax_spec=spec,
+      run_config=run_config,
+      evaluations=evaluations,
+      command=command,
+      license=license,
+      onnx=fmt == "onnx",
+    )
+    spec.update(
+      input_shape=["batch", channels, size, size],
+      input_layout="NCHW float32, preprocessed as config.json's pretrained_cfg",
+    )
   else:
     _save_tf(out, encode, variables, size, channels, platforms)
     spec.update(
@@ -202,11 +279,14 @@ def export(
   input_size: int | None = None,
   platforms: Sequence[str] = ("cpu", "cuda"),
   overrides: Sequence[str] = (),
+  command: str | None = None,
+  license: str = "unknown",
 ) -> dict:
   """Exports the backbone of DIR's newest checkpoint.
 
   config: the run's ConfigDict (default: DIR/config.json via `sslax.workdir.load_config`, then
-  `overrides`); its model must match the checkpoint's.
+  `overrides`); its model must match the checkpoint's. command, license: for the model card of
+  the timm and onnx formats.
   Returns the spec written to out/encoder.json.
   """
   # local: `sslax.load_encoder` imports this module and needs only jax (flax for bundles)
@@ -219,7 +299,15 @@ def export(
   backbone = models.make_backbone(config.model, config.dtype)
   channels = encoder_lib.check_matches_config(backbone, variables, config, workdir, step)
   size = config.dataset.image_size
-  spec = preprocessing_spec(size, channels)
+  spec = preprocessing_spec(
+    size,
+    channels,
+    normalize=config.get("augment", {}).get("normalize", "none"),
+    crop_fraction=config.get("eval", {}).get("crop_fraction", 1.0),
+  )
+  evaluations = [
+    r for r in workdir_lib.read_results(workdir)["evaluations"] if r.get("step") == step
+  ]
   spec = export_encoder(
     out,
     fmt,
@@ -235,6 +323,10 @@ def export(
       "method": config.method,
       "dataset": config.dataset.name,
     },
+    run_config=json.loads(config.to_json_best_effort()),
+    evaluations=evaluations,
+    command=command,
+    license=license,
   )
   save_tokenizer(out, tree.get("method_state"))
   return spec
@@ -275,7 +367,8 @@ class LoadedEncoder:
 
 
 def load_encoder(path: str) -> LoadedEncoder:
-  """Loads an exported encoder (any of the three formats) as images -> features."""
+  """Loads an exported encoder (any format) as raw uint8 images -> features, in jax (TF for a
+  SavedModel); timm and onnx exports through their safetensors, mapped back to sslax's layout."""
   spec_path = os.path.join(path, SPEC_FILE)
   if not os.path.exists(spec_path):
     raise FileNotFoundError(
@@ -298,6 +391,16 @@ def load_encoder(path: str) -> LoadedEncoder:
     with open(os.path.join(path, EXPORTED_FILE), "rb") as f:
       exported = jax.export.deserialize(bytearray(f.read()))
     return LoadedEncoder(exported.call, spec)
+  if fmt in TIMM_FORMATS:
+    import ml_collections
+    from sslax import export_timm, models  # local: as for bundles
+
+    backbone = models.make_backbone(ml_collections.ConfigDict(spec["model"]), spec["dtype"])
+    state, _ = export_timm.read_safetensors(os.path.join(path, export_timm.SAFETENSORS_FILE))
+    pre = spec["preprocessing"]
+    variables = export_timm.from_timm(backbone, state, pre["image_size"], pre["channels"])
+    encode = jax.jit(_encode_fn(backbone, pre))
+    return LoadedEncoder(lambda images: encode(variables, images), spec)
   if fmt == "savedmodel":
     import tensorflow as tf
 
@@ -322,6 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     help="stablehlo/savedmodel: side of the raw input images (default: the training image size).",
   )
   parser.add_argument(
+    "--license",
+    default="unknown",
+    help="timm/onnx: the weights' licence for the model card and config.json (e.g. apache-2.0, "
+    "cc-by-4.0; the training data's terms may limit it).",
+  )
+  parser.add_argument(
     "--platforms",
     default="cpu,cuda",
     help="stablehlo/savedmodel: comma-separated platforms to lower for (cpu, cuda, rocm, tpu).",
@@ -341,13 +450,19 @@ def main(argv: Sequence[str] | None = None) -> int:
       input_size=args.input_size,
       platforms=tuple(p for p in args.platforms.split(",") if p),
       overrides=overrides,
+      command=" ".join(
+        shlex.quote(a)
+        for a in ["python", "-m", "sslax.export", *(sys.argv[1:] if argv is None else argv)]
+      ),
+      license=args.license,
     )
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, RuntimeError) as e:
     sys.stderr.write(f"error: {e}\n")
     return 2
+  dtype = "float32, preprocessed" if args.format in TIMM_FORMATS else "uint8"
   print(
     f"Exported {args.format} encoder (features [batch, {spec['feature_dim']}], input "
-    f"{spec['input_shape']} uint8) of step {spec['source']['step']} to {args.out}",
+    f"{spec['input_shape']} {dtype}) of step {spec['source']['step']} to {args.out}",
     flush=True,
   )
   return 0

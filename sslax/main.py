@@ -4,7 +4,7 @@
                  report (kNN + linear probe next to random-init and raw-pixel baselines)
 --mode evaluate  the same report for DIR's latest checkpoint, or one protocol with
                  --protocol knn|linear|finetune|lowshot|retrieval|pictures|... (sslax/evaluate.py)
---mode export    export DIR's latest encoder: --export_format bundle|stablehlo|savedmodel
+--mode export    export DIR's latest encoder: --export_format bundle|stablehlo|savedmodel|timm|onnx
                  --export_dir PATH (see sslax/export.py)
 
 --config.key=value overrides use the grammar of `python -m sslax.evaluate` and `sslax.export`
@@ -48,7 +48,7 @@ _PROTOCOL = flags.DEFINE_string(
   "--mode evaluate: run one protocol of sslax.evaluate instead of the end-of-training report.",
 )
 _EXPORT_FORMAT = flags.DEFINE_enum(
-  "export_format", "bundle", ["bundle", "stablehlo", "savedmodel"], "--mode export: the format."
+  "export_format", "bundle", list(export.FORMATS), "--mode export: the format."
 )
 _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "--mode export: where to write the encoder.")
 flags.mark_flags_as_required(["workdir"])

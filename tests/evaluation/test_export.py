@@ -142,7 +142,7 @@ def test_preprocessing_matches_center_view_on_other_sizes():
 
 def test_bad_format_and_missing_bundle(trained, tmp_path):
   with pytest.raises(SystemExit):
-    export.main(["--workdir", trained, "--out", str(tmp_path / "x"), "--format", "onnx"])
+    export.main(["--workdir", trained, "--out", str(tmp_path / "x"), "--format", "pickle"])
   # The override grammar of sslax.main and sslax.evaluate: an unknown key fails, nothing written.
   args = ["--workdir", trained, "--out", str(tmp_path / "x"), "--format", "bundle"]
   assert export.main(args + ["--config.model.widht=0.5"]) == 2
