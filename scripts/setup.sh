@@ -3,7 +3,8 @@
 #   .venv with every dependency pinned (requirements.lock), sslax installed editable, and
 #   Fashion-MNIST's original files from Debian's dataset-fashion-mnist package.
 #   bash scripts/setup.sh          what the demo and training need
-#   bash scripts/setup.sh --test   that plus the test extra (pytest, ruff; what the tests need)
+#   bash scripts/setup.sh --test   that plus the test extra (pytest, ruff, and the export extra:
+#                                  torch, timm, onnx, onnxruntime; what the tests need)
 # Idempotent: a second run only checks. Environment: PYTHON (default python3.11, else python3),
 # SSLAX_ACCELERATOR=tpu|cuda12 adds jax's accelerator build.
 set -euo pipefail
@@ -40,6 +41,11 @@ case "${SSLAX_ACCELERATOR:-cpu}" in
   tpu|cuda12|cuda13) .venv/bin/python -m pip install -q -c requirements.lock "jax[${SSLAX_ACCELERATOR}]==0.10.2" ;;
   *) echo "setup: SSLAX_ACCELERATOR must be cpu, tpu, cuda12 or cuda13" >&2; exit 2 ;;
 esac
+# The TPU compiler for compile-only checks (python -m sslax.aot, its test), kept out of
+# site-packages so that no other jax process looks for a TPU.
+if [ -n "$extras" ] && [ ! -f .venv/libtpu/libtpu/libtpu.so ]; then
+  .venv/bin/python -m pip install -q --no-deps --target .venv/libtpu -c requirements.lock libtpu
+fi
 
 # Fashion-MNIST (the default dataset): system package, else unpacked into the user cache.
 fmnist_files=train-images-idx3-ubyte.gz
