@@ -81,19 +81,28 @@ def main() -> int:
   if os.path.exists(json_path):  # rows are merged per config, like benchmarks/learning.py
     with open(json_path) as f:
       previous = {r["config"]: r for r in json.load(f)["rows"]}
-  for path in paths:
+  os.makedirs(args.out, exist_ok=True)
+  for path in paths:  # written after each config: a long run can be stopped and resumed
     t0 = time.time()
     row = compile_config(path)
     row["measured"] = datetime.date.today().isoformat()
     previous[row["config"]] = row
     print(f"{row['config']}: {time.time() - t0:.0f}s", row.get("error") or row.get("peak_gib"))
-  rows = [previous[k] for k in sorted(previous)]
-  os.makedirs(args.out, exist_ok=True)
-  with open(json_path, "w") as f:
-    json.dump({"machine": platform.processor() or platform.machine(), "rows": rows}, f, indent=1)
-  with open(os.path.join(args.out, "pod_compile.md"), "w") as f:
-    f.write(table(rows))
-  return 0 if all(r.get("fits") for r in rows) else 1
+    rows = [previous[k] for k in sorted(previous)]
+    with open(json_path, "w") as f:
+      json.dump({"machine": _cpu_name(), "rows": rows}, f, indent=1)
+    with open(os.path.join(args.out, "pod_compile.md"), "w") as f:
+      f.write(table(rows))
+  return 0 if all(r.get("fits") for r in previous.values()) else 1
+
+
+def _cpu_name() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+  except OSError:
+    return platform.machine()
 
 
 if __name__ == "__main__":

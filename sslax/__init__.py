@@ -1,6 +1,6 @@
 """sslax: self-supervised visual representation learning in JAX/Flax."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name):
