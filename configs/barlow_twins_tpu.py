@@ -5,7 +5,11 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
   python -m sslax.main --config configs/barlow_twins_tpu.py --workdir gs://BUCKET/barlow_twins_r50
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Recipe: 1000 epochs at batch 2048; LARS (lr = 0.2 x B/256 = 1.6 for the weights and
 0.0048 x B/256 = 0.0384 for biases and BN parameters, `optimizer.bias_lr_ratio` = 0.0048 / 0.2,

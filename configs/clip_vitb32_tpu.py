@@ -5,11 +5,14 @@ Command (Cloud TPU v5e-256, topology v5e:16x16, one process per host; checked by
   CONFIG=configs/clip_vitb32_tpu.py WORKDIR=gs://BUCKET/clip_vitb32 launch/tpu_pod.sh all
   python -m sslax.evaluate --workdir gs://BUCKET/clip_vitb32 --protocol zero_shot
 
-Data: 400M (image, caption) pairs are not shipped with anything; point dataset.data_dir at a
-.jsonl of (image path, caption) pairs you have (e.g. a LAION-400M download), or use a prepared
-TFDS image-text set (dataset.name = "coco_captions" for a small-scale check). The
-image_text_pairs source decodes every image into memory, which does not scale to 400M pairs:
-a streaming image-text source is needed before this config can run at full size (not built).
+Data: 400M (image, caption) pairs are not shipped with anything. Convert the pairs you have
+(e.g. a LAION-400M download as WebDataset tars, open_clip's format, or a .jsonl/.csv of image
+paths and captions) to record shards once, in parallel and resumable:
+  python -m sslax.data.shards --from webdataset --input /data/laion400m/tars \
+      --output gs://BUCKET/laion400m_shards --workers 64
+(and a held-out split with `--split test`), then point dataset.data_dir at them. Every process reads only its own rows by index, so a
+restart resumes mid-epoch exactly and at no cost (tested at a toy size on generated shards in
+tests/data/test_shards.py). For a small-scale check, dataset.name = "coco_captions" (TFDS).
 
 Runtime: not measured by us (the paper reports 12 days on 256 V100s for its largest model,
 ViT-L/14; ViT-B/32 needs far less). Expected accuracy: 63.2% zero-shot top-1 on
@@ -42,8 +45,8 @@ def get_config():
   config = imagenet_tpu("clip", backbone="vit_b32")
   # Learned position embeddings, the class token's included (open_clip's 1 + 49 rows): the
   # model defaults (posemb="learn"; sslax.models.vit.ViT cls_pos_embedding).
-  config.dataset.name = "image_text_pairs"
-  config.dataset.data_dir = "/data/laion400m/pairs.jsonl"  # your pairs file
+  config.dataset.name = "shards"  # captioned record shards (python -m sslax.data.shards)
+  config.dataset.data_dir = "/data/laion400m_shards"  # your converted pairs
   config.dataset.test_split = "test"
   config.dataset.zero_shot_dataset = "imagenet2012"
   config.dataset.zero_shot_split = "validation"

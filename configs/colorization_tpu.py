@@ -4,7 +4,7 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
 `python -m sslax.aot --config configs/colorization_tpu.py`):
   python -m sslax.main --config configs/colorization_tpu.py --workdir gs://BUCKET/colorization_r50
 
-Data: TFDS `imagenet2012` (prepared once with `tfds build imagenet2012 --manual_dir=...`),
+Data: TFDS `imagenet2012` in ArrayRecord format (see configs/simclr_tpu.py for preparing it),
 `--config.dataset.data_dir=gs://BUCKET/tfds`.
 
 The paper's recipe where it carries over: L channel in; ab quantised on a 10-unit grid (our

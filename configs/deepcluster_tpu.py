@@ -6,8 +6,9 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
     --config.dataset.data_dir=/data/imagenet
 
 Data: DeepCluster looks pseudo-labels up by example index, so it needs a random-access
-source: ImageNet as an image folder (`/data/imagenet/{train,val}/<wnid>/*.JPEG`), not the
-streamed TFDS copy (refused with a clear error).
+source: ImageNet as an image folder (`/data/imagenet/{train,val}/<wnid>/*.JPEG`), record shards
+(`python -m sslax.data.shards`, dataset.name="shards") or TFDS prepared in ArrayRecord format,
+not a streamed TFRecord TFDS copy (refused with a clear error).
 
 The paper's recipe: k = 10,000 clusters, features PCA-reduced to 256 dims, whitened and
 L2-normalised, k-means every epoch, classifier re-initialised every epoch, uniform sampling

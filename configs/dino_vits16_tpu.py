@@ -5,7 +5,11 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
   python -m sslax.main --config configs/dino_vits16_tpu.py --workdir gs://BUCKET/dino_vits16
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Recipe: 800 epochs at batch 1024; AdamW (lr = 5e-4 x B/256 = 2e-3, 10 warmup epochs, cosine
 to 1e-6), weight decay cosine 0.04 -> 0.4 (`dino.weight_decay_end`; not on biases and norm

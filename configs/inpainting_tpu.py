@@ -4,7 +4,8 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
 `python -m sslax.aot --config configs/inpainting_tpu.py`):
   python -m sslax.main --config configs/inpainting_tpu.py --workdir gs://BUCKET/inpainting_r50
 
-Data: TFDS `imagenet2012`, `--config.dataset.data_dir=gs://BUCKET/tfds`.
+Data: TFDS `imagenet2012` in ArrayRecord format (see configs/simclr_tpu.py for preparing it),
+`--config.dataset.data_dir=gs://BUCKET/tfds`.
 
 The paper's recipe where it carries over: 128 px images, the central 64x64 square hidden
 (mask_fraction 0.5), L2 reconstruction loss; Adam (the paper: lr 2e-4 for the L2-only model,

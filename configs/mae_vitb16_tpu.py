@@ -8,7 +8,11 @@ fine-tuning does not implement, so expect somewhat lower than the paper's number
   python -m sslax.evaluate --workdir gs://BUCKET/mae_vitb16 --protocol finetune
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Pretraining recipe: ViT-B/16 encoder (768 wide, 12 blocks, 12 heads, fixed 2D sin-cos position
 embeddings, class token), mask ratio 0.75, decoder 512 wide, 8 blocks, 16 heads, loss on

@@ -5,7 +5,11 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
   python -m sslax.main --config configs/mocov3_vits_tpu.py --workdir gs://BUCKET/mocov3_vits16
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Recipe: 300 epochs at batch 4096; AdamW (lr = 1.5e-4 x B/256 = 2.4e-3, weight decay 0.1),
 40 warmup epochs then cosine; ViT-S/16 (width 384, depth 12, 12 heads: moco-v3's `vit_small`,

@@ -5,7 +5,11 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
   python -m sslax.main --config configs/simsiam_tpu.py --workdir gs://BUCKET/simsiam_r50
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Recipe: 100 epochs at batch 512; SGD (lr = 0.05 x B/256 = 0.1, momentum 0.9, weight decay
 1e-4 on every parameter as main_simsiam.py's torch.optim.SGD), cosine decay, no warmup, the

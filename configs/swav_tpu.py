@@ -6,7 +6,11 @@ Command (Cloud TPU v5e-16, topology v5e:4x4, one process per host; checked by
   python -m sslax.main --config configs/swav_tpu.py --workdir gs://BUCKET/swav_r50
 
 Data: TFDS `imagenet2012`, prepared once with the manual-download archives
-(`tfds build imagenet2012 --manual_dir=...`), then `--config.dataset.data_dir=gs://BUCKET/tfds`.
+in ArrayRecord format so it is read by random access (O(1) exact resume, per-example indices):
+`tfds build imagenet2012 --manual_dir=... --file_format=array_record`, then
+`--config.dataset.data_dir=gs://BUCKET/tfds`. (TFDS's default TFRecord format can only be
+streamed, resumes by skipping everything read before, and is warned about at start; convert it
+with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is already built.)
 
 Recipe (the reference's): batch 4096, SGD + LARC as main_swav.py (lr 0.3 x B/256 = 4.8, final
 lr 0.0048, momentum 0.9, weight decay 1e-6 and trust coefficient 1e-3 on every parameter,

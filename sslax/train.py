@@ -142,7 +142,8 @@ def train(
   """Pretrains, resuming from `workdir` if it holds a checkpoint.
 
   Returns {"state": TrainState, "status": "done"|"preempted", "step": int, "setup": Setup,
-  "train_step_compiles": how many times the step was compiled (1: no recompiles)}.
+  "train_step_compiles": how many times the step was compiled (1: no recompiles), "metrics":
+  the last logged metrics}.
   step_hook(step) is called after each step (tests use it to inject a SIGTERM).
 
   The device is never waited on between log steps: batches arrive through a prefetch thread,
@@ -197,7 +198,7 @@ def train(
   writer = metric_writers.SummaryWriter(workdir) if is_chief else metric_writers.MultiWriter([])
   progress = periodic_actions.ReportProgress(num_train_steps=s.run.total_steps, writer=writer)
   watcher = checkpoint.PreemptionWatcher()
-  sums, num_summed, status = None, 0, "done"
+  sums, num_summed, status, last_summary = None, 0, "done", {}
   # Throughput counts the steps dispatched after t_log; the first step's dispatch includes
   # its compilation, so the clock starts after it.
   t_log, timed_steps, wait_at_log, compile_s = time.perf_counter(), 0, 0.0, None
@@ -244,10 +245,15 @@ def train(
           step_s=step_s,
           input_wait_frac=min((batches.wait_seconds - wait_at_log) / max(elapsed, 1e-9), 1.0),
         )
+        # Unreadable records replaced so far by this process's reader (record sources only).
+        replaced = getattr(s.train_source, "replaced", None)
+        if replaced is not None:
+          summary["replaced_records"] = float(replaced)
         step_mfu = perf.mfu(step_perf.flops, step_s, step_perf.peak_flops)
         if step_mfu is not None and timed_steps:
           summary["mfu"] = step_mfu
         writer.write_scalars(step, summary)
+        last_summary = summary
         if is_chief:  # one JSON line per log step: easy to read back (benchmarks, notebooks)
           with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **summary}) + "\n")
@@ -263,7 +269,8 @@ def train(
           print(
             f"step {step}/{s.run.total_steps}  loss {summary['loss']:.4f}  "
             f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
-            f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}",
+            f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}"
+            + (f"  replaced records {replaced}" if replaced else ""),
             flush=True,
           )
         sums, num_summed, timed_steps = None, 0, 0
@@ -291,4 +298,5 @@ def train(
     "step": step,
     "setup": s,
     "train_step_compiles": train_step._cache_size(),
+    "metrics": last_summary,
   }

@@ -18,20 +18,32 @@ import tensorflow as tf
 from sslax.data import augment
 from sslax.run_info import steps_per_epoch  # noqa: F401 (the stream's epoch, also pipeline's API)
 from sslax.data.sources import ArraySource, FileSource, TFDSSource
-from sslax.data.sources.shards import ShardSource
+from sslax.data.sources.records import RecordSource
 
-Source = ArraySource | FileSource | TFDSSource
+Source = ArraySource | FileSource | TFDSSource | RecordSource
 
 
 def _example_reader(source: Source):
-  """index -> uint8 image [H, W, C] for random-access sources."""
+  """index -> (uint8 image [H, W, C], label, index read[, caption tokens]) for random-access
+  sources. Record sources read (and, for an unreadable record, replace) on the host, so the
+  label and index are those of the record actually read; the others gather them."""
+  if isinstance(source, RecordSource):
+    return source.read_tf
+  labels = tf.constant(source.labels.astype(np.int32))
+  tokens = _tokens_of(source)
   if isinstance(source, ArraySource):
     images = tf.constant(source.images)
-    return lambda i: tf.gather(images, i)
-  if isinstance(source, ShardSource):  # record shards: read by index and decoded on the host
-    return source.decode
-  paths = tf.constant(source.paths)
-  return lambda i: source.decode(tf.gather(paths, i))
+    image_of = lambda i: tf.gather(images, i)
+  else:
+    paths = tf.constant(source.paths)
+    image_of = lambda i: source.decode(tf.gather(paths, i))
+
+  def read(i):
+    out = (image_of(i), tf.gather(labels, i), tf.cast(i, tf.int64))
+    # The caption rides with its image's index.
+    return out if tokens is None else out + (tf.gather(tokens, i),)
+
+  return read
 
 
 def _tokens_of(source: Source):
@@ -77,7 +89,8 @@ def train_dataset(
 
   Yields {"views": ([b,S,S,C] float32, ...), "label": [b] int32, "index": [b] int32 example
   ids} with b = global_batch / process_count; image-text sources (a `tokens` [N, L] array,
-  see sslax/data/image_text.py) add "tokens": [b, L] int32, the caption of each image.
+  see sslax/data/sources/image_text.py) and captioned record sources (record shards made from
+  image-text pairs) add "tokens": [b, L] int32, the caption of each image.
   """
   local_batch = global_batch // process_count
   if isinstance(source, TFDSSource):
@@ -98,16 +111,12 @@ def train_dataset(
       lambda pos, ex: (pos, ex["image"], ex["label"], tf.constant(-1, tf.int64))
     )
   else:
-    n = len(source.labels)
-    labels = tf.constant(source.labels.astype(np.int32))
+    n = num_examples(source)
     read = _example_reader(source)
-    tokens = _tokens_of(source)
 
     def lookup(pos):
       i = example_index(pos, num_examples=n, global_batch=global_batch, seed=seed)
-      if tokens is not None:  # the caption rides with its image's index
-        return pos, read(i), tf.gather(labels, i), i, tf.gather(tokens, i)
-      return pos, read(i), tf.gather(labels, i), i
+      return (pos, *read(i))
 
     ds = local_positions(
       start_step,
@@ -163,10 +172,9 @@ def eval_batches(
     num = source.num_examples
   else:
     read = _example_reader(source)
-    num = len(source.labels)
-    labels = tf.constant(source.labels.astype(np.int32))
+    num = num_examples(source)
     ds = tf.data.Dataset.range(num).map(
-      lambda i: (read(i), tf.gather(labels, i)),
+      lambda i: read(i)[:2],
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
@@ -193,4 +201,6 @@ def eval_batches(
 
 
 def num_examples(source: Source) -> int:
-  return source.num_examples if isinstance(source, TFDSSource) else len(source.labels)
+  if isinstance(source, TFDSSource):
+    return source.num_examples
+  return len(source) if isinstance(source, RecordSource) else len(source.labels)

@@ -7,6 +7,11 @@ Inputs (`--from`):
   image_folder  DIR/<class>/**/*.{png,jpg,jpeg}: one label per class sub-directory (sorted).
   jsonl         a .jsonl file of {"image": path, "caption": str[, "label": int]} lines, the format
                 of the `image_text_pairs` dataset (relative image paths are relative to the file).
+  csv           the same pairs as a .csv file with the header image,caption[,label].
+  tfds          a prepared TFDS dataset: --input NAME, --split one of its splits (written under
+                that name), --tfds_data_dir where it is prepared; images are copied as they are
+                encoded in TFDS (datasets prepared in ArrayRecord format need no conversion:
+                dataset.name=NAME reads them in place by random access).
   webdataset    a .tar file, or a directory of .tar files (sorted): members sharing a key
                 (`dir/name` before the first dot of the file name) make one example: the image
                 from .jpg/.jpeg/.png, the caption from .txt (or "caption"/"text" of .json), the
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import csv
 import dataclasses
 import datetime
 import json
@@ -55,6 +61,7 @@ class Item:
   caption: str = ""
   offset: int = -1  # >= 0: the image is `size` bytes at `offset` of the file (a tar member)
   size: int = -1
+  tfds_split: str = ""  # a TFDS example: `path` is the dataset name, `offset` its index
 
   def read(self) -> bytes:
     with epath.Path(self.path).open("rb") as f:
@@ -84,11 +91,28 @@ def image_folder_items(root: str) -> tuple[list[Item], tuple[str, ...]]:
   return items, tuple(classes)
 
 
+def _pair_item(base: str, row: dict, where: str) -> Item:
+  if "image" not in row or "caption" not in row:
+    raise ValueError(f"{where}: needs the keys 'image' and 'caption'.")
+  try:
+    label = int(row.get("label") or 0)
+  except (TypeError, ValueError):
+    raise ValueError(f"{where}: label {row.get('label')!r} is not an integer.") from None
+  return Item(
+    key=str(row["image"]),
+    path=os.path.join(base, os.path.expanduser(str(row["image"]))),
+    label=label,
+    caption=str(row["caption"] or ""),
+  )
+
+
 def jsonl_items(path: str) -> tuple[list[Item], tuple[str, ...]]:
   """The pairs of an `image_text_pairs` .jsonl file (missing images are skipped when read)."""
-  base = os.path.dirname(os.path.abspath(path))
+  base = (
+    os.path.dirname(os.path.abspath(path)) if "://" not in path else str(epath.Path(path).parent)
+  )
   items = []
-  with open(path, encoding="utf-8") as f:
+  with epath.Path(path).open("r") as f:
     for line_no, line in enumerate(f, 1):
       if not line.strip():
         continue
@@ -96,76 +120,142 @@ def jsonl_items(path: str) -> tuple[list[Item], tuple[str, ...]]:
         row = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{line_no}: not a JSON object ({e}).") from None
-      if not isinstance(row, dict) or "image" not in row or "caption" not in row:
-        raise ValueError(f"{path}:{line_no}: needs the keys 'image' and 'caption'.")
-      image = os.path.join(base, os.path.expanduser(str(row["image"])))
-      items.append(
-        Item(
-          key=str(row["image"]),
-          path=image,
-          label=int(row.get("label") or 0),
-          caption=str(row["caption"] or ""),
-        )
-      )
+      if not isinstance(row, dict):
+        raise ValueError(f"{path}:{line_no}: not a JSON object.")
+      items.append(_pair_item(base, row, f"{path}:{line_no}"))
   if not items:
     raise ValueError(f"{path}: no (image, caption) pairs.")
   return items, _numbered_classes(items)
 
 
+def csv_items(path: str) -> tuple[list[Item], tuple[str, ...]]:
+  """The pairs of an `image_text_pairs` .csv file (header image,caption[,label])."""
+  base = (
+    os.path.dirname(os.path.abspath(path)) if "://" not in path else str(epath.Path(path).parent)
+  )
+  with epath.Path(path).open("r") as f:
+    reader = csv.DictReader(f)
+    items = [_pair_item(base, row, f"{path}:{n}") for n, row in enumerate(reader, 2)]
+  if not items:
+    raise ValueError(f"{path}: no (image, caption) pairs.")
+  return items, _numbered_classes(items)
+
+
+def tfds_items(name: str, split: str, data_dir: str | None) -> tuple[list[Item], tuple[str, ...]]:
+  """The examples of split `split` of the prepared TFDS dataset `name` (labels read later)."""
+  from sslax.data.sources import tfds as tfds_sources  # pylint: disable=g-import-not-at-top
+
+  builder, note = tfds_sources.tfds_builder(name, data_dir)
+  if builder is None:
+    raise FileNotFoundError(f"{note}: prepare it first (`tfds build {name}`).")
+  if split not in builder.info.splits:
+    raise ValueError(f"TFDS {name} has no split {split!r} ({', '.join(builder.info.splits)}).")
+  label = builder.info.features["label"] if "label" in builder.info.features else None
+  names = tuple(label.names) if label is not None else ("class_0",)
+  n = int(builder.info.splits[split].num_examples)
+  items = [
+    Item(key=f"{name}/{split}/{i}", path=name, label=-1, offset=i, tfds_split=split)
+    for i in range(n)
+  ]
+  _TFDS_DIRS[name] = data_dir
+  return items, names
+
+
+_TFDS_DIRS: dict[str, str | None] = {}  # dataset name -> its --tfds_data_dir (this conversion)
+
+
+def _read_tfds(items: Sequence[Item]):
+  """Consecutive TFDS items -> [(item with its label, image bytes or an OSError)], one read of
+  the slice [first, last] of the split (the image left encoded as TFDS stores it)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from sslax.data.sources import tfds as tfds_sources  # pylint: disable=g-import-not-at-top
+
+  first, name, split = items[0].offset, items[0].path, items[0].tfds_split
+  builder = tfds.builder(name, data_dir=_TFDS_DIRS.get(name))
+  decoders = {"image": tfds.decode.SkipDecoding()}
+  if tfds_sources.is_array_record(builder):  # random access (TFRecord: one sliced stream)
+    data = builder.as_data_source(split=split, decoders=decoders)
+    examples = (data[it.offset] for it in items)
+  else:
+    examples = tfds.as_numpy(
+      builder.as_dataset(
+        split=f"{split}[{first}:{items[-1].offset + 1}]", shuffle_files=False, decoders=decoders
+      )
+    )
+  out = []
+  for item, ex in zip(items, examples):
+    label = int(ex["label"]) if "label" in ex else 0
+    out.append((dataclasses.replace(item, label=label), bytes(ex["image"])))
+  return out
+
+
 def webdataset_items(path: str) -> tuple[list[Item], tuple[str, ...]]:
-  """One pass over the tar members: image offsets, captions and labels by sample key."""
+  """The samples of a WebDataset tar (or a folder of them), the tars listed in parallel."""
   p = epath.Path(path)
   tars = sorted(str(t) for t in p.glob("*.tar")) if p.is_dir() else [str(p)]
   if not tars:
     raise FileNotFoundError(f"{path}: no .tar files.")
-  items = []
-  for tar_path in tars:
-    samples: dict[str, dict] = {}
-    with epath.Path(tar_path).open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-      for m in tar:
-        if not m.isfile():
-          continue
-        dirname, base = os.path.split(m.name)
-        if base.startswith("."):
-          continue
-        stem, _, ext = base.partition(".")
-        sample = samples.setdefault(os.path.join(dirname, stem), {})
-        ext = ext.lower()
-        if ext in WEBDATASET_IMAGE_EXTENSIONS and "image" not in sample:
-          sample["image"] = (m.offset_data, m.size)
-        elif ext in ("txt", "json", "cls"):
-          sample[ext] = tar.extractfile(m).read().decode("utf-8", "replace")
-    for key, s in samples.items():
-      meta = {}
-      if "json" in s:
-        try:
-          meta = json.loads(s["json"])
-        except ValueError:
-          meta = {}
-        meta = meta if isinstance(meta, dict) else {}
-      caption = s.get("txt", "").strip() or str(meta.get("caption") or meta.get("text") or "")
-      label = s.get("cls", "").strip() or meta.get("label") or 0
-      offset, size = s.get("image", (-1, -1))
-      items.append(
-        Item(
-          key=f"{os.path.basename(tar_path)}:{key}",
-          path=tar_path,
-          label=int(label),
-          caption=caption,
-          offset=offset,
-          size=size if offset >= 0 else 0,  # no image member: read() gives b"" (skipped)
-        )
-      )
+  with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(tars))) as pool:
+    items = [item for listed in pool.map(_tar_items, tars) for item in listed]
   if not items:
     raise ValueError(f"{path}: no samples in {len(tars)} tar files.")
   return items, _numbered_classes(items)
+
+
+def _tar_items(tar_path: str) -> list[Item]:
+  """One pass over the members of one tar: image offsets, captions and labels by sample key."""
+  items = []
+  samples: dict[str, dict] = {}
+  with epath.Path(tar_path).open("rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+    for m in tar:
+      if not m.isfile():
+        continue
+      dirname, base = os.path.split(m.name)
+      if base.startswith("."):
+        continue
+      stem, _, ext = base.partition(".")
+      sample = samples.setdefault(os.path.join(dirname, stem), {})
+      ext = ext.lower()
+      if ext in WEBDATASET_IMAGE_EXTENSIONS and "image" not in sample:
+        sample["image"] = (m.offset_data, m.size)
+      elif ext in ("txt", "json", "cls"):
+        sample[ext] = tar.extractfile(m).read().decode("utf-8", "replace")
+  for key, s in samples.items():
+    meta = {}
+    if "json" in s:
+      try:
+        meta = json.loads(s["json"])
+      except ValueError:
+        meta = {}
+      meta = meta if isinstance(meta, dict) else {}
+    caption = s.get("txt", "").strip() or str(meta.get("caption") or meta.get("text") or "")
+    label = s.get("cls", "").strip() or meta.get("label") or 0
+    offset, size = s.get("image", (-1, -1))
+    items.append(
+      Item(
+        key=f"{os.path.basename(tar_path)}:{key}",
+        path=tar_path,
+        label=int(label),
+        caption=caption,
+        offset=offset,
+        size=size if offset >= 0 else 0,  # no image member: read() gives b"" (skipped)
+      )
+    )
+  return items
 
 
 def _numbered_classes(items: Sequence[Item]) -> tuple[str, ...]:
   return tuple(f"class_{i}" for i in range(max(it.label for it in items) + 1))
 
 
-READERS = {"image_folder": image_folder_items, "jsonl": jsonl_items, "webdataset": webdataset_items}
+READERS = {
+  "image_folder": image_folder_items,
+  "jsonl": jsonl_items,
+  "csv": csv_items,
+  "webdataset": webdataset_items,
+  "tfds": tfds_items,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,6 +275,19 @@ def check_image_bytes(data: bytes) -> str | None:
     why = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:\w+\]", "", str(e).splitlines()[0])
     return f"{type(e).__name__}: {why[:200]}"
   return None
+
+
+def _read_items(items: Sequence[Item]):
+  """-> [(item, its image bytes, or the OSError that reading raised)]."""
+  if items and items[0].tfds_split:
+    return _read_tfds(items)
+  out = []
+  for item in items:
+    try:
+      out.append((item, item.read()))
+    except OSError as e:
+      out.append((item, e))
+  return out
 
 
 def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Item], start: int):
@@ -209,11 +312,9 @@ def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Ite
   tmp = output / (final.name + ".tmp")
   writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")  # random access
   try:
-    for item in items:
-      try:
-        data = item.read()
-      except OSError as e:
-        problem = f"{type(e).__name__}: {e}"
+    for item, data in _read_items(items):
+      if isinstance(data, OSError):
+        problem = f"{type(data).__name__}: {data}"
       else:
         problem = check_image_bytes(data)
       if problem:
@@ -260,6 +361,7 @@ def convert(
   split: str = "train",
   shard_size: int = 1024,
   workers: int = 4,
+  tfds_data_dir: str | None = None,
 ) -> dict:
   """Converts one split; -> the split's entry of metadata.json (with its "made" report)."""
   if source not in READERS:
@@ -278,9 +380,16 @@ def convert(
   }
   if meta_path.exists():
     meta = shard_format.read_metadata(output)
-  items, class_names = READERS[source](input_path)
+  if source == "tfds":
+    items, class_names = tfds_items(input_path, split, tfds_data_dir)
+  else:
+    items, class_names = READERS[source](input_path)
   meta["class_names"], to_dataset = _class_mapping(meta["class_names"], class_names)
-  items = [dataclasses.replace(it, label=to_dataset[it.label]) for it in items]
+  if source == "tfds":  # labels are read with the images: TFDS's class ids are the dataset's
+    if list(to_dataset) != list(range(len(class_names))):
+      raise ValueError(f"{output}: its class names differ from TFDS {input_path}'s.")
+  else:
+    items = [dataclasses.replace(it, label=to_dataset[it.label]) for it in items]
 
   starts = range(0, len(items), shard_size)
   with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -340,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--split", default="train")
   parser.add_argument("--shard_size", type=int, default=1024, help="inputs per shard")
   parser.add_argument("--workers", type=int, default=4, help="shards written in parallel")
+  parser.add_argument("--tfds_data_dir", default=None, help="--from tfds: TFDS's data dir")
   args = parser.parse_args(argv)
   entry = convert(
     args.source,
@@ -348,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     split=args.split,
     shard_size=args.shard_size,
     workers=args.workers,
+    tfds_data_dir=args.tfds_data_dir,
   )
   made = entry["made"]
   print(

@@ -119,7 +119,8 @@ class ImageTextMethod(Method):
         f"{self.name} needs an image-text dataset (batches with 'tokens'); "
         f"config.dataset.name={self.config.dataset.name!r} has no captions. Use "
         f"one of image_text_pairs, openclipart_captions, tuxpaint_captions, "
-        f"fashion_mnist_captions, coco_captions."
+        f"fashion_mnist_captions, coco_captions, or record shards converted from image-text "
+        f"pairs (dataset.name='shards'; python -m sslax.data.shards --from jsonl|csv|webdataset)."
       )
     (images,) = batch["views"]
     tokens = text_lib.fit_context(batch["tokens"], self.config.text.context_length)

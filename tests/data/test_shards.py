@@ -228,17 +228,151 @@ def test_a_corrupt_record_is_replaced_and_counted(tmp_path, monkeypatch):
   assert src.replaced >= 2 + 2 * 3  # per epoch: 0 -> 1 -> 2 and 1 -> 2
 
 
-def test_simclr_trains_on_shards(folder_shards, tmp_path):
-  from sslax import train
+def test_stream_resumes_exactly_at_any_step(folder_shards):
+  out, _, _ = folder_shards
+  src = sources.get_source("shards", "train", data_dir=str(out))
+  whole = list(
+    pipeline.train_dataset(src, VIEWS, global_batch=4, seed=2).take(5).as_numpy_iterator()
+  )
+  late = list(
+    pipeline.train_dataset(src, VIEWS, global_batch=4, seed=2, start_step=3)
+    .take(2)
+    .as_numpy_iterator()
+  )
+  for a, b in zip(whole[3:], late):
+    np.testing.assert_array_equal(a["index"], b["index"])
+    np.testing.assert_array_equal(a["views"][0], b["views"][0])
+
+
+def test_sigterm_on_shards_then_resume_equals_uninterrupted(folder_shards, tmp_path, devices):
+  import jax
+
   from testkit.configs import tiny_config
 
   out, _, _ = folder_shards
-  c = tiny_config()
+
+  def config():
+    c = tiny_config()
+    c.dataset.name = "shards"
+    c.dataset.data_dir = str(out)
+    c.dataset.num_train_examples = 0
+    c.batch_size = 8
+    c.total_steps = 3
+    c.checkpoint_every_steps = 100  # only the SIGTERM save and the final save
+    c.optimizer.name = "sgd"  # linear in the gradient: float noise stays at 1e-7
+    return c
+
+  # The three runs compile the same step: share it through a persistent compilation cache.
+  saved = {
+    k: getattr(jax.config, k)
+    for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  }
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "compiled"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  try:
+    _interrupt_and_resume(config, tmp_path)
+  finally:
+    for k, v in saved.items():
+      jax.config.update(k, v)
+
+
+def _interrupt_and_resume(config, tmp_path):
+  import signal
+
+  import jax
+
+  from sslax import train
+
+  full = train.train(config(), str(tmp_path / "full"))
+
+  def sigterm_at_1(step):
+    if step == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  workdir = str(tmp_path / "interrupted")
+  first = train.train(config(), workdir, step_hook=sigterm_at_1)
+  assert first["status"] == "preempted" and first["step"] == 1
+  second = train.train(config(), workdir)
+  assert second["status"] == "done" and int(second["state"].step) == 3
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+    jax.device_get(second["state"].params),
+    jax.device_get(full["state"].params),
+  )
+
+
+# --------------------------------------------------------------------------------------------
+# Captions -> tokens; CLIP's pod config on shards
+# --------------------------------------------------------------------------------------------
+
+
+def _pairs(root, n=6, bad=True) -> list[dict]:
+  os.makedirs(root / "img")
+  rows = []
+  for i in range(n):
+    (root / "img" / f"{i}.png").write_bytes(_png(i))
+    rows.append({"image": f"img/{i}.png", "caption": f"a picture number {i}"})
+  if bad:
+    (root / "img" / "bad.png").write_bytes(b"garbage")
+    rows.append({"image": "img/bad.png", "caption": "broken"})
+  return rows
+
+
+def test_csv_pairs_and_caption_tokens_in_batches(tmp_path):
+  from sslax.data import text
+
+  rows = _pairs(tmp_path)
+  with open(tmp_path / "pairs.csv", "w") as f:
+    f.write("image,caption\n" + "".join(f"{r['image']},{r['caption']}\n" for r in rows))
+  entry = shards.convert("csv", str(tmp_path / "pairs.csv"), str(tmp_path / "out"), shard_size=4)
+  assert entry["made"]["skipped_corrupt"] == 1 and "caption" in entry["features"]
+  src = sources.get_source("shards", "train", data_dir=str(tmp_path / "out"))
+  assert src.captions
+  (b,) = list(
+    pipeline.train_dataset(src, VIEWS, global_batch=4, seed=0).take(1).as_numpy_iterator()
+  )
+  tok = text.ByteTokenizer(context_length=77)
+  for i, t in zip(b["index"], b["tokens"]):
+    np.testing.assert_array_equal(t, tok.encode(src.read_example(int(i))["caption"]))
+
+
+def test_clip_pod_config_trains_on_caption_shards(tmp_path, devices):
+  """configs/clip_vitb32_tpu.py at a toy size on generated jsonl -> shards; a record corrupted
+  after conversion is replaced at train time and counted."""
+  from array_record.python import array_record_module
+
+  from sslax import aot, train
+
+  rows = _pairs(tmp_path, n=8)
+  (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = tmp_path / "out"
+  entry = shards.convert("jsonl", str(tmp_path / "pairs.jsonl"), str(out), shard_size=4)
+  assert entry["made"]["skipped_corrupt"] == 1
+  writer = array_record_module.ArrayRecordWriter(
+    str(out / "train-00000.array_record"), "group_size:1"
+  )
+  writer.write(shard_format.encode_example(b"not an image", 0, "broken", key="planted"))
+  for i in range(1, 4):
+    writer.write(shard_format.encode_example(_png(i), 0, f"a picture number {i}", key=str(i)))
+  writer.close()
+
+  c, _ = aot.load_config_file("configs/clip_vitb32_tpu.py")
   c.dataset.name = "shards"
   c.dataset.data_dir = str(out)
+  c.dataset.train_size = 0
   c.dataset.image_size = 16
-  c.dataset.num_train_examples = 0
+  c.dataset.zero_shot_dataset = ""
+  c.model.patch_size = 8
+  c.model.variant = "custom"
+  c.model.hidden_size, c.model.num_layers, c.model.num_heads = 32, 1, 2
+  c.text.width, c.text.depth, c.text.heads, c.text.context_length = 32, 1, 2, 16
+  c.clip.embed_dim = 16
   c.batch_size = 8
   c.total_steps = 2
+  c.log_every_steps = 1
+  c.checkpoint_every_steps = 100
+  c.eval.baselines = False
   result = train.train(c, str(tmp_path / "run"))
   assert result["status"] == "done" and result["step"] == 2
+  assert np.isfinite(result["metrics"]["loss"])
+  assert result["metrics"]["replaced_records"] >= 1

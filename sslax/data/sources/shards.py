@@ -25,23 +25,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from typing import TYPE_CHECKING
-
-from absl import logging
 import numpy as np
 
 from sslax.data.sources import registry
 from sslax.data.sources.base import CorruptDatasetError, DatasetNotFoundError, Source
-
-if TYPE_CHECKING:  # TensorFlow is imported lazily (reading metadata needs none of it).
-  import tensorflow as tf
+from sslax.data.sources.records import RecordSource
 
 FORMAT = "sslax.shards"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 FEATURES = ("image", "label", "caption")
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"  # random access
-_MAX_LOGGED = 5
 
 
 class CorruptRecordError(ValueError):
@@ -120,11 +114,12 @@ def read_metadata(data_dir: str) -> dict:
 
 
 @dataclasses.dataclass(eq=False)
-class ShardSource:
+class ShardSource(RecordSource):
   """Random access by global example index over the ArrayRecord shards of one split.
 
-  `labels` int32 [N] are held in memory (the pipeline gathers them by index); images are read
-  and decoded in the tf.data pipeline with `decode` (like `FileSource.decode`).
+  `labels` int32 [N] are held in memory (low-shot subsets and label statistics need them);
+  images are read and decoded in the tf.data pipeline by `read_tf` (sslax/data/sources/records.py:
+  corrupt records replaced by the next readable index, captions tokenized).
   """
 
   data_dir: str
@@ -136,17 +131,20 @@ class ShardSource:
   class_names: tuple[str, ...]
   name: str = "shards"
   channels: int = 3
+  captions: bool = False  # the split's records carry captions: batches get "tokens"
   index_map: np.ndarray | None = None  # int64 [N]: a subset's global indices (None: all)
 
   def __post_init__(self):
     self.shard_starts = np.concatenate([[0], np.cumsum(self.shard_counts)]).astype(np.int64)
     self._readers: dict[int, object] = {}
     self._lock = threading.Lock()
-    self.replaced = 0  # corrupt records replaced at read time (this process)
-    self.reads = 0  # records read (this process)
+    self._init_counters()
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  def describe(self) -> str:
+    return f"shards {self.data_dir}/{self.split}"
 
   @property
   def total_records(self) -> int:
@@ -175,49 +173,15 @@ class ShardSource:
     """The raw record of example `index` of this source (after any subset)."""
     i = int(index if self.index_map is None else self.index_map[index])
     shard, offset = self.locate(i)
-    with self._lock:
-      self.reads += 1
     return self._reader(shard).read([offset])[0]
 
   def read_example(self, index: int) -> dict:
     """Example `index` as stored: {"image": encoded bytes, "label", "caption", "key"}."""
     return decode_example(self.read_record(index))
 
-  def read_image(self, index: int) -> np.ndarray:
-    """Example `index` decoded to uint8 [H, W, channels]; a record that cannot be read, parsed
-    or decoded is replaced by the next valid index (wrapping), counted in `replaced`."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
-
-    n = len(self)
-    for step in range(n):
-      i = (int(index) + step) % n
-      try:
-        image = self.read_example(i)["image"]
-        return tf.io.decode_image(
-          image, channels=self.channels, dtype=tf.uint8, expand_animations=False
-        ).numpy()
-      except Exception as e:  # pylint: disable=broad-except  (reader, proto and TF errors)
-        with self._lock:
-          self.replaced += 1
-          count = self.replaced
-        if count <= _MAX_LOGGED:
-          logging.warning(
-            "shards %s/%s: record %d unreadable (%s: %.200s); using the next index",
-            self.data_dir,
-            self.split,
-            i,
-            type(e).__name__,
-            e,
-          )
-    raise CorruptDatasetError(f"shards {self.data_dir}/{self.split}: no readable record.")
-
-  def decode(self, index: tf.Tensor) -> tf.Tensor:
-    """Graph-mode: example index -> uint8 [H, W, channels] (read and decoded on the host)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top,redefined-outer-name
-
-    image = tf.py_function(lambda i: self.read_image(int(i)), [index], tf.uint8)
-    image.set_shape([None, None, self.channels])
-    return image
+  def read_raw(self, index: int) -> tuple[bytes, int, str]:
+    ex = self.read_example(index)
+    return ex["image"], ex["label"], ex["caption"]
 
   def subset(self, indices) -> ShardSource:
     """The examples `indices` of this source, in that order."""
@@ -264,6 +228,7 @@ def shard_source(
     labels=labels,
     num_classes=max(len(class_names), int(labels.max(initial=-1)) + 1),
     class_names=class_names,
+    captions="caption" in info.get("features", ()),
   )
   if num_examples is not None and num_examples < len(source):
     keep = np.random.default_rng(seed).permutation(len(source))[:num_examples]
