@@ -262,18 +262,8 @@ def test_sigterm_on_shards_then_resume_equals_uninterrupted(folder_shards, tmp_p
     c.optimizer.name = "sgd"  # linear in the gradient: float noise stays at 1e-7
     return c
 
-  # The three runs compile the same step: share it through a persistent compilation cache.
-  saved = {
-    k: getattr(jax.config, k)
-    for k in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-  }
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "compiled"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  try:
-    _interrupt_and_resume(config, tmp_path)
-  finally:
-    for k, v in saved.items():
-      jax.config.update(k, v)
+  # (tests/conftest.py shares compiled programs between the three runs.)
+  _interrupt_and_resume(config, tmp_path)
 
 
 def _interrupt_and_resume(config, tmp_path):

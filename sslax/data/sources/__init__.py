@@ -1,8 +1,10 @@
 """Dataset sources: the raw examples of one split, read from the data's original files.
 
-A source is one of three kinds (`base.py`): `ArraySource` (decoded uint8 images in memory),
-`FileSource` (encoded image files, decoded in the tf.data pipeline) and `TFDSSource` (a
-prepared TFDS dataset read as a stream).
+A source is one of four kinds: `ArraySource` (decoded uint8 images in memory), `FileSource`
+(encoded image files, decoded in the tf.data pipeline), `TFDSSource` (a prepared TFDS dataset in
+TFRecord format, read as a stream) (all three in `base.py`), and a `RecordSource` (`records.py`:
+encoded records read one by one by global index: record shards, `ShardSource` in `shards.py`,
+and TFDS datasets prepared in ArrayRecord format, `TFDSRecordSource` in `tfds.py`).
 
 `get_source(name, split, ...)` looks the dataset name up in the registry (`registry.py`), where
 each format module registers its names:
@@ -14,6 +16,7 @@ each format module registers its names:
   fake.py            fake (deterministic random images)
   colour_folders.py  openclipart, tuxpaint_stamps (labelled colour images)
   image_text.py      IMAGE_TEXT_DATASETS ((image, caption) pairs for CLIP / SigLIP)
+  shards.py          shards (record shards written by `python -m sslax.data.shards`)
   tfds.py            any other name: a prepared TFDS dataset
 
 Nothing here downloads anything: when the data is not on the machine a `DatasetNotFoundError`
