@@ -366,3 +366,15 @@ def test_clip_pod_config_trains_on_caption_shards(tmp_path, devices):
   assert result["status"] == "done" and result["step"] == 2
   assert np.isfinite(result["metrics"]["loss"])
   assert result["metrics"]["replaced_records"] >= 1
+
+  # The same pairs as WebDataset tars (open_clip's layout), one corrupt member skipped.
+  members = {f"{i:03d}.png": _png(i) for i in range(8)}
+  members.update({f"{i:03d}.txt": f"a picture number {i}".encode() for i in range(8)})
+  members.update({"008.png": b"garbage", "008.txt": b"broken"})
+  (tmp_path / "wds").mkdir()
+  _tar(tmp_path / "wds" / "part-0.tar", members)
+  entry = shards.convert("webdataset", str(tmp_path / "wds"), str(tmp_path / "wds_out"))
+  assert entry["made"]["skipped_corrupt"] == 1 and entry["num_examples"] == 8
+  c.dataset.data_dir = str(tmp_path / "wds_out")
+  result = train.train(c, str(tmp_path / "run_wds"))  # same shapes: the compiled step is reused
+  assert result["status"] == "done" and np.isfinite(result["metrics"]["loss"])
