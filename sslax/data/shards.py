@@ -45,6 +45,7 @@ import numpy as np
 import sslax
 from sslax.data.sources import folders
 from sslax.data.sources import shards as shard_format
+from sslax.data.sources import tfds as tfds_sources
 
 SIDECAR_SUFFIX = ".json"  # <shard>.json: what a completed shard holds (read on resume)
 MAX_REPORTED = 20  # skipped inputs listed by name in the report
@@ -143,8 +144,6 @@ def csv_items(path: str) -> tuple[list[Item], tuple[str, ...]]:
 
 def tfds_items(name: str, split: str, data_dir: str | None) -> tuple[list[Item], tuple[str, ...]]:
   """The examples of split `split` of the prepared TFDS dataset `name` (labels read later)."""
-  from sslax.data.sources import tfds as tfds_sources  # pylint: disable=g-import-not-at-top
-
   builder, note = tfds_sources.tfds_builder(name, data_dir)
   if builder is None:
     raise FileNotFoundError(f"{note}: prepare it first (`tfds build {name}`).")
@@ -168,8 +167,6 @@ def _read_tfds(items: Sequence[Item]):
   """Consecutive TFDS items -> [(item with its label, image bytes or an OSError)], one read of
   the slice [first, last] of the split (the image left encoded as TFDS stores it)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-
-  from sslax.data.sources import tfds as tfds_sources  # pylint: disable=g-import-not-at-top
 
   first, name, split = items[0].offset, items[0].path, items[0].tfds_split
   builder = tfds.builder(name, data_dir=_TFDS_DIRS.get(name))
