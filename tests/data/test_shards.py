@@ -182,6 +182,16 @@ def test_stream_reads_by_index(folder_shards):
   np.testing.assert_array_equal(b["index"], expected)
 
 
+def test_open_shard_readers_are_bounded(folder_shards, monkeypatch):
+  out, _, _ = folder_shards  # 12 examples in shards of 5
+  monkeypatch.setattr(shard_format, "MAX_OPEN_READERS", 2)
+  src = sources.get_source("shards", "train", data_dir=str(out))
+  first = [src.read_example(i)["image"] for i in range(len(src))]
+  assert len(src._readers) == 2  # pylint: disable=protected-access
+  again = [src.read_example(i)["image"] for i in reversed(range(len(src)))]
+  assert again[::-1] == first  # readers closed and reopened read the same records
+
+
 def test_a_late_start_reads_only_what_it_yields(folder_shards, monkeypatch):
   out, _, _ = folder_shards
   src = sources.get_source("shards", "train", data_dir=str(out))

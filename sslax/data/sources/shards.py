@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 FEATURES = ("image", "label", "caption")
 _READER_OPTIONS = "readahead_buffer_size:0,max_parallelism:0"  # random access
+MAX_OPEN_READERS = 64  # shard readers kept open per source (each holds its shard's index)
 
 
 class CorruptRecordError(ValueError):
@@ -158,15 +159,17 @@ class ShardSource(RecordSource):
     return shard, int(index - self.shard_starts[shard])
 
   def _reader(self, shard: int):
-    reader = self._readers.get(shard)
-    if reader is None:
-      from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    """The open reader of `shard`; at most MAX_OPEN_READERS stay open (least recently used
+    closed first), so memory does not grow with the number of shards a long run touches."""
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
-      with self._lock:
-        reader = self._readers.get(shard)
-        if reader is None:
-          reader = array_record_module.ArrayRecordReader(self.shard_paths[shard], _READER_OPTIONS)
-          self._readers[shard] = reader
+    with self._lock:
+      reader = self._readers.pop(shard, None)
+      if reader is None:
+        reader = array_record_module.ArrayRecordReader(self.shard_paths[shard], _READER_OPTIONS)
+        while len(self._readers) >= MAX_OPEN_READERS:  # dicts keep insertion order: LRU first
+          self._readers.pop(next(iter(self._readers)))
+      self._readers[shard] = reader  # most recently used last
     return reader
 
   def read_record(self, index: int) -> bytes:
@@ -213,8 +216,13 @@ def shard_source(
   root = epath.Path(data_dir)
   paths = tuple(str(root / s["file"]) for s in info["shards"])
   counts = np.asarray([int(s["num_examples"]) for s in info["shards"]], np.int64)
-  with (root / info["labels_file"]).open("rb") as f:
-    labels = np.load(f, allow_pickle=False).astype(np.int32)
+  labels_path = root / info["labels_file"]
+  if "://" not in str(data_dir):  # local: memory-mapped, pages read only when touched
+    labels = np.load(str(labels_path), mmap_mode="r", allow_pickle=False)
+  else:
+    with labels_path.open("rb") as f:
+      labels = np.load(f, allow_pickle=False)
+  labels = labels.astype(np.int32, copy=False)
   if len(labels) != counts.sum():
     raise CorruptDatasetError(
       f"shards {data_dir}/{split}: {len(labels)} labels but the shards hold {counts.sum()}."
