@@ -37,12 +37,23 @@ CONFIGS.update(
     "colorization (openclipart)": "configs/colorization_openclipart.py",
   }
 )
+# Memory-bank contrastive methods; CMC contrasts L with ab, so it runs on Open Clip Art.
+CONFIGS.update(
+  {
+    "instdisc": "configs/instdisc_fashion_mnist.py",
+    "cmc (openclipart)": "configs/cmc_openclipart.py",
+  }
+)
 # Image-text: Fashion-MNIST images with label-templated captions (zero-shot: sslax.evaluate).
 CONFIGS.update(
   {
     "clip": "configs/clip_fashion_mnist_templates.py",
     "siglip": "configs/clip_fashion_mnist_templates.py:siglip",
   }
+)
+# The whole timeline: surrogate classes (Exemplar-CNN) and patch prediction (CPC v2).
+CONFIGS.update(
+  {"exemplar": "configs/exemplar_fashion_mnist.py", "cpc": "configs/cpc_fashion_mnist.py"}
 )
 
 

@@ -141,6 +141,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.optimizer.warmup_epochs = 10.0
   c.optimizer.warmup_start_lr = 0.0  # lr at step 0 (not batch-scaled); SwAV's start_warmup: 0.3
   c.optimizer.end_lr = 0.0
+  # Step decay instead of cosine (InstDisc, CMC): () = cosine to end_lr; epochs (0-based) at
+  # whose first step the lr is multiplied by lr_decay_factor, e.g. (120, 160).
+  c.optimizer.lr_decay_epochs = ()
+  c.optimizer.lr_decay_factor = 0.1
   c.optimizer.weight_decay = 1e-6
   c.optimizer.momentum = 0.9
   c.optimizer.trust_coefficient = 1e-3
@@ -447,6 +451,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(
       f"Unknown config.optimizer.lr_scaling {config.optimizer.lr_scaling!r}; "
       f"choose one of {optim.LR_SCALING}."
+    )
+  decay_epochs = tuple(config.optimizer.get("lr_decay_epochs", ()) or ())
+  if any(e <= 0 for e in decay_epochs) or not 0 < config.optimizer.get("lr_decay_factor", 0.1):
+    raise ValueError(
+      f"config.optimizer.lr_decay_epochs={decay_epochs} must be positive epochs and "
+      f"lr_decay_factor={config.optimizer.get('lr_decay_factor')} positive (e.g. (120, 160) "
+      "and 0.1: lr x0.1 at epochs 120 and 160)."
     )
   known = set(sources.DATASETS)
   if config.dataset.name not in known and not _is_tfds_name(config.dataset.name):

@@ -45,12 +45,23 @@ class Setup:
 
 
 def make_run_info(config: ml_collections.ConfigDict, *, data_free: bool = False):
-  """-> (RunInfo, training source or None). data_free: from the config's declarations alone."""
+  """-> (RunInfo, training source or None). data_free: from the config's declarations alone.
+
+  A method that trains on part of the split (`Method.training_subset`) gets a source and a
+  RunInfo of that part only."""
+  subset = get_method(config.method).training_subset
   if data_free:
-    return RunInfo.from_config(config), None
+    run = RunInfo.from_config(config)
+    indices = subset(config, run.num_train_examples)
+    if indices is not None:
+      run = RunInfo.from_config(config, num_train_examples=len(indices))
+    return run, None
   source = sources.load_source(
     config, config.dataset.train_split, config.dataset.num_train_examples
   )
+  indices = subset(config, pipeline.num_examples(source))
+  if indices is not None:
+    source = sources.base.take_indices(source, indices)
   run = RunInfo.from_config(
     config,
     num_train_examples=pipeline.num_examples(source),

@@ -287,3 +287,22 @@ def test_constant_lr_group_keeps_its_lr_while_the_rest_decays():
     np.testing.assert_allclose(
       updates["encoder"], -float(sched(step)) * buf * np.ones(3), rtol=1e-6
     )
+
+
+def test_step_decay_schedule_drops_at_the_listed_epochs():
+  """optimizer.lr_decay_epochs (InstDisc's and CMC's adjust_learning_rate): the peak until the
+  first listed epoch, x factor at the first step of each; after a linear warmup if set."""
+  opt = _lars_config(
+    base_lr=0.03,
+    lr_scaling="none",
+    warmup_epochs=0.0,
+    end_lr=0.0,
+    lr_decay_epochs=(3, 5),
+    lr_decay_factor=0.1,
+  )
+  sched = optim.lr_schedule(opt, batch_size=256, total_steps=70, steps_per_epoch=10)
+  lrs = [float(sched(s)) for s in (0, 29, 30, 49, 50, 69)]
+  np.testing.assert_allclose(lrs, [0.03, 0.03, 0.003, 0.003, 3e-4, 3e-4], rtol=1e-6)
+  opt.warmup_epochs = 1.0
+  sched = optim.lr_schedule(opt, batch_size=256, total_steps=70, steps_per_epoch=10)
+  np.testing.assert_allclose([float(sched(s)) for s in (0, 5, 10, 30)], [0, 0.015, 0.03, 0.003])

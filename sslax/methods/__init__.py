@@ -6,10 +6,14 @@ from sslax.methods.barlow_twins import BarlowTwins
 from sslax.methods.base import Method
 from sslax.methods.byol import BYOL
 from sslax.methods.clip import CLIP
+from sslax.methods.cmc import CMC
 from sslax.methods.colorization import Colorization
+from sslax.methods.cpc import CPC
 from sslax.methods.deepcluster import DeepCluster
 from sslax.methods.dino import DINO
+from sslax.methods.exemplar import Exemplar
 from sslax.methods.inpainting import Inpainting
+from sslax.methods.instdisc import InstDisc
 from sslax.methods.jigsaw import Jigsaw
 from sslax.methods.mae import MAE
 from sslax.methods.mocov2 import MoCoV2
@@ -45,6 +49,10 @@ METHODS: dict[str, type[Method]] = {
     Colorization,
     Inpainting,
     DeepCluster,
+    InstDisc,
+    CMC,
+    Exemplar,
+    CPC,
   )
 }
 

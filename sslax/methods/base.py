@@ -62,6 +62,18 @@ class Method:
     self.run = run
     self.mesh = mesh
 
+  @classmethod
+  def training_subset(cls, config: ml_collections.ConfigDict, num_examples: int):
+    """The indices ([n] int, in stream order) of the training split's examples that the
+    training stream draws from; None (the default): all `num_examples` of them.
+
+    `sslax.setup` asks before the method is built (with the split's counted or declared size),
+    restricts the training source to them (`sources.base.take_indices`), and the RunInfo counts
+    only these; `batch["index"]` is then an example's position in the returned list
+    (Exemplar-CNN's surrogate class). Evaluation still reads the whole split.
+    """
+    return None
+
   def views(self) -> tuple[ViewSpec, ...]:
     """The augmented crops of each image, in the order the batch holds them."""
     raise NotImplementedError

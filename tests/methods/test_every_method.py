@@ -32,6 +32,17 @@ SMALL = {
   "colorization": dict(decoder_width=16, grid=20.0),
   "inpainting": dict(decoder_width=16),
   "deepcluster": dict(num_clusters=4, pca_dims=4),
+  "instdisc": dict(feature_dim=16, num_negatives=8),
+  "cmc": dict(feature_dim=16),
+  "exemplar": dict(num_classes=64),  # all 64 declared examples are seed images
+  "cpc": dict(
+    patch_size=8,
+    patch_stride=4,
+    prediction_offsets=(1, 2),
+    context_blocks=1,
+    context_width=16,
+    target_dim=8,
+  ),
 }
 VIT_METHODS = ("mae",)
 IMAGE_TEXT_METHODS = ("clip", "siglip")

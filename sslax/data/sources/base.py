@@ -178,6 +178,34 @@ def take_first(source: Source, n: int | None) -> Source:
   raise TypeError(type(source))
 
 
+def take_indices(source: Source, indices) -> Source:
+  """The examples `indices` of a random-access source, in that order: example i of the result
+  is example indices[i] of `source` (so the pipeline's `batch["index"]` is a position in
+  `indices`). Every per-example array of an in-memory or file source is indexed (images or
+  paths, labels, an image-text source's captions and tokens); record shards keep an index map
+  (`ShardSource.subset`). A TFDS stream cannot be indexed: ValueError."""
+  indices = np.asarray(indices, np.int64)
+  if isinstance(source, TFDSSource):
+    raise ValueError(
+      f"A subset of examples needs a random-access dataset, but {source.name!r} is streamed "
+      "from TFDS. Use a dataset that fits in memory, an image_folder, or record shards "
+      "(python -m sslax.data.shards)."
+    )
+  if hasattr(source, "subset"):
+    return source.subset(indices)
+  if isinstance(source, (ArraySource, FileSource)):
+    n = len(source)
+    if indices.size and (indices.min() < 0 or indices.max() >= n):
+      raise ValueError(f"indices must lie in [0, {n}), got [{indices.min()}, {indices.max()}].")
+    per_example = {
+      f.name: getattr(source, f.name)[indices]
+      for f in dataclasses.fields(source)
+      if isinstance(getattr(source, f.name), np.ndarray) and len(getattr(source, f.name)) == n
+    }
+    return dataclasses.replace(source, **per_example)
+  raise TypeError(type(source))
+
+
 def search_roots(data_dir: str | None) -> list[str]:
   """Root directories searched for built-in datasets, in order."""
   roots = []
