@@ -17,7 +17,9 @@ range are chosen here, not taken from the paper; see sslax/methods/cpc.py for wh
 CPC v2 (BatchNorm instead of layer norm, one prediction direction, no per-patch augmentation).
 
 Expected runtime: not measured by us (49 patches of 64 px per image: ~4x the pixels of a
-224 px image).
+224 px image). Compiled for v5e:4x4 by `python -m sslax.aot` on the CPU machine (2026-11-30):
+peak HBM 5.0 GiB per chip of 16, HBM-bound by the roofline estimate at most 383 img/s per chip;
+not run on a TPU.
 Expected accuracy (published, not ours): linear classification on ImageNet, CPC v2 with a
 ResNet-50 encoder 63.8% top-1 / 85.3% top-5, with its ResNet-161 71.5% / 90.1% (the paper's
 table of linear evaluation, as listed by Papers with Code); that ResNet-50 is a ResNet v2 with

@@ -11,8 +11,15 @@ view (its contrast transforms; grey images have no colour) and rotations up to +
 ResNet-10 x1/4 (128-d features) -> a linear classifier over the 2048 classes, AdamW as in
 configs/simclr_fashion_mnist.py, 120 warmup steps (15 passes over the seeds).
 
-Runtime and accuracy: see benchmarks/results/learning.md, row "exemplar" (300 steps of this
-config, batch 256, on the shared 2-core CPU machine); the full run is not measured.
+Measured (benchmarks/learning.py: 300 steps of batch 256 = 37.5 passes over the seeds, not
+this config's 900; seed 0; Fashion-MNIST test set, kNN bank / probe train set the first 10k
+train images):
+  pretrained   kNN k=20 72.8%  kNN k=200 64.4%  linear probe 73.8%  (pretext accuracy 0.45%,
+               chance 0.05%)
+  random init  kNN k=20 51.1%  kNN k=200 44.2%  linear probe 55.1%
+  raw pixels   kNN k=20 80.1%  kNN k=200 73.4%  linear probe 83.3%
+Runtime: 8.4 min for those 300 steps plus evaluation on the 2-core AMD EPYC CPU while other
+jobs shared it (200 img/s). The full 900 steps: not measured.
 """
 
 from sslax.presets import fashion_mnist_cpu

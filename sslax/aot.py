@@ -158,6 +158,9 @@ def topology_devices(topology: str):
     os.environ["TPU_LIBRARY_PATH"] = LOCAL_LIBTPU
   # The compile-only client warns about the missing TPU host metadata: it needs none.
   os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
+  # Compile-only: no TPU is opened, so several processes may load libtpu at once (without this,
+  # a second one fails on libtpu's /tmp/libtpu_lockfile, e.g. two compile checks in parallel).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   from jax.experimental import topologies  # local: loads the TPU plugin
 
   chip_of(topology)

@@ -98,6 +98,7 @@ def _declared(config):
   return config
 
 
+@pytest.mark.slow  # ~20 s; the wiring also runs in tests/methods/test_every_method.py
 def test_loss_is_cross_entropy_of_the_classifier_on_rotated_views(devices):
   """Forward only (one compile; the gradients are checked in the 8-device test)."""
   s = setup_lib.build(_declared(exemplar_config()), devices=devices[:1], data_free=True)
