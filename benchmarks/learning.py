@@ -28,6 +28,7 @@ CONFIGS.update({"mae": "configs/mae_vit_fashion_mnist.py"})
 CONFIGS.update(
   {"mocov3": "configs/mocov3_vit_fashion_mnist.py", "dino": "configs/dino_fashion_mnist.py"}
 )
+CONFIGS.update({"dino_vit": "configs/dino_vit_fashion_mnist.py"})
 CONFIGS.update({m: f"configs/{m}_fashion_mnist.py" for m in ("rotnet", "jigsaw", "relative_patch")})
 # Pretext II; colorization needs colour: it runs on Open Clip Art (its own test set and baselines).
 CONFIGS.update(
@@ -72,6 +73,7 @@ def run_method(method: str, args) -> dict:
     f"--config.eval.num_train_examples={args.eval_train}",
     "--config.log_every_steps=100",
     f"--config.checkpoint_every_steps={args.steps}",
+    f"--config.seed={args.seed}",
   ]
   t0 = time.time()
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -89,6 +91,7 @@ def run_method(method: str, args) -> dict:
   return {
     "method": method,
     "steps": args.steps,
+    "seed": args.seed,
     "final_metrics": final_metrics,
     "batch_size": args.batch_size,
     "epochs": round(final_metrics.get("epoch", args.steps * args.batch_size / 60000), 2),
@@ -134,6 +137,7 @@ def main():
   parser.add_argument("--batch_size", type=int, default=256)
   parser.add_argument("--eval_train", type=int, default=10000)
   parser.add_argument("--methods", default=",".join(CONFIGS))
+  parser.add_argument("--seed", type=int, default=0, help="config.seed of every run")
   parser.add_argument("--workdir", default="/tmp/sslax_learning")
   parser.add_argument("--out", default="benchmarks/results")
   parser.add_argument(
@@ -162,6 +166,7 @@ def main():
     "steps": args.steps,
     "batch_size": args.batch_size,
     "eval_train": args.eval_train,
+    "seed": args.seed,
     "cpu_count": os.cpu_count(),
     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
