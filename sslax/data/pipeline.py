@@ -157,47 +157,74 @@ def eval_batches(
   crop_fraction: float = 1.0,
   normalize: str = "none",
 ) -> Iterator[dict]:
-  """Deterministic pass over a whole split for feature extraction.
+  """Deterministic pass over a whole split for feature extraction: this process's rows only.
 
   Images are the evaluation view `augment.center_view(image, image_size, crop_fraction,
   normalize)` (config.eval.crop_fraction, config.augment.normalize).
-  Yields local batches {"image": [b,S,S,C] float32, "label": [b], "mask": [b] bool}; the split is
-  padded to a multiple of global_batch (mask False on padding) so every batch has one shape and
-  every process runs the same number of steps. Global batch j holds examples
-  [j*B, (j+1)*B) with process p owning rows [p*b, (p+1)*b).
+  Yields exactly ceil(N / global_batch) local batches {"image": [b,S,S,C] float32, "label": [b]
+  int32, "mask": [b] bool, "index": [b] int32 example id, -1 on padding}, b = global_batch /
+  process_count, so every process runs the same number of steps; padding rows (mask False) are
+  zeros. Each process reads and decodes only its own examples, never the whole split:
+
+  * random-access sources: global batch j holds examples [j*B, (j+1)*B), process p rows
+    [p*b, (p+1)*b) of it; process p reads exactly those examples (the ones < N). The example
+    id is the index in the source.
+  * TFDS (a stream): process p reads its own part of the split (`TFDSSource.process_split`, as
+    the training stream does) in the order of `as_dataset(shuffle_seed=0)`; its i-th example
+    gets id offset_p + i (offset_p: the sizes of the earlier parts), so the ids run over
+    0..N-1 once. One process reads the whole split, in the order it always had.
+  `channels`: C of the padding images when this process has no example at all (default: the
+  source's, else 3).
   """
+  if global_batch <= 0 or global_batch % process_count:
+    raise ValueError(
+      f"eval global batch {global_batch} must be a positive multiple of the {process_count} "
+      f"processes it is split over."
+    )
+  local_batch = global_batch // process_count
+  num = num_examples(source)
+  steps = -(-num // global_batch)
   if isinstance(source, TFDSSource):
-    ds = source.as_dataset(process_index=0, process_count=1, shuffle_seed=0)
-    ds = ds.map(lambda ex: (ex["image"], ex["label"]))
-    num = source.num_examples
+    ds = source.as_dataset(process_index=process_index, process_count=process_count, shuffle_seed=0)
+    offset = sum(source.process_num_examples(q, process_count) for q in range(process_index))
+    ds = ds.enumerate().map(lambda i, ex: (ex["image"], ex["label"], tf.cast(i + offset, tf.int32)))
   else:
     read = _example_reader(source)
-    num = num_examples(source)
-    ds = tf.data.Dataset.range(num).map(
-      lambda i: read(i)[:2],
+    # Process p's rows of every global batch, in order; the last batch's rows past N are padding.
+    ids = np.arange(steps * global_batch).reshape(steps, process_count, local_batch)
+    ids = ids[:, process_index].reshape(-1)
+    ds = tf.data.Dataset.from_tensor_slices(ids[ids < num].astype(np.int64)).map(
+      lambda i: (*read(i)[:2], tf.cast(i, tf.int32)),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
-  local_batch = global_batch // process_count
   ds = ds.map(
-    lambda im, lab: {
+    lambda im, lab, i: {
       "image": augment.center_view(im, image_size, crop_fraction, normalize),
       "label": tf.cast(lab, tf.int32),
       "mask": True,
+      "index": i,
     },
     num_parallel_calls=tf.data.AUTOTUNE,
     deterministic=True,
   )
-  ds = ds.batch(global_batch).prefetch(tf.data.AUTOTUNE)
-  lo, hi = process_index * local_batch, (process_index + 1) * local_batch
-  for batch in ds.as_numpy_iterator():
+  spec = ds.element_spec["image"].shape
+  depth = spec[-1] if spec[-1] is not None else (channels or getattr(source, "channels", 3))
+  empty = {
+    "image": np.zeros((0, image_size, image_size, depth), np.float32),
+    "label": np.zeros((0,), np.int32),
+    "mask": np.zeros((0,), bool),
+    "index": np.zeros((0,), np.int32),
+  }
+  batches = ds.batch(local_batch).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  for _ in range(steps):
+    batch = next(batches, empty)
     n = batch["label"].shape[0]
-    if n < global_batch:  # pad the last batch
-      batch = {
-        k: np.concatenate([v, np.zeros((global_batch - n,) + v.shape[1:], v.dtype)])
-        for k, v in batch.items()
-      }
-    yield {k: v[lo:hi] for k, v in batch.items()}
+    if n < local_batch:  # pad this process's last batch (and any after its rows ran out)
+      fill = {k: np.full((local_batch - n,) + v.shape[1:], 0, v.dtype) for k, v in batch.items()}
+      fill["index"][:] = -1
+      batch = {k: np.concatenate([v, fill[k]]) for k, v in batch.items()}
+    yield batch
 
 
 def num_examples(source: Source) -> int:

@@ -74,7 +74,16 @@ class Encoder:
     }
 
   def features(self, source, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (features [N, D] float32, labels [N] int32) of every example of `source`."""
+    """-> (features [N, D] float32, labels [N] int32) of every example of `source`, gathered
+    on every process (for small splits; the frozen-feature protocols use `feature_bank`)."""
+    return self._extract(source, batch_size, sharded=False)
+
+  def feature_bank(self, source, batch_size: int) -> features.FeatureBank:
+    """The features of every example of `source` as a bank whose rows stay sharded over
+    `mesh` (each process reads only its rows of the split)."""
+    return self._extract(source, batch_size, sharded=True)
+
+  def _extract(self, source, batch_size: int, *, sharded: bool):
     return features.extract_features(
       self.module,
       self.variables,
@@ -83,6 +92,7 @@ class Encoder:
       batch_size=batch_size,
       mesh=self.mesh,
       raw_pixels=self.is_raw_pixels,
+      sharded=sharded,
       **self.preprocessing,
     )
 

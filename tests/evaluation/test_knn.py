@@ -1,11 +1,19 @@
-"""Weighted kNN evaluation: exact vote arithmetic, agreement with a NumPy reference, chunking."""
+"""Weighted kNN evaluation: exact vote arithmetic, agreement with a NumPy reference, chunking;
+the row-sharded kNN (1 and 8 devices) gives the single-device kNN's predictions."""
 
 import math
 
 import numpy as np
 import pytest
 
-from sslax.evaluation.knn import knn_accuracy, knn_predict
+from sslax import sharding
+from sslax.evaluation.knn import (
+  knn_accuracy,
+  knn_accuracy_sharded,
+  knn_predict,
+  knn_predict_sharded,
+)
+from sslax.features import bank_from_arrays
 
 
 def _reference_knn(train, train_labels, test, *, num_classes, k, temperature):
@@ -146,3 +154,38 @@ def test_bad_accuracy_inputs_raise():
     knn_accuracy(_TRAIN, _LABELS, _QUERIES, np.array([0, 3]), num_classes=3)
   with pytest.raises(ValueError, match="ks"):
     knn_accuracy(_TRAIN, _LABELS, _QUERIES, np.array([0, 1]), num_classes=3, ks=())
+
+
+# ------------------------------------------------------------------ row-sharded banks
+
+
+@pytest.mark.parametrize("num_devices, batch_size", [(1, 1024), (8, 16)])
+def test_sharded_knn_equals_single_device_knn(random_data, devices, num_devices, batch_size):
+  """Banks sharded over 1 or 8 devices (200 train / 50 test rows: the last devices' blocks end
+  in padding), queries in one or several chunks: the single-device kNN's predictions, for k
+  below, at and above N."""
+  x_tr, y_tr, x_te, y_te = random_data
+  mesh = sharding.make_mesh({"data": -1}, devices=devices[:num_devices])
+  train, test = bank_from_arrays(x_tr, y_tr, mesh), bank_from_arrays(x_te, y_te, mesh)
+  assert len(train.features.addressable_shards) == num_devices
+  ks = (1, 5, 20, 300)
+  preds, labels = knn_predict_sharded(train, test, num_classes=5, ks=ks, batch_size=batch_size)
+  np.testing.assert_array_equal(labels, y_te)
+  for k, got in zip(ks, preds):
+    np.testing.assert_array_equal(got, knn_predict(x_tr, y_tr, x_te, num_classes=5, k=k))
+  acc = knn_accuracy_sharded(train, test, num_classes=5, ks=(1, 5), batch_size=batch_size)
+  assert acc == knn_accuracy(x_tr, y_tr, x_te, y_te, num_classes=5, ks=(1, 5))
+
+
+def test_sharded_knn_ignores_padding_rows(devices):
+  """3 train points over 8 devices (5 blocks hold only padding, whose features are zeros and
+  labels 0): k=3 votes with exactly the 3 real points."""
+  mesh = sharding.make_mesh({"data": -1}, devices=devices)
+  train = bank_from_arrays(_TRAIN[3:], _LABELS[3:], mesh)  # (0, 2) -> 2, (-3, 0) -> 1, (0, -1) -> 2
+  test = bank_from_arrays(_QUERIES, np.array([1, 2]), mesh)
+  preds, _ = knn_predict_sharded(train, test, num_classes=3, ks=(3, 50), temperature=1.0)
+  want = knn_predict(_TRAIN[3:], _LABELS[3:], _QUERIES, num_classes=3, k=3, temperature=1.0)
+  np.testing.assert_array_equal(preds[0], want)
+  np.testing.assert_array_equal(preds[1], want)
+  with pytest.raises(ValueError, match="label 7"):
+    knn_predict_sharded(bank_from_arrays(_TRAIN, np.full(6, 7), mesh), test, num_classes=3)

@@ -2,50 +2,54 @@
 
 The kNN classifier and the linear probe are wired here once (`knn_results`, `linear_results`);
 the report is the two of them on the same cached features of each encoder.
+
+Features come as row-sharded `FeatureBank`s (`split_features`): the kNN and the gradient-based
+linear probe run on the sharded banks, on every device of the mesh. Gathered onto every process
+(`FeatureBank.gather`), explicitly, only where a protocol needs the whole arrays on the host:
+the closed-form ridge probe (float64 normal equations of the whole train set) and retrieval (it
+ranks the whole gallery for every query): small-data protocols.
 """
 
 from __future__ import annotations
 
 from sslax.evaluation.features import split_features
-from sslax.evaluation.knn import knn_accuracy
-from sslax.evaluation.linear import linear_probe, linear_probe_sweep, ridge_probe
+from sslax.evaluation.knn import knn_accuracy_sharded
+from sslax.evaluation.linear import linear_probe_sharded, linear_probe_sweep_sharded, ridge_probe
 from sslax.evaluation.protocols.registry import register
 from sslax.evaluation.retrieval import retrieval_metrics
 
 
 def train_test_features(enc, ctx):
-  """-> (train source, test source, x_train, y_train, x_test, y_test) of `enc`: the kNN bank /
-  probe train set is the first eval.num_train_examples of dataset.train_split (0: all)."""
+  """-> (train source, test source, train bank, test bank) of `enc` (row-sharded
+  `FeatureBank`s): the kNN bank / probe train set is the first eval.num_train_examples of
+  dataset.train_split (0: all)."""
   ds, ev = ctx.config.dataset, ctx.config.eval
-  train_src, x_train, y_train = split_features(
+  train_src, train = split_features(
     enc, ctx.config, ctx.workdir, ds.train_split, ev.num_train_examples
   )
-  test_src, x_test, y_test = split_features(enc, ctx.config, ctx.workdir, ds.test_split)
-  return train_src, test_src, x_train, y_train, x_test, y_test
+  test_src, test = split_features(enc, ctx.config, ctx.workdir, ds.test_split)
+  return train_src, test_src, train, test
 
 
-def knn_results(config, x_train, y_train, x_test, y_test, num_classes: int) -> dict:
-  """Weighted kNN (config.eval.knn_ks, knn_temperature) -> {"knn_top1_k<k>", "feature_dim"}."""
+def knn_results(config, train, test, num_classes: int) -> dict:
+  """Weighted kNN (config.eval.knn_ks, knn_temperature) on the sharded banks ->
+  {"knn_top1_k<k>", "feature_dim"}."""
   ev = config.eval
-  acc = knn_accuracy(
-    x_train,
-    y_train,
-    x_test,
-    y_test,
-    num_classes=num_classes,
-    ks=tuple(ev.knn_ks),
-    temperature=ev.knn_temperature,
+  acc = knn_accuracy_sharded(
+    train, test, num_classes=num_classes, ks=tuple(ev.knn_ks), temperature=ev.knn_temperature
   )
   out = {f"knn_top1_k{k}": float(v) for k, v in acc.items()}
-  out["feature_dim"] = int(x_train.shape[1])
+  out["feature_dim"] = train.dim
   return out
 
 
-def linear_results(config, x_train, y_train, x_test, y_test, num_classes: int) -> dict:
+def linear_results(config, train, test, num_classes: int) -> dict:
   """The linear probe config.eval asks for (solver, lr sweep or one lr, ridge) -> its result
-  dict (test_accuracy, train_accuracy, ...) with "linear_top1" = test_accuracy."""
+  dict (test_accuracy, train_accuracy, ...) with "linear_top1" = test_accuracy. The gradient
+  solvers train on the sharded banks; closed_form gathers both (float64 on the host)."""
   ev = config.eval
   if ev.linear_solver == "closed_form":
+    (x_train, y_train), (x_test, y_test) = train.gather(), test.gather()
     out = ridge_probe(
       x_train,
       y_train,
@@ -65,29 +69,27 @@ def linear_results(config, x_train, y_train, x_test, y_test, num_classes: int) -
       optimizer=ev.linear_solver,
     )
     if ev.linear_lr_grid:
-      out = linear_probe_sweep(
-        x_train,
-        y_train,
-        x_test,
-        y_test,
+      out = linear_probe_sweep_sharded(
+        train,
+        test,
         learning_rates=tuple(ev.linear_lr_grid),
         val_fraction=ev.linear_val_fraction,
         **kwargs,
       )
     else:
-      out = linear_probe(x_train, y_train, x_test, y_test, learning_rate=ev.linear_lr, **kwargs)
+      out = linear_probe_sharded(train, test, learning_rate=ev.linear_lr, **kwargs)
   return dict(out, linear_top1=float(out["test_accuracy"]))
 
 
 def _per_encoder(fn):
-  """A protocol that runs fn(config, x_train, y_train, x_test, y_test, num_classes) on each
-  encoder's features."""
+  """A protocol that runs fn(config, train bank, test bank, num_classes) on each encoder's
+  features."""
 
   def protocol(encoders, ctx):
     out = {}
     for enc in encoders:
-      train_src, _, x_train, y_train, x_test, y_test = train_test_features(enc, ctx)
-      out[enc.name] = fn(ctx.config, x_train, y_train, x_test, y_test, int(train_src.num_classes))
+      train_src, _, train, test = train_test_features(enc, ctx)
+      out[enc.name] = fn(ctx.config, train, test, int(train_src.num_classes))
     return out
 
   return protocol
@@ -106,7 +108,9 @@ linear = register(
 )(_per_encoder(linear_results))
 
 
-def _retrieval(config, x_train, y_train, x_test, y_test, num_classes):
+def _retrieval(config, train, test, num_classes):
+  # Explicit gather: retrieval ranks the whole gallery for every query, on one device.
+  (x_train, y_train), (x_test, y_test) = train.gather(), test.gather()
   return retrieval_metrics(x_test, y_test, x_train, y_train, ks=tuple(config.eval.retrieval_ks))
 
 
@@ -127,8 +131,8 @@ def report(encoders, ctx) -> dict:
   "linear_top1", "feature_dim"}}: the same numbers as the knn and linear protocols."""
   out = {}
   for enc in encoders:
-    train_src, _, x_train, y_train, x_test, y_test = train_test_features(enc, ctx)
-    args = (ctx.config, x_train, y_train, x_test, y_test, int(train_src.num_classes))
+    train_src, _, train, test = train_test_features(enc, ctx)
+    args = (ctx.config, train, test, int(train_src.num_classes))
     knn_out = knn_results(*args)
     dim = knn_out.pop("feature_dim")
     out[enc.name] = dict(knn_out, linear_top1=linear_results(*args)["linear_top1"], feature_dim=dim)

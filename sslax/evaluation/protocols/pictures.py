@@ -30,7 +30,10 @@ def pictures(encoders, ctx, num_images: int = 8, num_queries: int = 6, k: int = 
   root = workdir_lib.output_dir(ctx.workdir, "pictures")
   out = {}
   for i, enc in enumerate(encoders):
-    train_src, test_src, x_train, y_train, x_test, y_test = train_test_features(enc, ctx)
+    train_src, test_src, train, test = train_test_features(enc, ctx)
+    # Explicit gather (every process, a collective): the PCA map and the neighbour search want
+    # the whole arrays on the host; pictures are for small data.
+    (x_train, y_train), (x_test, y_test) = train.gather(), test.gather()
     out_dir = root if enc.name == "pretrained" else os.path.join(root, enc.name)
     files = {}
     if jax.process_index() == 0:
@@ -71,17 +74,23 @@ def pictures(encoders, ctx, num_images: int = 8, num_queries: int = 6, k: int = 
 
 
 def images_at(source, indices) -> list[np.ndarray]:
-  """The raw uint8 [H, W, C] images `indices` of a source (TFDS: in the eval pass's order)."""
+  """The raw uint8 [H, W, C] images `indices` of a source (TFDS: example ids of the eval pass,
+  `pipeline.eval_batches`: process p's part of the split follows the earlier parts)."""
   indices = [int(i) for i in indices]
   if isinstance(source, ArraySource):
     return [source.images[i] for i in indices]
   if isinstance(source, FileSource):
     return [source.decode(source.paths[i]).numpy() for i in indices]
-  wanted, found = set(indices), {}
-  ds = source.as_dataset(process_index=0, process_count=1, shuffle_seed=0)
-  for i, example in enumerate(ds.as_numpy_iterator()):
-    if i in wanted:
-      found[i] = example["image"]
-      if len(found) == len(wanted):
-        break
+  found, offset, count = {}, 0, jax.process_count()
+  for part in range(count):
+    size = source.process_num_examples(part, count) if count > 1 else source.num_examples
+    wanted = {i - offset for i in indices if offset <= i < offset + size}
+    if wanted:
+      ds = source.as_dataset(process_index=part, process_count=count, shuffle_seed=0)
+      for i, example in enumerate(ds.as_numpy_iterator()):
+        if i in wanted:
+          found[offset + i] = example["image"]
+          if len(found) == len(set(indices)):
+            break
+    offset += size
   return [found[i] for i in indices]
