@@ -6,6 +6,7 @@ it writes a commit marker), so a save interrupted half-way is never picked as "l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -50,6 +51,40 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   logging.info("Resuming from checkpoint step %d in %s", step, manager.directory)
   state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
   return state, int(step)
+
+
+def restore_latest_without(manager: ocp.CheckpointManager, abstract_state, field: str, sharding):
+  """The newest checkpoint, for a state whose `field` is a part the caller rebuilds (the online
+  probe) when the checkpoint has none (written before it existed) or one of another layout.
+
+  -> ({name: value} of abstract_state's dataclass fields except `field`, step), or (None, 0)
+  without a checkpoint. Every other field is restored strictly into abstract_state's layout
+  (a mismatch raises ValueError, as restore_latest); the checkpoint's `field`, if any, is read
+  in the layout it was written with (placed by `sharding`) and dropped.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None, 0
+  target = {
+    f.name: getattr(abstract_state, f.name)
+    for f in dataclasses.fields(abstract_state)
+    if f.name != field
+  }
+  on_disk = _tree_metadata(os.path.join(str(manager.directory), str(step), "default"))
+  if field in on_disk:
+    target[field] = jax.tree.map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), on_disk[field]
+    )
+  restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+  restored.pop(field, None)
+  return restored, int(step)
+
+
+def _tree_metadata(path: str):
+  """The nested dict of array metadata (shape, dtype) of the checkpoint item at `path`."""
+  metadata = ocp.StandardCheckpointer().metadata(path)
+  tree = getattr(metadata, "item_metadata", metadata)
+  return getattr(tree, "tree", tree)
 
 
 class PreemptionWatcher:
@@ -97,8 +132,6 @@ def load_numpy(workdir: str, step: int | None = None) -> tuple[dict, int]:
   if step is None:
     raise FileNotFoundError(f"No checkpoint in {manager.directory}.")
   path = os.path.join(str(manager.directory), str(step), "default")
-  metadata = ocp.StandardCheckpointer().metadata(path)
-  tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
+  tree = _tree_metadata(path)
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   return ocp.PyTreeCheckpointer().restore(path, restore_args=restore_args), int(step)

@@ -147,6 +147,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.optimizer.lr_decay_factor = 0.1
   c.optimizer.weight_decay = 1e-6
   c.optimizer.momentum = 0.9
+  c.optimizer.nesterov = False  # sgd: Nesterov momentum (SimCLR / BYOL linear evaluation)
   c.optimizer.trust_coefficient = 1e-3
   # Biases and norm params (sslax.optim.is_bias_or_norm): excluded from weight decay and LARS
   # adaptation (True: SimCLR, BYOL, Barlow Twins, DINO) or not (False: PyTorch's plain
@@ -199,6 +200,18 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.eval.finetune_warmup_epochs = 0.0  # MAE: 5
   c.eval.finetune_drop_path_rate = 0.0  # ViT stochastic depth while fine-tuning; MAE ViT-B: 0.1
   c.eval.finetune_b2 = 0.999  # AdamW beta2 while fine-tuning
+  # A fresh LayerNorm on the pooled features before the head (MAE's global-pool `fc_norm`).
+  c.eval.finetune_fc_norm = False
+
+  # Online linear probe (sslax/online_probe.py): a linear head on the method's stop-gradient
+  # backbone features, trained with the labels during pretraining and logged as
+  # online_probe_top1 / online_probe_loss. auto: on when the training source has labels and
+  # the method gives its features; on: the same, but fail when it cannot run; off: never.
+  # The method's loss, gradients and params are bit-for-bit the same either way.
+  c.online_probe = ml_collections.ConfigDict()
+  c.online_probe.mode = "auto"  # auto | on | off
+  c.online_probe.lr = 0.1  # x global batch / 256, warmup + cosine as the run (solo-learn)
+  c.online_probe.momentum = 0.9  # SGD momentum (solo-learn's default)
   return c
 
 

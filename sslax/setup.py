@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from sslax import config as config_lib, optim, sharding
+from sslax import config as config_lib, online_probe, optim, sharding
 from sslax.data import pipeline, sources
 from sslax.methods import get_method
 from sslax.methods.base import EpochContext, Method
@@ -37,6 +37,7 @@ class Setup:
   init_fn: Callable  # rng -> TrainState
   abstract_state: object  # ShapeDtypeStructs with shardings
   state_sharding: object
+  probe: online_probe.OnlineProbe | None = None  # the online linear probe; None: off
 
   def epoch_context(self) -> EpochContext:
     return EpochContext(
@@ -109,9 +110,14 @@ def build(config: ml_collections.ConfigDict, devices=None, *, data_free: bool = 
 
   # ---- Model init: shapes first, then the real init straight into its sharding.
   network = method.network()
+  # The online linear probe (labels from the source, width from the backbone), or None.
+  probe = online_probe.make(
+    config, method, run, train_source, lambda: _backbone_width(network, run)
+  )
 
   def init_fn(rng):
     variables = network.init(rng, *method.init_inputs(run.image_size, run.channels), train=False)
+    variables = method.initial_variables(variables)
     params = variables["params"]
     return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -120,6 +126,7 @@ def build(config: ml_collections.ConfigDict, devices=None, *, data_free: bool = 
       opt_state=tx.init(params),
       method_state=method.init_state(rng, variables),
       rng=jax.random.key_data(rng),
+      probe={} if probe is None else probe.init(),
     )
 
   shapes = jax.eval_shape(init_fn, jax.random.key(config.seed))
@@ -128,9 +135,28 @@ def build(config: ml_collections.ConfigDict, devices=None, *, data_free: bool = 
   abstract_state = jax.tree.map(
     lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, state_sharding
   )
-  return Setup(config, mesh, run, method, train_source, tx, init_fn, abstract_state, state_sharding)
+  return Setup(
+    config, mesh, run, method, train_source, tx, init_fn, abstract_state, state_sharding, probe
+  )
+
+
+def _backbone_width(network, run: RunInfo) -> int:
+  """F of the backbone's [B, F] output on the run's images (shapes only, nothing computed)."""
+  x = jax.ShapeDtypeStruct((1, run.image_size, run.image_size, run.channels), jnp.float32)
+  out = jax.eval_shape(
+    lambda x: network.backbone.init_with_output(jax.random.key(0), x, train=False)[0], x
+  )
+  return int(out.shape[-1])
 
 
 def init_state(s: Setup) -> TrainState:
   """The run's initial state (seeded by config.seed), placed in its sharding."""
   return jax.jit(s.init_fn, out_shardings=s.state_sharding)(jax.random.key(s.config.seed))
+
+
+def init_probe_state(s: Setup):
+  """The online probe's initial state alone, placed in its sharding ({} when the probe is off):
+  for a resumed checkpoint written without one."""
+  if s.probe is None:
+    return {}
+  return jax.jit(s.probe.init, out_shardings=s.state_sharding.probe)()

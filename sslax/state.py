@@ -16,6 +16,9 @@ class TrainState:
   opt_state: Any
   method_state: Any  # momentum encoders, queues, centers ... ({} for SimCLR)
   rng: jax.Array  # uint32[2] raw key data: checkpoints hold plain arrays
+  # The online linear probe's {"params", "opt_state"} (sslax/online_probe.py), beside the
+  # method's params and optimizer so that neither sees it; {} when the probe is off.
+  probe: Any = flax.struct.field(default_factory=dict)
 
   @property
   def key(self):

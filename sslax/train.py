@@ -21,15 +21,17 @@ import optax
 from absl import logging
 from clu import metric_writers, periodic_actions
 
-from sslax import __version__, checkpoint, perf, sharding
+from sslax import __version__, checkpoint, online_probe, perf, sharding
 from sslax import workdir as workdir_lib
 from sslax.data import pipeline, prefetch
-from sslax.setup import Setup, build, init_state
+from sslax.methods.base import PROBE_FEATURES
+from sslax.setup import Setup, build, init_probe_state, init_state
 from sslax.state import TrainState
 
 
 def make_train_step(s: Setup):
   method, tx, schedule = s.method, s.tx, s.run.lr_schedule
+  probe = getattr(s, "probe", None)  # stand-in setups (tests) may not have one
 
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(state.key, state.step)
@@ -40,6 +42,9 @@ def make_train_step(s: Setup):
     (loss, (metrics, batch_stats, method_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params
     )
+    # The probe's features ride in the metrics; they are never logged (unused when it is off).
+    metrics = dict(metrics)
+    probe_features = metrics.pop(PROBE_FEATURES, None)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     params = method.constrain_params(params, state.step + 1)
@@ -58,6 +63,13 @@ def make_train_step(s: Setup):
       opt_state=opt_state,
       method_state=method_state,
     )
+    if probe is not None:
+      # After the method's whole update and on its stop-gradient features: nothing above
+      # depends on the probe, so the method's path is the same with the probe on or off.
+      online_probe.check_features(method, probe_features, batch["label"], probe)
+      probe_state, probe_metrics = probe.update(state.probe, probe_features, batch["label"])
+      new_state = new_state.replace(probe=probe_state)
+      metrics.update(probe_metrics)
     return new_state, metrics
 
   return jax.jit(
@@ -118,10 +130,29 @@ def _format_eta(seconds: float) -> str:
 
 
 def _restore(manager, s: Setup, workdir: str):
-  """The newest checkpoint into this run's state layout, or a message naming who wrote it."""
+  """The newest checkpoint into this run's state layout, or a message naming who wrote it.
+
+  A checkpoint without online-probe state (written before the probe existed, or with it off)
+  or with one of another layout resumes with the probe started afresh, and a warning."""
   try:
     return checkpoint.restore_latest(manager, s.abstract_state)
   except (ValueError, KeyError, TypeError) as e:
+    try:
+      fields, step = checkpoint.restore_latest_without(
+        manager, s.abstract_state, "probe", sharding.replicated(s.mesh)
+      )
+    except (ValueError, KeyError, TypeError, AttributeError):
+      fields = None
+    if fields is not None:
+      if s.probe is not None:
+        logging.warning(
+          "The checkpoint at step %d in %s holds no online-probe state for this run (written "
+          "before the probe existed, with it off, or for another number of classes): the "
+          "probe starts afresh; its accuracy is not comparable to an uninterrupted run's.",
+          step,
+          manager.directory,
+        )
+      return TrainState(**fields, probe=init_probe_state(s)), step
     written_by = "an sslax version before 0.2.0"
     try:
       with open(workdir_lib.config_path(workdir)) as f:
@@ -266,9 +297,14 @@ def train(
             if step_perf.memory and step == start_step + num_summed
             else ""
           )
+          probe_text = (
+            f"probe top-1 {100 * summary[online_probe.TOP1_KEY]:.1f}%  "
+            if online_probe.TOP1_KEY in summary
+            else ""
+          )
           print(
             f"step {step}/{s.run.total_steps}  loss {summary['loss']:.4f}  "
-            f"lr {summary['lr']:.4g}  {images_per_s:.0f} img/s  {mfu_text}"
+            f"lr {summary['lr']:.4g}  {probe_text}{images_per_s:.0f} img/s  {mfu_text}"
             f"input-wait {100 * summary['input_wait_frac']:.0f}%  ETA {_format_eta(eta)}{first}"
             + (f"  replaced records {replaced}" if replaced else ""),
             flush=True,

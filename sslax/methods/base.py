@@ -24,6 +24,10 @@ from sslax.run_info import RunInfo
 
 PyTree = Any
 
+# The key under which `Method.loss` may hand the online linear probe (sslax/online_probe.py) the
+# backbone features it computed anyway; see `Method.provides_probe_features`.
+PROBE_FEATURES = "probe_features"
+
 
 class Batch(TypedDict, total=False):
   """One global batch, as `Method.loss` receives it (every array sharded over the batch axis).
@@ -51,6 +55,16 @@ class EpochContext:
 
 class Method:
   name: ClassVar[str]
+  # True: `loss` returns, in its metrics dict under PROBE_FEATURES, the backbone features
+  # [B, F] of the FIRST view (row i: example i of the batch, labelled by batch["label"]) from
+  # the online network's training-mode pass that the loss makes anyway (F: the width of
+  # `network().backbone`'s output). The trainer pops them before logging and trains the online
+  # linear probe on them under a stop-gradient, so the probe costs no extra backbone pass and
+  # never changes the loss or its gradients. The first view only, as BYOL's reference code
+  # (`logits_view1`): every method has one, its rows are the batch's rows with no repeated
+  # labels, and multi-crop methods need not say which crops count. False: the probe is off
+  # for this method (an explicit `online_probe.mode="on"` fails naming it).
+  provides_probe_features: ClassVar[bool] = False
 
   @classmethod
   def default_config(cls) -> ml_collections.ConfigDict:
@@ -89,6 +103,12 @@ class Method:
     """
     return (jnp.zeros((2, image_size, image_size, channels), jnp.float32),)
 
+  def initial_variables(self, variables: PyTree) -> PyTree:
+    """The network's starting {"params", "batch_stats"}, given its random initialisation: a
+    method that starts from trained weights (linear evaluation of a pretrained backbone)
+    replaces parts of them here. Must keep every leaf's shape and dtype. Identity by default."""
+    return variables
+
   def init_state(self, rng: jax.Array, variables: PyTree) -> PyTree:
     """Extra state (momentum encoder, queue, centers ...) from the initial variables."""
     return {}
@@ -99,7 +119,8 @@ class Method:
     """Loss on the global batch -> (loss, (metrics, new_batch_stats, new_method_state)).
 
     batch["views"] is a tuple of [B, H, W, C] float arrays, one per `views()` entry, sharded
-    over the batch axis. Gradients are taken w.r.t. `params` only.
+    over the batch axis. Gradients are taken w.r.t. `params` only. metrics: scalars, plus
+    PROBE_FEATURES [B, F] when `provides_probe_features` (never logged).
     """
     raise NotImplementedError
 

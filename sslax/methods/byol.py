@@ -15,7 +15,7 @@ from __future__ import annotations
 import ml_collections
 
 from sslax import losses, optim, sharding
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.methods.teacher import EMATeacher
 from sslax.models import ProjectionHead, get_dtype, make_backbone
@@ -26,6 +26,7 @@ TARGET_MODULES = ("backbone", "projector")
 
 class BYOL(Method):
   name = "byol"
+  provides_probe_features = True
   teacher = EMATeacher(TARGET_MODULES)  # the target network
 
   @classmethod
@@ -78,14 +79,14 @@ class BYOL(Method):
     (t1, t2), target_batch_stats = forward_views(
       net, target["params"], target["batch_stats"], batch["views"], method="project"
     )
-    (_, z1, p1), (_, _, p2) = online
+    (h1, z1, p1), (_, _, p2) = online
     byol = sharding.shard_over_batch(
       lambda a, b, c, d, axis_name: losses.byol_loss(a, b, c, d, axis_name=axis_name),
       self.mesh,
       num_args=4,
     )
     loss, metrics = byol(p1, p2, t1, t2)
-    metrics = dict(metrics, embedding_std=embedding_std(z1))
+    metrics = dict(metrics, embedding_std=embedding_std(z1), **{PROBE_FEATURES: h1})
     # The target's BN running statistics come from its own train-mode passes, as in the BYOL
     # reference code; only its params are the EMA (in after_update).
     new_state = {

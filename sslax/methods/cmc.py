@@ -44,7 +44,7 @@ from sslax import sharding
 from sslax.data.augment import ViewSpec
 from sslax.losses import cmc as cmc_loss
 from sslax.losses import instdisc as instdisc_loss
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.instdisc import (
   bank_placement,
   example_indices,
@@ -103,6 +103,7 @@ class CMCNetwork(nn.Module):
 
 class CMC(Method):
   name = "cmc"
+  provides_probe_features = True  # [f_L, f_ab], what evaluation sees
 
   @classmethod
   def default_config(cls):
@@ -180,7 +181,7 @@ class CMC(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.cmc
-    (_, z_l, z_ab), updates = self.network().apply(
+    (features, z_l, z_ab), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats},
       batch["views"][0],
       train=True,
@@ -195,6 +196,7 @@ class CMC(Method):
         num_args=2,
       )
       value, metrics = loss_fn(z_l, z_ab)
+      metrics = dict(metrics, **{PROBE_FEATURES: features})
       return value, (metrics, updates["batch_stats"], method_state)
 
     labels = example_indices(batch, self.name)
@@ -241,6 +243,7 @@ class CMC(Method):
     new_state = dict(
       method_state, bank_l=bank_l, bank_ab=bank_ab, nce_z_l=nce_z_l, nce_z_ab=nce_z_ab
     )
+    metrics = dict(metrics, **{PROBE_FEATURES: features})
     return value, (metrics, updates["batch_stats"], new_state)
 
   def before_epoch(self, state, epoch, ctx):

@@ -43,7 +43,7 @@ import optax
 from sslax.data import sources
 from sslax.data.augment import ViewSpec
 from sslax.features import extract_features
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import get_dtype, make_backbone
 from sslax.pretext import kmeans
 
@@ -99,6 +99,7 @@ def reset_first_moments(opt_state, subtree: str):
 
 class DeepCluster(Method):
   name = "deepcluster"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -149,7 +150,7 @@ class DeepCluster(Method):
     }
 
   def loss(self, params, batch_stats, method_state, batch, rng):
-    (_, logits), updates = self.network().apply(
+    (features, logits), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats},
       batch["views"][0],
       train=True,
@@ -165,6 +166,7 @@ class DeepCluster(Method):
       pretext_chance=method_state["largest_cluster"],
       cluster_nmi=method_state["cluster_nmi"],
       empty_clusters=method_state["empty_clusters"].astype(jnp.float32),
+      **{PROBE_FEATURES: features},
     )
     return loss, (metrics, updates["batch_stats"], method_state)
 

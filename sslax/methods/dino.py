@@ -46,7 +46,7 @@ import optax
 from sslax import optim, sharding
 from sslax.losses import dino as dino_losses
 from sslax.methods import multicrop
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.multicrop import NUM_GLOBAL_CROPS, group_by_size
 from sslax.methods.teacher import EMATeacher
 from sslax.models import get_dtype, make_backbone
@@ -74,6 +74,7 @@ class DINONetwork(nn.Module):
 
 class DINO(Method):
   name = "dino"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -235,7 +236,7 @@ class DINO(Method):
     views = tuple(batch["views"])
     # Stochastic depth (ViT drop_path_rate) in the student needs a dropout rng.
     rngs = {} if rng is None else {"dropout": jax.random.fold_in(rng, 0)}
-    (_, student), updates = net.apply(
+    (features, student), updates = net.apply(
       {"params": params, "batch_stats": batch_stats},
       group_by_size(views),
       train=True,
@@ -259,7 +260,7 @@ class DINO(Method):
 
     loss_fn = sharding.shard_over_batch(local, self.mesh, num_args=2, num_replicated=2)
     loss, metrics, center = loss_fn(student, teacher, method_state["center"], temp)
-    metrics = dict(metrics, teacher_temp=temp)
+    metrics = dict(metrics, teacher_temp=temp, **{PROBE_FEATURES: features[:, 0]})
     new_state = dict(
       method_state,
       center=center,

@@ -41,7 +41,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from sslax import sharding
 from sslax.data.augment import ViewSpec
 from sslax.losses.exemplar import exemplar_loss
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
@@ -91,6 +91,7 @@ def random_rotation(images: jax.Array, key: jax.Array, max_degrees: float) -> ja
 
 class Exemplar(Method):
   name = "exemplar"
+  provides_probe_features = True  # of the transformed view the loss classifies
 
   @classmethod
   def default_config(cls):
@@ -149,9 +150,10 @@ class Exemplar(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     images = self.transform(batch["views"][0], rng)
-    (_, logits), updates = self.network().apply(
+    (features, logits), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
     )
     loss, metrics = exemplar_loss(logits, batch["index"])
     metrics["pretext_chance"] = jnp.float32(1.0 / self.config.exemplar.num_classes)
+    metrics[PROBE_FEATURES] = features
     return loss, (metrics, updates["batch_stats"], method_state)

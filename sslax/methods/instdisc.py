@@ -44,7 +44,7 @@ from sslax import sharding
 from sslax.data import sources
 from sslax.data.augment import ViewSpec
 from sslax.losses import instdisc as instdisc_loss
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 LOSSES = ("nce", "softmax")
@@ -91,6 +91,7 @@ def sample_noise(rng, batch: int, num_noise: int, num_examples: int) -> jax.Arra
 
 class InstDisc(Method):
   name = "instdisc"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -141,7 +142,7 @@ class InstDisc(Method):
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.instdisc
     labels = example_indices(batch, self.name)
-    (_, features), updates = self.network().apply(
+    (h, features), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats},
       batch["views"][0],
       train=True,
@@ -183,7 +184,7 @@ class InstDisc(Method):
       features, labels, noise, method_state["bank"], method_state["nce_z"]
     )
     new_state = dict(method_state, bank=bank, nce_z=nce_z)
-    return value, (metrics, updates["batch_stats"], new_state)
+    return value, (dict(metrics, **{PROBE_FEATURES: h}), updates["batch_stats"], new_state)
 
   def before_epoch(self, state, epoch, ctx):
     refuse_streamed_source(ctx.train_source, self.name, self.config.dataset.name)

@@ -15,7 +15,7 @@ import ml_collections
 
 from sslax.data.augment import ViewSpec
 from sslax.losses import mae as mae_losses
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import get_dtype, make_backbone
 from sslax.models.mae_decoder import MAEDecoder
 
@@ -24,13 +24,17 @@ class MAENetwork(nn.Module):
   """images [B, H, W, C] -> pixel predictions [B, N, p*p*C] for every patch (image order).
 
   keep_ids [B, K] / restore_ids [B, N] (from `sslax.losses.mae.random_masking`) choose the
-  visible patches; None encodes all patches (used at init).
+  visible patches; None encodes all patches (used at init). return_features: also return the
+  encoder's features [B, width] of the visible patches, pooled as the backbone pools (class
+  token, or the mean of the visible patch tokens).
   """
 
   backbone: nn.Module
   decoder: nn.Module
 
-  def __call__(self, images, train: bool = True, keep_ids=None, restore_ids=None):
+  def __call__(
+    self, images, train: bool = True, keep_ids=None, restore_ids=None, return_features=False
+  ):
     p = self.backbone.patch_size
     grid = (images.shape[1] // p, images.shape[2] // p)
     if restore_ids is None:
@@ -38,11 +42,19 @@ class MAENetwork(nn.Module):
         jnp.arange(grid[0] * grid[1]), (images.shape[0], grid[0] * grid[1])
       )
     latent = self.backbone(images, train=train, keep_ids=keep_ids, return_tokens=True)
-    return self.decoder(latent, restore_ids, grid, p * p * images.shape[3])
+    pred = self.decoder(latent, restore_ids, grid, p * p * images.shape[3])
+    if not return_features:
+      return pred
+    if self.backbone.pool == "cls":
+      return pred, latent[:, 0]
+    return pred, jnp.mean(latent[:, 1:] if self.backbone.class_token else latent, axis=1)
 
 
 class MAE(Method):
   name = "mae"
+  # The probe sees the encoder's features of the visible 25% of the patches (the pass the
+  # loss makes), not of the whole image as evaluation does: a lower, noisier accuracy.
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -100,15 +112,17 @@ class MAE(Method):
     keep_ids, restore_ids, mask = mae_losses.random_masking(
       mask_rng, b, num_patches, self.config.mae.mask_ratio
     )
-    pred = self.network().apply(
+    pred, features = self.network().apply(
       {"params": params},
       images,
       train=True,
       keep_ids=keep_ids,
       restore_ids=restore_ids,
+      return_features=True,
       rngs={"dropout": drop_rng},
     )
     loss = mae_losses.mae_loss(
       pred, mae_losses.patchify(images, p), mask, norm_pix=self.config.mae.norm_pix_loss
     )
-    return loss, ({"masked_fraction": jnp.mean(mask)}, batch_stats, method_state)
+    metrics = {"masked_fraction": jnp.mean(mask), PROBE_FEATURES: features}
+    return loss, (metrics, batch_stats, method_state)

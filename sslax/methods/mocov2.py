@@ -43,13 +43,14 @@ import ml_collections
 
 from sslax import losses, sharding
 from sslax.data.augment import ViewSpec
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.teacher import EMATeacher
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
 class MoCoV2(Method):
   name = "mocov2"
+  provides_probe_features = True
   teacher = EMATeacher(modules=None)  # the key encoder: backbone + head
 
   @classmethod
@@ -111,11 +112,12 @@ class MoCoV2(Method):
       "queue_ptr": jnp.zeros((), jnp.int32),
     }
 
-  def encode(self, params, batch_stats, x, rng=None):
+  def encode(self, params, batch_stats, x, rng=None, with_features=False):
     """x [B, S, S, C] -> (unit projections [B, D], new batch_stats), BN in shuffle_bn_groups.
 
     rng=None keeps the row order (queries); a key permutes the global batch before grouping
-    and un-permutes the output (keys), which is MoCo's shuffling BN.
+    and un-permutes the output (keys), which is MoCo's shuffling BN. with_features: the
+    backbone features [B, F] (rows in x's order) are returned third.
     """
     groups, net = self.config.mocov2.shuffle_bn_groups, self.network()
     variables = {"params": params, "batch_stats": batch_stats}
@@ -125,15 +127,17 @@ class MoCoV2(Method):
       perm = jax.random.permutation(rng, batch)
       x = x[perm]
     if groups == 1:
-      (_, z), updates = apply(x)
+      (h, z), updates = apply(x)
       new_stats = updates["batch_stats"]
     else:
-      (_, z), updates = jax.vmap(apply)(x.reshape(groups, batch // groups, *x.shape[1:]))
-      z = z.reshape(batch, -1)
+      (h, z), updates = jax.vmap(apply)(x.reshape(groups, batch // groups, *x.shape[1:]))
+      z, h = z.reshape(batch, -1), h.reshape(batch, -1)
       new_stats = jax.tree.map(lambda s: jnp.mean(s, axis=0), updates["batch_stats"])
     if rng is not None:
       z = jnp.zeros_like(z).at[perm].set(z)  # row perm[i] of the batch was row i here
-    return losses.l2_normalize(z.astype(jnp.float32)), new_stats
+      h = jnp.zeros_like(h).at[perm].set(h)
+    out = (losses.l2_normalize(z.astype(jnp.float32)), new_stats)
+    return out + (h,) if with_features else out
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.mocov2
@@ -142,7 +146,7 @@ class MoCoV2(Method):
     key_params, key_stats = key_encoder["params"], key_encoder["batch_stats"]
     rng1, rng2 = jax.random.split(rng)
 
-    q1, batch_stats = self.encode(params, batch_stats, view1)
+    q1, batch_stats, h1 = self.encode(params, batch_stats, view1, with_features=True)
     k2, key_stats = self.encode(key_params, key_stats, view2, rng=rng2)
     pairs = [(q1, k2)]
     if cfg.symmetric:
@@ -169,7 +173,7 @@ class MoCoV2(Method):
     loss, metrics, queue, ptr = loss_fn(*flat, method_state["queue"], method_state["queue_ptr"])
     teacher = self.teacher.with_batch_stats(method_state["teacher"], key_stats)
     new_state = dict(method_state, teacher=teacher, queue=queue, queue_ptr=ptr)
-    return loss, (metrics, batch_stats, new_state)
+    return loss, (dict(metrics, **{PROBE_FEATURES: h1}), batch_stats, new_state)
 
   def after_update(self, method_state, params, step):
     teacher = self.teacher.update(method_state["teacher"], params, self.config.mocov2.momentum)

@@ -39,7 +39,7 @@ import optax
 
 from sslax import optim, sharding
 from sslax.losses.mocov3 import mocov3_loss
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.methods.teacher import EMATeacher
 from sslax.models import ProjectionHead, get_dtype, make_backbone
@@ -54,6 +54,7 @@ TEMPERATURE = {"resnet": 1.0, "vit": 0.2}
 
 class MoCoV3(Method):
   name = "mocov3"
+  provides_probe_features = True
   teacher = EMATeacher(MOMENTUM_MODULES)  # the momentum encoder
 
   @classmethod
@@ -156,7 +157,9 @@ class MoCoV3(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     net = self.network()
-    ((_, z1, q1), (_, _, q2)), batch_stats = forward_views(net, params, batch_stats, batch["views"])
+    ((h1, z1, q1), (_, _, q2)), batch_stats = forward_views(
+      net, params, batch_stats, batch["views"]
+    )
     momentum_encoder = self.teacher.variables(method_state["teacher"])
     (k1, k2), key_batch_stats = forward_views(
       net,
@@ -171,7 +174,7 @@ class MoCoV3(Method):
       num_args=4,
     )
     loss, metrics = loss_fn(q1, q2, k1, k2)
-    metrics = dict(metrics, embedding_std=embedding_std(z1))
+    metrics = dict(metrics, embedding_std=embedding_std(z1), **{PROBE_FEATURES: h1})
     new_state = {"teacher": self.teacher.with_batch_stats(method_state["teacher"], key_batch_stats)}
     return loss, (metrics, batch_stats, new_state)
 

@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from sslax import sharding
 from sslax.data.augment import ViewSpec
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
 
@@ -76,6 +76,12 @@ class PretextMethod(Method):
     """-> (inputs [N, P, h, w, C], labels [N] int32) from the global batch."""
     raise NotImplementedError
 
+  def probe_features(self, features: jax.Array) -> jax.Array | None:
+    """The task inputs' features [N, P * F] -> the batch's backbone features [B, F] for the
+    online probe (`provides_probe_features`); None by default (tiles and patches are not
+    the image evaluation sees)."""
+    return None
+
   def views(self):
     return (augment_view(self.config, self.config.dataset.image_size),)
 
@@ -99,9 +105,11 @@ class PretextMethod(Method):
     batch_sharded = NamedSharding(self.mesh, P(sharding.BATCH_AXES))
     inputs = jax.lax.with_sharding_constraint(inputs, batch_sharded)
     labels = jax.lax.with_sharding_constraint(labels, batch_sharded)
-    (_, logits), updates = self.network().apply(
+    (features, logits), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats}, inputs, train=True, mutable=["batch_stats"]
     )
     loss, metrics = classification_loss(logits, labels)
     metrics["pretext_chance"] = jnp.float32(1.0 / self.num_classes())
+    if self.provides_probe_features:
+      metrics[PROBE_FEATURES] = self.probe_features(features)
     return loss, (metrics, updates["batch_stats"], method_state)

@@ -19,6 +19,7 @@ from sslax.pretext import rotation
 
 class RotNet(PretextMethod):
   name = "rotnet"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -32,6 +33,13 @@ class RotNet(PretextMethod):
 
   def num_classes(self):
     return rotation.NUM_ROTATIONS
+
+  def probe_features(self, features):
+    """All rotations: the unrotated input of each image (row 4b); one random rotation: each
+    image's rotated input (the only one the loss computes)."""
+    if self.config.rotnet.all_rotations:
+      return features.reshape(-1, rotation.NUM_ROTATIONS, features.shape[-1])[:, 0]
+    return features
 
   def make_task(self, batch, rng, method_state):
     (images,) = batch["views"]

@@ -26,6 +26,7 @@ import numpy as np
 from sslax import sharding
 from sslax.data.augment import ViewSpec
 from sslax.losses.common import l2_normalize
+from sslax.methods.base import PROBE_FEATURES
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
 # A run has collapsed when embedding_std < COLLAPSE_STD_FRACTION / sqrt(D). If the embeddings
@@ -118,6 +119,7 @@ class EmbeddingLossMethod:
   """
 
   proj_hidden_bias: bool = False
+  provides_probe_features = True
 
   def embedding_loss(self, z1, z2, *, axis_name) -> tuple[jax.Array, dict]:
     """Local rows z1, z2 [b, D] of the global batch -> (loss, metrics), collectives over axis_name."""
@@ -142,11 +144,12 @@ class EmbeddingLossMethod:
     )
 
   def loss(self, params, batch_stats, method_state, batch, rng):
-    ((_, z1, _), (_, z2, _)), batch_stats = forward_views(
+    ((h1, z1, _), (_, z2, _)), batch_stats = forward_views(
       self.network(), params, batch_stats, batch["views"]
     )
     loss_fn = sharding.shard_over_batch(
       lambda a, b, axis_name: self.embedding_loss(a, b, axis_name=axis_name), self.mesh, num_args=2
     )
     loss, metrics = loss_fn(z1, z2)
-    return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)
+    metrics = dict(metrics, embedding_std=embedding_std(z1), **{PROBE_FEATURES: h1})
+    return loss, (metrics, batch_stats, method_state)

@@ -12,12 +12,13 @@ import ml_collections
 
 from sslax import losses, sharding
 from sslax.data.augment import ViewSpec
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
 
 class SimCLR(Method):
   name = "simclr"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -53,7 +54,7 @@ class SimCLR(Method):
     # Both views go through one forward pass so BatchNorm normalises over all 2B crops, as in
     # SimCLR. Stacking on axis 1 keeps each device's rows local (no resharding).
     x = jnp.stack([view1, view2], axis=1).reshape(2 * b, *view1.shape[1:])
-    (_, z), updates = self.network().apply(
+    (features, z), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
     )
     z = z.reshape(b, 2, -1)
@@ -65,4 +66,5 @@ class SimCLR(Method):
       num_args=2,
     )
     loss, metrics = nt_xent(z[:, 0], z[:, 1])
+    metrics = dict(metrics, **{PROBE_FEATURES: features.reshape(b, 2, -1)[:, 0]})
     return loss, (metrics, updates["batch_stats"], method_state)

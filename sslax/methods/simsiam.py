@@ -15,13 +15,14 @@ import jax
 import ml_collections
 
 from sslax import losses, optim, sharding
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.siamese import SiameseNetwork, embedding_std, forward_views, two_views
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
 
 class SimSiam(Method):
   name = "simsiam"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -62,7 +63,7 @@ class SimSiam(Method):
     return optim.with_constant_lr(tx, opt, peak, predictor)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
-    ((_, z1, p1), (_, z2, p2)), batch_stats = forward_views(
+    ((h1, z1, p1), (_, z2, p2)), batch_stats = forward_views(
       self.network(), params, batch_stats, batch["views"]
     )
     simsiam = sharding.shard_over_batch(
@@ -71,4 +72,5 @@ class SimSiam(Method):
       num_args=4,
     )
     loss, metrics = simsiam(p1, p2, z1, z2)
-    return loss, (dict(metrics, embedding_std=embedding_std(z1)), batch_stats, method_state)
+    metrics = dict(metrics, embedding_std=embedding_std(z1), **{PROBE_FEATURES: h1})
+    return loss, (metrics, batch_stats, method_state)

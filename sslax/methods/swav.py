@@ -41,7 +41,7 @@ from jax import lax
 
 from sslax import losses, optim, sharding
 from sslax.methods import multicrop
-from sslax.methods.base import Method
+from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.multicrop import NUM_GLOBAL_CROPS, group_by_size
 from sslax.models import ProjectionHead, get_dtype, make_backbone
 
@@ -83,6 +83,7 @@ class SwAVNetwork(nn.Module):
 
 class SwAV(Method):
   name = "swav"
+  provides_probe_features = True
 
   @classmethod
   def default_config(cls):
@@ -166,7 +167,7 @@ class SwAV(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     cfg = self.config.swav
-    (_, z, scores), updates = self.network().apply(
+    (features, z, scores), updates = self.network().apply(
       {"params": params, "batch_stats": batch_stats},
       group_by_size(batch["views"]),
       train=True,
@@ -186,6 +187,7 @@ class SwAV(Method):
         num_args=1,
       )
       loss, metrics = loss_fn(scores)
+      metrics = dict(metrics, **{PROBE_FEATURES: features[:, 0]})  # the first global crop
       return loss, (metrics, updates["batch_stats"], method_state)
 
     queue = method_state["queue"]  # [2, Q, D]
@@ -210,7 +212,9 @@ class SwAV(Method):
       jnp.minimum(method_state["queue_fill"] + self.config.batch_size, cfg.queue_length),
       method_state["queue_fill"],
     )
-    metrics = dict(metrics, queue_in_use=use_queue.astype(jnp.float32))
+    metrics = dict(
+      metrics, queue_in_use=use_queue.astype(jnp.float32), **{PROBE_FEATURES: features[:, 0]}
+    )
     new_state = dict(method_state, queue=new_queue, queue_fill=fill)
     return loss, (metrics, updates["batch_stats"], new_state)
 
