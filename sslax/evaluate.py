@@ -8,7 +8,8 @@ Protocols (sslax/evaluation/protocols/):
              held-out val split (--solver sgd --lr_grid 0.01,0.1,1), or closed-form ridge
              (--solver closed_form)
   retrieval  test images as queries against the train gallery (cosine): mAP, precision@k
-  finetune   backbone + linear head fine-tuned end to end on all train labels
+  finetune   backbone + linear head fine-tuned end to end on all train labels, next to the
+             random-init network fine-tuned the same way
   lowshot    the same on class-balanced 1% / 10% label subsets (--fractions 0.01,0.1); the
              chosen ids are saved to DIR/lowshot/
   pictures   PNGs in DIR/pictures/: augmented views, PCA map of test features, retrieval grid
@@ -16,6 +17,8 @@ Protocols (sslax/evaluation/protocols/):
              dataset.zero_shot_dataset (templates: dataset.zero_shot_templates), vs random init
   image_text_retrieval  image-text models: image->text and text->image Recall@1/5/10 on the
              held-out pairs of dataset.test_split, vs random init
+  classifier top-1/top-5 of a linear evaluation run (configs/linear_eval.py:DIR), the
+             papers' protocol; the end-of-run report of such a run, also written to DIR
 
 The run's config is rebuilt from DIR/config.json (`sslax.workdir.load_config`); any key can be
 overridden with --config.<key>=<value> (e.g. --config.eval.knn_temperature=0.1), the grammar of
@@ -51,6 +54,8 @@ from sslax.evaluation import protocols  # noqa: E402
 from sslax.methods.image_text import ImageTextMethod, restore_tokenizer  # noqa: E402
 
 REPORT = "report"
+CLASSIFIER = "classifier"  # protocol of a classifier run's report (sslax.methods.linear_eval)
+LINEAR_EVAL = "linear_eval"  # its record in the pretrained run's results.json
 
 
 def restore_encoder(
@@ -75,6 +80,8 @@ def encoders_for(protocol: str, config, workdir: str, s, *, state=None) -> list:
   p = protocols.get(protocol)
   if p.image_text:
     return _image_text_encoders(p, config, workdir, s, state)
+  if protocol == CLASSIFIER:
+    return [_classifier_encoder(config, workdir, s, state)]
   backbone = s.method.network().backbone
   size, channels = config.dataset.image_size, s.run.channels
   if state is None:
@@ -102,6 +109,66 @@ def encoders_for(protocol: str, config, workdir: str, s, *, state=None) -> list:
     else:
       raise ValueError(f"protocol {protocol!r}: unknown baseline encoder {name!r}")
   return encoders
+
+
+def _classifier_encoder(config, workdir: str, s, state):
+  """The whole network of a classifier run (linear_eval: frozen backbone + linear head), whose
+  "features" are its logits."""
+  if getattr(s.method, "report_protocol", REPORT) != CLASSIFIER:
+    raise ValueError(
+      f"--protocol {CLASSIFIER} scores a trained classifier (method linear_eval); this run's "
+      f"method is {config.method!r}: use knn, linear, finetune, lowshot or retrieval."
+    )
+  if state is None:
+    tree, step = encoder_lib.load_checkpoint(workdir)
+    variables = {"params": tree["params"], "batch_stats": tree.get("batch_stats") or {}}
+  else:
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    step = int(jax.device_get(state.step))
+  return encoder_lib.from_variables(
+    encoder_lib.ModuleMethod(s.method.network(), "__call__"),
+    variables,
+    name=encoder_lib.PRETRAINED,
+    image_size=config.dataset.image_size,
+    channels=s.run.channels,
+    mesh=s.mesh,
+    step=step,
+  )
+
+
+def _record_linear_eval(record: dict, method, workdir: str) -> None:
+  """A linear evaluation's top-1, appended to the pretrained run's results.json next to its
+  fast probe (frozen centre-crop features) and printed beside it. Best effort: a pretrained
+  workdir that cannot be written (read-only, remote without rights) only logs a warning."""
+  pretrained_dir = method.config.linear_eval.pretrained_workdir
+  pretrained_step = int(method.pretrained()["step"])
+  scores = dict(record["results"][encoder_lib.PRETRAINED])
+  report = workdir_lib.latest_record(workdir_lib.read_results(pretrained_dir), REPORT)
+  probe = None
+  if report is not None and report["step"] == pretrained_step:
+    probe = report["results"].get(encoder_lib.PRETRAINED, {}).get("linear_top1")
+  scores.update(
+    fast_probe_top1=probe,
+    weights=method.pretrained()["weights"],
+    linear_eval_workdir=os.path.abspath(workdir) if workdir_lib.is_local(workdir) else workdir,
+    linear_eval_step=record["step"],
+    epochs=float(method.config.total_epochs) if not method.config.total_steps else None,
+    steps=int(method.run.total_steps),
+  )
+  linked = {**record, "protocol": LINEAR_EVAL, "step": pretrained_step}
+  linked["results"] = {encoder_lib.PRETRAINED: scores}
+  if jax.process_index() == 0:
+    try:
+      workdir_lib.append_record(pretrained_dir, linked)
+    except OSError as e:
+      logging.warning("Could not add the linear evaluation to %s: %s", pretrained_dir, e)
+    probe_text = "no report at this step" if probe is None else f"{100 * probe:.2f}"
+    print(
+      f"{pretrained_dir} (step {pretrained_step}): linear evaluation top-1 "
+      f"{100 * scores['top1']:.2f} (augmented crops, {method.run.total_steps} steps); "
+      f"fast probe on frozen features: {probe_text}",
+      flush=True,
+    )
 
 
 def _image_text_encoders(p, config, workdir: str, s, state) -> list:
@@ -174,11 +241,15 @@ def evaluate(
       workdir_lib.check_for_evaluation(workdir, config)
   protocols.check_eval_config(config)
   s = setup_lib.build(config, devices) if setup is None else setup
+  if protocol == REPORT:  # a method may score itself another way (linear_eval: its classifier)
+    protocol = getattr(s.method, "report_protocol", REPORT)
   encoders = encoders_for(protocol, config, workdir, s, state=state)
   ctx = protocols.Context(config=config, workdir=workdir, views=tuple(s.method.views()))
   record = protocols.run(protocol, encoders, ctx)
   if jax.process_index() == 0:
     workdir_lib.append_record(workdir, record)
+  if protocol == CLASSIFIER and hasattr(s.method, "pretrained"):
+    _record_linear_eval(record, s.method, workdir)
   return record
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from sslax import workdir as workdir_lib
 from sslax.config import base_config
 
 # Backbones by name: the keys of config.model each one sets (the rest keep their defaults).
@@ -108,6 +109,63 @@ def image_text_cpu(method: str = "clip") -> ml_collections.ConfigDict:
   config.augment.grayscale_prob = 0.0
   config.optimizer.base_lr = 1e-3
   config.optimizer.weight_decay = 0.1
+  return config
+
+
+# Label classes of the datasets sslax reads (another dataset: set linear_eval.num_classes).
+NUM_CLASSES = {
+  "fashion_mnist": 10,
+  "mnist": 10,
+  "cifar10": 10,
+  "cifar100": 100,
+  "imagenet2012": 1000,
+}
+DEMO_WORKDIR = "runs/simclr_fashion_mnist"  # where the README demo trains
+
+
+def linear_eval(pretrained_workdir: str | None = None) -> ml_collections.ConfigDict:
+  """Linear evaluation (the papers' protocol, sslax/methods/linear_eval.py) of a pretraining run.
+
+  pretrained_workdir: the run to evaluate; its config.json gives the dataset, model, mesh,
+  compute dtype, input normalisation and evaluation view. None: the README demo's run
+  (DEMO_WORKDIR, Fashion-MNIST, `fashion_mnist_cpu`'s ResNet), read only when training starts.
+
+  Recipe: ImageNet-size data as MoCo v3 `main_lincls.py`: 90 epochs, batch 1024, SGD momentum
+  0.9, lr 0.1 x B/256 (ResNet) or 3 x B/256 (MoCo v3 ViT), weight decay 0, cosine without
+  warmup, RandomResizedCrop (0.08, 1) + flip; DINO runs as DINO's `eval_linear.py` (100 epochs,
+  lr 0.001 x B/256). 28-32 px data (CPU): 5 epochs of batch 256 at lr 0.1, crops (0.2, 1).
+  """
+  if pretrained_workdir:
+    pre = workdir_lib.load_config(pretrained_workdir)
+    config = base_config("linear_eval")
+    # What the backbone was trained on and how it sees images: the pretraining run's.
+    for key in ("dataset", "model", "mesh", "distributed"):
+      config[key] = pre[key]
+    config.dtype = pre.dtype
+    config.augment.normalize = pre.augment.normalize
+    for key in ("crop_fraction", "batch_size", "num_train_examples"):
+      config.eval[key] = pre.eval[key]
+    method, model_name = pre.method, pre.model.name
+  else:
+    config = fashion_mnist_cpu("linear_eval")
+    pretrained_workdir, method, model_name = DEMO_WORKDIR, "simclr", "resnet"
+  config.linear_eval.pretrained_workdir = pretrained_workdir
+  config.linear_eval.num_classes = NUM_CLASSES.get(config.dataset.name, 0)
+  config.eval.baselines = False  # the classifier's own score; the baselines are the pretraining's
+  opt = config.optimizer
+  opt.name, opt.momentum, opt.weight_decay = "sgd", 0.9, 0.0
+  opt.warmup_epochs, opt.exclude_bias_and_norm, opt.lr_scaling = 0.0, False, "linear"
+  config.total_steps = 0  # from total_epochs
+  if config.dataset.image_size <= 32:
+    config.batch_size, config.total_epochs, opt.base_lr = 256, 5.0, 0.1
+    config.linear_eval.crop_scale = (0.2, 1.0)  # (0.08, 1) of a 28 px image keeps too little
+    config.log_every_steps, config.checkpoint_every_steps = 100, 500
+  else:
+    config.batch_size = 1024
+    config.total_epochs = 100.0 if method == "dino" else 90.0
+    vit_lr = 3.0 if method == "mocov3" else 0.1
+    opt.base_lr = 0.001 if method == "dino" else (vit_lr if model_name == "vit" else 0.1)
+    config.log_every_steps, config.checkpoint_every_steps = 100, 1000
   return config
 
 

@@ -15,6 +15,7 @@ from sslax.methods.exemplar import Exemplar
 from sslax.methods.inpainting import Inpainting
 from sslax.methods.instdisc import InstDisc
 from sslax.methods.jigsaw import Jigsaw
+from sslax.methods.linear_eval import LinearEval
 from sslax.methods.mae import MAE
 from sslax.methods.mocov2 import MoCoV2
 from sslax.methods.mocov3 import MoCoV3
@@ -53,6 +54,7 @@ METHODS: dict[str, type[Method]] = {
     CMC,
     Exemplar,
     CPC,
+    LinearEval,
   )
 }
 

@@ -30,7 +30,7 @@ def _variants(name):
   """(arg, config) for get_config() and, where it takes a method (`:siglip`), each method."""
   module = _module(name)
   yield None, module.get_config()
-  if inspect.signature(module.get_config).parameters:
+  if "method" in inspect.signature(module.get_config).parameters:
     yield "siglip", module.get_config("siglip")
 
 

@@ -6,6 +6,7 @@
   finetune, lowshot     end-to-end fine-tuning (finetune.py)
   pictures              PNGs of views, features and neighbours (pictures.py)
   zero_shot, image_text_retrieval   image-text models (image_text.py)
+  classifier            top-1/top-5 of a trained classifier: linear evaluation runs (classifier.py)
 
 `run(name, encoders, ctx)` runs one and returns its results.json record (schema in
 sslax/workdir.py). Adding a protocol: a function `fn(encoders, ctx) -> {encoder name: dict}`
@@ -23,7 +24,7 @@ from sslax.evaluation import encoder as encoder_lib
 from sslax.evaluation.linear import SOLVERS
 
 # Importing a protocol module registers its protocols; PROTOCOLS keeps this order.
-from sslax.evaluation.protocols import frozen, finetune, pictures, image_text
+from sslax.evaluation.protocols import frozen, finetune, pictures, image_text, classifier
 from sslax.evaluation.protocols.frozen import format_table, knn_results, linear_results
 from sslax.evaluation.protocols.registry import PROTOCOLS, Context, Protocol, get, register
 
@@ -32,6 +33,7 @@ __all__ = [
   "Context",
   "Protocol",
   "check_eval_config",
+  "classifier",
   "finetune",
   "format_table",
   "frozen",

@@ -1,0 +1,218 @@
+"""Linear evaluation, the papers' protocol: a linear classifier on a frozen pretrained backbone,
+trained on augmented crops (random resized crop + flip) with the labels, evaluated on centre
+crops. It is a method like the others, so the trainer trains it sharded, preemptible and
+resumable; `python -m sslax.evaluate` / the end-of-run report then score its classifier
+(`report_protocol`) and write the top-1 next to the fast probe's in the pretrained run's
+results.json.
+
+References: SimCLR (google-research/simclr, linear eval: 90 epochs, SGD/LARS with Nesterov,
+batch 4096), BYOL (80 epochs, SGD Nesterov), MoCo v3 `main_lincls.py` (90 epochs, SGD lr 0.1 x
+B/256, wd 0, batch 1024; the backbone in eval mode, a Linear initialised normal(0, 0.01), zero
+bias), DINO `eval_linear.py` (100 epochs, SGD lr 0.001 x B/256, wd 0, batch 1024). The pod
+recipe is each pretraining config's; `configs/linear_eval.py` builds it from the pretrained run.
+
+The backbone is the pretrained run's `model` (rebuilt with `sslax.models.make_backbone`, which
+covers the ResNet and ViT backbones of the joint-embedding, clustering, distillation and masked
+image models), run with `train=False` (BatchNorm uses its pretrained running statistics, as
+`model.eval()` in the references) behind a stop-gradient, and its parameters get no update
+(`wrap_optimizer`). Its weights come from the pretrained run's checkpoint through
+`sslax.checkpoint` (numpy, no pickle), checked leaf by leaf against the rebuilt backbone.
+DINO runs are evaluated on the EMA teacher, as DINO's `eval_linear.py` (`linear_eval.weights`).
+Not yet: DINO ViT-S's concatenation of the last 4 class tokens (sslax's ViT returns the final
+one), so a ViT's number here is the single-token protocol.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from sslax import checkpoint
+from sslax.data.augment import ViewSpec
+from sslax.methods.base import Method
+from sslax.models import make_backbone
+
+# Methods whose reference evaluates the EMA teacher (DINO eval_linear.py / eval_knn.py:
+# --checkpoint_key teacher); linear_eval.weights="auto" follows them.
+TEACHER_EVALUATED = {"dino": "teacher"}
+
+
+class LinearClassifier(nn.Module):
+  """images [B, H, W, C] -> logits [B, num_classes] of a linear layer on frozen features."""
+
+  backbone: nn.Module
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    # The backbone is frozen: eval-mode BatchNorm whatever `train` says, and no gradient.
+    features = jax.lax.stop_gradient(self.backbone(x, train=False))
+    head = nn.Dense(
+      self.num_classes,
+      kernel_init=nn.initializers.normal(0.01),
+      bias_init=nn.initializers.zeros,
+      name="head",
+    )
+    return head(features.astype(jnp.float32))
+
+
+class LinearEval(Method):
+  name = "linear_eval"
+  # The end-of-run report of this run scores the trained classifier (sslax/evaluate.py).
+  report_protocol = "classifier"
+
+  @classmethod
+  def default_config(cls):
+    return ml_collections.ConfigDict(
+      dict(
+        pretrained_workdir="",  # the pretraining run whose backbone is evaluated
+        pretrained_step=-1,  # its checkpoint step; -1: the newest
+        num_classes=0,  # classes of the dataset's labels (Fashion-MNIST 10, ImageNet 1000)
+        crop_scale=(0.08, 1.0),  # RandomResizedCrop of the references' linear training
+        # Which backbone of the checkpoint: student | teacher (an EMA teacher's, in its
+        # method_state) | auto: the teacher for DINO (its eval_linear.py loads the teacher),
+        # the trained network otherwise (SimCLR, MoCo, BYOL ... evaluate the online encoder).
+        weights="auto",
+      )
+    )
+
+  def __init__(self, config, run, mesh):
+    super().__init__(config, run, mesh)
+    cfg = config.linear_eval
+    if not cfg.pretrained_workdir:
+      raise ValueError(
+        "linear_eval needs the pretraining run: --config configs/linear_eval.py:DIR "
+        "(or --config.linear_eval.pretrained_workdir=DIR)."
+      )
+    if cfg.weights not in ("auto", "student", "teacher"):
+      raise ValueError(f"linear_eval.weights={cfg.weights!r}; choose auto, student or teacher.")
+    if cfg.num_classes <= 0:
+      raise ValueError(
+        f"linear_eval.num_classes must be the number of label classes (got {cfg.num_classes}): "
+        f"set --config.linear_eval.num_classes=N for dataset {config.dataset.name!r}."
+      )
+    self._loaded = None  # read when the run starts (initial_variables), not at build time
+
+  def pretrained(self) -> dict:
+    """The pretraining run's checkpoint, read once: {"method", "step", "params", "batch_stats"}
+    of its backbone. Fails with the fix on a missing run or a model other than config.model."""
+    if self._loaded is None:
+      cfg = self.config.linear_eval
+      pre = _read_run_config(cfg.pretrained_workdir)
+      if pre.get("method") == self.name:
+        raise ValueError(f"{cfg.pretrained_workdir} is a linear evaluation run, not a pretraining.")
+      if pre.get("model") != json.loads(self.config.model.to_json_best_effort()):
+        raise ValueError(
+          f"config.model differs from the pretrained run's ({cfg.pretrained_workdir}/"
+          "config.json): build the config from it with --config configs/linear_eval.py:DIR."
+        )
+      step = None if cfg.pretrained_step < 0 else int(cfg.pretrained_step)
+      tree, step = checkpoint.load_numpy(cfg.pretrained_workdir, step)
+      weights = cfg.weights if cfg.weights != "auto" else TEACHER_EVALUATED.get(pre.get("method"))
+      source = tree
+      if weights == "teacher":
+        source = (tree.get("method_state") or {}).get("teacher")
+        if not source:
+          raise ValueError(
+            f"linear_eval.weights='teacher': {cfg.pretrained_workdir} (method "
+            f"{pre.get('method')!r}) "
+            "has no EMA teacher; use --config.linear_eval.weights=student."
+          )
+      if "backbone" not in (source.get("params") or {}):
+        raise ValueError(
+          f"{cfg.pretrained_workdir}: the checkpoint's network has no `backbone` (method "
+          f"{pre.get('method')!r}); linear evaluation needs a ResNet or ViT backbone."
+        )
+      self._loaded = {
+        "method": pre.get("method"),
+        "step": int(step),
+        "weights": weights or "student",
+        "params": source["params"]["backbone"],
+        "batch_stats": (source.get("batch_stats") or {}).get("backbone", {}),
+      }
+    return self._loaded
+
+  def views(self):
+    # Random resized crop + horizontal flip, nothing else (the references' linear training).
+    aug, size = self.config.augment, self.config.dataset.image_size
+    spec = ViewSpec.from_config(
+      aug,
+      size,
+      crop_scale=tuple(self.config.linear_eval.crop_scale),
+      jitter_prob=0.0,
+      grayscale_prob=0.0,
+      blur_prob=0.0,
+      solarize_prob=0.0,
+    )
+    return (spec,)
+
+  def network(self):
+    backbone = make_backbone(self.config.model, self.config.dtype)
+    return LinearClassifier(backbone=backbone, num_classes=self.config.linear_eval.num_classes)
+
+  def initial_variables(self, variables):
+    """The random backbone replaced by the pretrained one (same shapes, checked)."""
+    variables = dict(variables)
+    for collection in ("params", "batch_stats"):
+      mine = variables.get(collection, {}).get("backbone", {})
+      theirs = self.pretrained()[collection]
+      _check_same_shapes(mine, theirs, collection, self.config.linear_eval.pretrained_workdir)
+      if mine:
+        loaded = jax.tree.map(lambda m, t: jnp.asarray(t, m.dtype), mine, theirs)
+        variables[collection] = {**variables[collection], "backbone": loaded}
+    return variables
+
+  def wrap_optimizer(self, tx):
+    # The backbone gets no update (and, through set_to_zero, no optimizer state).
+    def labels(params):
+      return {
+        k: jax.tree.map(lambda _, k=k: "frozen" if k == "backbone" else "head", v)
+        for k, v in params.items()
+      }
+
+    return optax.multi_transform({"head": tx, "frozen": optax.set_to_zero()}, labels)
+
+  def loss(self, params, batch_stats, method_state, batch, rng):
+    (view,) = batch["views"]
+    logits = self.network().apply({"params": params, "batch_stats": batch_stats}, view)
+    labels = batch["label"]
+    valid = labels >= 0
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    count = jnp.maximum(jnp.sum(valid), 1)
+    loss = jnp.sum(jnp.where(valid, ce, 0.0)) / count
+    top1 = jnp.sum(jnp.where(valid, jnp.argmax(logits, -1) == labels, False)) / count
+    return loss, ({"train_top1": top1}, batch_stats, method_state)
+
+
+def _read_run_config(workdir: str) -> dict:
+  """DIR/config.json as a dict (the method checks only its `method` and `model`; the full
+  reader, `sslax.workdir.load_config`, sits above the methods: configs import the registry)."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f"{path} does not exist: linear_eval.pretrained_workdir must be a directory written by "
+      "the trainer (python -m sslax.main --config ... --workdir DIR)."
+    )
+  with open(path) as f:
+    return json.load(f)
+
+
+def _check_same_shapes(mine, theirs, collection: str, workdir: str) -> None:
+  a = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(mine)}
+  b = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(theirs)}
+  if a != b:
+    diff = sorted(set(a.items()) ^ set(b.items()))[:4]
+    raise ValueError(
+      f"{workdir}: the checkpoint's backbone {collection} do not match the backbone that "
+      f"config.model builds (first differences: {diff}). linear_eval rebuilds backbones from "
+      "config.model (the ResNets and ViTs of the joint-embedding, distillation and masked "
+      "image methods); a method with its own encoder (CMC, colorization) or a checkpoint of "
+      "another sslax version cannot be loaded: use python -m sslax.evaluate --protocol linear."
+    )
