@@ -27,6 +27,7 @@ def sinkhorn_knopp(
   axis_name=None,
   extra_scores=None,
   use_extra=True,
+  sample_weights=None,
 ):
   """Soft codes Q for the batch: SwAV eq. (3)-(4), solved by `num_iters` Sinkhorn-Knopp steps.
 
@@ -43,6 +44,9 @@ def sinkhorn_knopp(
     extra_scores: optional [E, K] scores of queued embeddings, identical on every device.
     use_extra: bool (may be traced): whether extra_scores take part (SwAV uses its queue only
       once it is full).
+    sample_weights: optional [b] 0/1 weights of the local rows: rows with 0 take no part and
+      N counts the others over every device (DINOv2's codes of the masked patch tokens only,
+      out of fixed-shape [b] rows). Their returned codes are zero.
 
   Returns [b, K] codes of the local rows (rows sum to 1), float32, without gradient.
   """
@@ -60,13 +64,16 @@ def sinkhorn_knopp(
     extra = jnp.exp((extra_scores - shift) / epsilon) * weight  # [E, K]; zero when unused
     num_extra = weight * extra_scores.shape[0]
   q = jnp.exp((scores - shift) / epsilon)  # [b, K]
+  local_count = jnp.asarray(q.shape[0], jnp.float32)
+  if sample_weights is not None:
+    sample_weights = lax.stop_gradient(sample_weights.astype(jnp.float32))
+    q = q * sample_weights[:, None]
+    local_count = jnp.sum(sample_weights)
 
   def total_over_samples(local_sum, extra_sum):
     return _psum(local_sum, axis_name) + (0.0 if extra_scores is None else extra_sum)
 
-  num_samples = total_over_samples(
-    jnp.asarray(q.shape[0], jnp.float32), None if extra_scores is None else num_extra
-  )
+  num_samples = total_over_samples(local_count, None if extra_scores is None else num_extra)
   mass = total_over_samples(jnp.sum(q), None if extra_scores is None else jnp.sum(extra))
   q = q / mass
   if extra_scores is not None:
@@ -76,12 +83,19 @@ def sinkhorn_knopp(
       jnp.sum(q, axis=0), None if extra_scores is None else jnp.sum(extra, axis=0)
     )  # [K]
     q = q / (per_prototype * num_prototypes)
-    q = q / (jnp.sum(q, axis=1, keepdims=True) * num_samples)
+    if sample_weights is None:
+      q = q / (jnp.sum(q, axis=1, keepdims=True) * num_samples)
+    else:  # rows that take no part stay zero
+      row = jnp.sum(q, axis=1, keepdims=True)
+      q = q / (jnp.where(row > 0, row, 1.0) * num_samples)
     if extra_scores is not None:
       extra = extra / (per_prototype * num_prototypes)
       row = jnp.sum(extra, axis=1, keepdims=True)
       extra = extra / (jnp.where(row > 0, row, 1.0) * num_samples)  # unused rows stay zero
-  return q / jnp.sum(q, axis=1, keepdims=True)
+  if sample_weights is None:
+    return q / jnp.sum(q, axis=1, keepdims=True)
+  row = jnp.sum(q, axis=1, keepdims=True)
+  return q / jnp.where(row > 0, row, 1.0)
 
 
 def swapped_prediction_loss(
