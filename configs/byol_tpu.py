@@ -27,8 +27,15 @@ Expected runtime: the paper reports ~8 h for the 1000 epochs on 512 TPU v3 cores
 by us.
 Expected accuracy (published, BYOL paper table 1): linear evaluation top-1 74.3% after 1000
 epochs (ResNet-50). Shorter runs as reproduced in SimSiam's table 4: 66.5% at 100 epochs,
-70.6% at 200, 73.2% at 400. Our own end-of-training evaluation is kNN (k=20, 200) and a
-linear probe on frozen features.
+70.6% at 200, 73.2% at 400 (SimSiam's reproductions; their linear protocol: not checked).
+Protocol (deepmind-research byol `configs/eval.py`, `main_loop.py --experiment_mode=linear-eval`):
+a linear head on the frozen online encoder (eval-mode BN), random crops + flips, 80 epochs at the
+default batch 4096, SGD with Nesterov momentum 0.9, lr 0.2 x B/256, no weight decay, cosine; the
+paper also picks the lr on a validation split (its README). sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/byol_r50 --workdir gs://BUCKET/byol_r50_linear` (90 epochs of
+plain momentum SGD at batch 1024, lr 0.1 x B/256; closer with --config.total_epochs=80
+--config.batch_size=4096 --config.optimizer.base_lr=0.2). The end-of-run kNN (k=20, 200) and
+fast linear probe (frozen centre-crop features, AdamW) are quick checks, not this protocol.
 """
 
 from sslax.presets import imagenet_tpu

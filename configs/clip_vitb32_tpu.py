@@ -10,14 +10,18 @@ Data: 400M (image, caption) pairs are not shipped with anything. Convert the pai
 paths and captions) to record shards once, in parallel and resumable:
   python -m sslax.data.shards --from webdataset --input /data/laion400m/tars \
       --output gs://BUCKET/laion400m_shards --workers 64
-(and a held-out split with `--split test`), then point dataset.data_dir at them. Every process reads only its own rows by index, so a
-restart resumes mid-epoch exactly and at no cost (tested at a toy size on generated shards in
-tests/data/test_shards.py). For a small-scale check, dataset.name = "coco_captions" (TFDS).
+(and a held-out split with `--split test`), then point dataset.data_dir at them. Every process
+reads only its own rows by index, so a restart resumes mid-epoch exactly and at no cost (tested
+at a toy size on generated shards in tests/data/test_shards.py). For a small-scale check,
+dataset.name = "coco_captions" (TFDS).
 
 Runtime: not measured by us (the paper reports 12 days on 256 V100s for its largest model,
 ViT-L/14; ViT-B/32 needs far less). Expected accuracy: 63.2% zero-shot top-1 on
 ImageNet (the CLIP paper's published number for ViT-B/32, prompt ensemble of 80 templates),
-not reproduced by us.
+not reproduced by us. Protocol: zero-shot, i.e. no training on ImageNet labels: each class's
+text embedding, averaged over the prompt templates, classifies the validation images. sslax:
+the `--protocol zero_shot` command above, with the 24 templates of dataset.zero_shot_templates
+here (not the paper's 80); linear probes are a different protocol (eval.at_end is off here).
 
 Settings from the paper (sec. 2.5 and tables 18-20): AdamW lr 5e-4, beta2 0.98, eps 1e-6,
 weight decay 0.2, 2,000 warmup steps then cosine, temperature initialised to 0.07 with the

@@ -28,9 +28,16 @@ image). XLA:TPU compile for v5e:4x4 (`sslax.aot`, on CPU): 2.4 GiB peak memory p
 replicated banks included), fits the 16 GiB.
 Expected accuracy (published; not reproduced): ImageNet linear top-1 of CMC with two ResNet-50s
 (L+ab, 47M), 66.2% top-1 / 87.0% top-5 in the ECCV 2020 version's table (as listed by Papers
-with Code; earlier arXiv versions report lower numbers). The README notes that its released v2/v3 weights were trained with
-FastAutoAugment (+0.8-1%), which we do not have. Two ResNet-50 x2 (188M,
-`--config.model.width=2`): 68.4% (the README), 70.6% (ECCV).
+with Code; earlier arXiv versions report lower numbers). The README notes that its released
+v2/v3 weights were trained with FastAutoAugment (+0.8-1%), which we do not have. Two ResNet-50
+x2 (188M, `--config.model.width=2`): 68.4% (the README), 70.6% (ECCV).
+Protocol: HobbitLong/CMC `LinearProbing.py --learning_rate 30 --layer 6` (the README's ResNet
+setting): a linear head on the frozen, concatenated pooled L and ab features, random resized
+crops (0.2-1) + flips, 60 epochs at batch 256, SGD momentum 0.9, lr 30 (x0.2 at epochs 30, 40
+and 50), weight decay 0 (that the ECCV table used exactly these: not checked). sslax's
+`configs/linear_eval.py` does not take CMC runs (it rebuilds one ResNet, not the two encoders);
+`python -m sslax.evaluate --workdir gs://BUCKET/cmc_r50 --protocol linear` and the end-of-run
+kNN / fast linear probe use frozen centre-crop features of both encoders: not this protocol.
 """
 
 from sslax.presets import imagenet_tpu

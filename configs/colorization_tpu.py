@@ -23,6 +23,12 @@ classifiers on frozen ImageNet features (conv1..conv5, as tabulated in DeepClust
 and the split-brain paper): 12.5 / 24.5 / 30.4 / 31.5 / 30.3% top-1; PASCAL VOC 2007
 classification 65.9% mAP (fine-tuned), detection 46.9% mAP, segmentation 35.6% mIU.
 The paper reports no ResNet-50 numbers.
+Protocol: a linear classifier on each frozen, spatially pooled AlexNet conv layer (~9k features;
+DeepCluster's eval_linear.py is one such code: 90 epochs of SGD, 10-crop test; the cited runs'
+exact settings: not checked) and VOC fine-tuning: not comparable with sslax's protocols, which
+read a ResNet-50's final pooled features. sslax's `configs/linear_eval.py` does not take
+colorization runs (the encoder reads the L channel only); the end-of-run kNN and fast linear
+probe (frozen centre-crop features, AdamW) are sslax's own quick checks.
 """
 
 from sslax.presets import imagenet_tpu

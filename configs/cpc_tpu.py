@@ -24,6 +24,12 @@ Expected accuracy (published, not ours): linear classification on ImageNet, CPC 
 ResNet-50 encoder 63.8% top-1 / 85.3% top-5, with its ResNet-161 71.5% / 90.1% (the paper's
 table of linear evaluation, as listed by Papers with Code); that ResNet-50 is a ResNet v2 with
 layer normalisation, trained with the paper's own recipe. Not reproduced here.
+Protocol: the paper's linear classification on frozen encoder features (its exact settings: not
+checked; there is no official code). sslax's `configs/linear_eval.py:DIR` accepts a CPC run but
+applies the ResNet to whole images, not to CPC's patch grid, so it does not measure this
+representation; `python -m sslax.evaluate --workdir gs://BUCKET/cpc_r50 --protocol linear` and
+the end-of-run kNN / fast linear probe use the patch-grid mean of frozen centre crops, which is
+not the paper's protocol either.
 """
 
 from sslax.presets import imagenet_tpu

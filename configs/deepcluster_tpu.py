@@ -23,6 +23,13 @@ Expected accuracy (published; not reproduced): AlexNet, linear classifiers on fr
 features conv1..conv5: 12.9 / 29.2 / 38.2 / 39.8 / 36.1% top-1 (paper table 2); PASCAL VOC
 2007 classification 73.7% mAP (fine-tuned), detection 65.9% mAP, segmentation 45.1% mIU
 (paper table 3). The paper reports no ResNet-50 numbers.
+Protocol (facebookresearch/deepcluster `eval_linear.py`): a linear classifier on each frozen
+AlexNet conv layer, average-pooled to ~9k features, random 224 crops + flips, 90 epochs at batch
+256, SGD momentum 0.9, lr 0.01, 10-crop test; not comparable with sslax's protocols, which read
+a ResNet-50's final pooled features. sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/deepcluster_r50 --workdir gs://BUCKET/deepcluster_r50_linear`
+(MoCo v3's linear recipe); the end-of-run kNN and fast linear probe (frozen centre-crop
+features, AdamW) are quick checks.
 """
 
 from sslax.presets import imagenet_tpu

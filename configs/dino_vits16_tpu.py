@@ -32,8 +32,14 @@ Expected runtime: the paper reports ~3 days on 2 nodes of 8 V100 for 800 epochs 
 not measured by us.
 Expected accuracy (published, DINO paper table 2, stated as the paper's numbers, not ours):
 ViT-S/16, 800 epochs: linear 77.0%, k-NN 74.5% (the 100-epoch ablation setting: k-NN ~69%).
-Our own end-of-training evaluation is kNN (k=20, 200) and a linear probe on the student's
-frozen features (the paper evaluates the teacher).
+Protocols (facebookresearch/dino, on the teacher): linear = `eval_linear.py`, a linear head on
+the class tokens of the last 4 blocks concatenated, random resized crops + flips, 100 epochs at
+batch 1024, SGD momentum 0.9, lr 0.001 x B/256, weight decay 0, cosine; k-NN = `eval_knn.py`,
+weighted votes at T = 0.07 (k = 10, 20, 100, 200) on centre-crop features. sslax: `python -m
+sslax.main --config configs/linear_eval.py:gs://BUCKET/dino_vits16 --workdir
+gs://BUCKET/dino_vits16_linear` (that recipe, but on the student's final class token only). The
+end-of-run kNN (k=20, 200, T=0.07) is eval_knn.py's rule on the student; its fast linear probe
+(frozen centre-crop features, AdamW) is not the linear protocol.
 """
 
 from sslax.presets import imagenet_tpu

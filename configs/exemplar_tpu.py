@@ -39,6 +39,13 @@ as the earlier ImageNet result (attributed to Doersch & Zisserman 2017, "Multi-t
 Self-Supervised Visual Learning", ResNet-101); we could not check it in a source we could read,
 so it is not quoted here. Neither number is for this recipe, which keeps Exemplar-CNN's
 classifier over a seed subset.
+Protocols: the NIPS paper's STL-10 / CIFAR-10 numbers come from its own classifier on frozen
+features (not checked); Kolesnikov et al.'s 46.0% from logistic regression on frozen features
+(their config/evaluation/rotation_or_exemplar.sh: lr 0.1 x B/256; for the reported results batch
+2048, 520 epochs, lr drops at epochs 480 and 500). sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/exemplar_r50 --workdir gs://BUCKET/exemplar_r50_linear`
+(MoCo v3's 90-epoch linear recipe). The end-of-run kNN and fast linear probe (frozen centre-crop
+features, AdamW) are quick checks, not a paper's protocol.
 """
 
 from sslax.presets import imagenet_tpu

@@ -22,6 +22,12 @@ Expected accuracy (published; not reproduced): the paper's AlexNet encoder (rand
 masks), PASCAL VOC 2007 classification 56.5% mAP (fine-tuned), detection 44.5% mAP
 (Fast R-CNN), segmentation 29.7% mIU (FCN); linear classifiers on frozen ImageNet features
 (conv1..conv5, as tabulated in DeepCluster's table 2): 14.1 / 20.7 / 21.0 / 19.8 / 15.5% top-1.
+Protocol: VOC fine-tuning, and a linear classifier on each frozen, spatially pooled AlexNet conv
+layer (~9k features; the cited runs' exact settings: not checked): not comparable with sslax's
+protocols, which read a ResNet-50's final pooled features. sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/inpainting_r50 --workdir gs://BUCKET/inpainting_r50_linear`
+(MoCo v3's linear recipe); the end-of-run kNN and fast linear probe (frozen centre-crop
+features, AdamW) are quick checks.
 """
 
 from sslax.presets import imagenet_tpu

@@ -27,10 +27,15 @@ the CMC authors' re-run of InsDis: lr 0.03, decay at 120 / 160, wd 1e-4).
 Expected runtime: not measured by us. XLA:TPU compile for v5e:4x4 (`sslax.aot`, on CPU):
 1.6 GiB peak memory per chip (the replicated bank included), fits the 16 GiB.
 Expected accuracy (published; not reproduced): ResNet-50, linear classifier on the last
-(conv5) features 54.0% top-1 (paper table 2); weighted kNN on the 128-d features 46.8% top-1
-(the README's released model); the CMC authors' re-run (their README, ImageNet, ResNet-50,
-NCE, 4096 negatives) 56.5%. Our own end-of-training evaluation is kNN (k=20, 200) and a linear
-probe on the pooled backbone features.
+(conv5) features 54.0% top-1 (paper table 2; its classifier settings: not checked, the repository
+has no linear-evaluation script); weighted kNN on the 128-d features 46.8% top-1 (the README's
+released model; `main.py -e`: 200 neighbours weighted by exp(cos / 0.07)); the CMC authors'
+re-run (their README, ImageNet, ResNet-50, NCE, 4096 negatives) 56.5% (their
+`eval_moco_ins.py`: lr 30 on full ImageNet, 60 epochs at batch 256, x0.2 at epochs 30, 40, 50).
+sslax: `python -m sslax.main --config configs/linear_eval.py:gs://BUCKET/instdisc_r50 --workdir
+gs://BUCKET/instdisc_r50_linear` (MoCo v3's linear recipe on the pooled backbone features). The
+end-of-run kNN (k=20, 200, T=0.07) votes as `main.py -e` but on the pooled 2048-d features, not
+the 128-d embedding; its fast linear probe (frozen centre-crop features, AdamW) is a quick check.
 """
 
 from sslax.presets import imagenet_tpu

@@ -21,7 +21,12 @@ Expected accuracy (published, not ours; quoted from memory of the papers' tables
 exact figures there before citing): Jigsaw AlexNet, linear classifiers on frozen layers of
 ImageNet, best layer about 35% top-1 (as tabulated by Zhang et al. 2017, "Split-Brain
 Autoencoders"); ResNet-50 trained on ImageNet-1k, best-layer linear top-1 in the mid 40s%
-(Goyal et al. 2019). Our kNN / linear probe on pooled features is not directly comparable.
+(Goyal et al. 2019). Protocol: linear classifiers on frozen, spatially pooled layers (AlexNet
+conv1-conv5; Goyal et al.: ResNet-50 stages; exact settings: not checked): not comparable with
+sslax's protocols, which read the final pooled features. sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/jigsaw_r50 --workdir gs://BUCKET/jigsaw_r50_linear` (MoCo
+v3's linear recipe on whole 225 px images); the end-of-run kNN and fast linear probe (frozen
+centre-crop features, AdamW) are quick checks.
 """
 
 from sslax.presets import imagenet_tpu

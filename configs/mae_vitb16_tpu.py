@@ -28,8 +28,15 @@ Expected runtime: not measured by us (the paper reports ~31 h for 1600 epochs of
 TPU v3 cores; ViT-B is about 2x cheaper per step).
 Expected accuracy (published by the MAE paper, table 3 / sec. 4, not measured by us):
 fine-tuning top-1 83.6% (ViT-B/16, 1600 epochs, 100 fine-tuning epochs with layer decay 0.65);
-linear probing 68.0%. Our end-of-training evaluation is kNN and a linear probe on frozen
-features (mean of the patch tokens here), which for MAE is far below fine-tuning.
+linear probing 68.0%. Protocols (facebookresearch/mae): fine-tuning = `main_finetune.py`
+(FINETUNE.md), in sslax the `--protocol finetune` command above; linear probing =
+`main_linprobe.py` (class token, BatchNorm without affine before the head, LARS, batch 16384,
+lr 0.1 x B/256, 10 warmup epochs + cosine, 90 epochs, weight decay 0, random resized crops +
+flips). `python -m sslax.main --config configs/linear_eval.py:gs://BUCKET/mae_vitb16 --workdir
+gs://BUCKET/mae_vitb16_linear` also trains a head on crops, but with plain momentum SGD at batch
+1024, no BatchNorm before the head and on the mean of the patch tokens (model.pool "gap"): not
+MAE's linear probe. The end-of-run kNN and fast linear probe (frozen centre-crop features,
+AdamW) are quick checks, far below fine-tuning for MAE.
 """
 
 from sslax.presets import imagenet_tpu

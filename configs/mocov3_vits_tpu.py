@@ -27,8 +27,13 @@ reference's torch.optim.AdamW(model.parameters()) (`optimizer.exclude_bias_and_n
 
 Expected runtime: not measured by us (the paper trains its ViTs on TPU v3 pods).
 Expected accuracy (published, MoCo v3 paper table 4 / the reference repository, stated as the
-paper's numbers, not ours): ViT-S/16, 300 epochs, linear probing top-1 73.2%. Our own
-end-of-training evaluation is kNN (k=20, 200) and a linear probe on frozen features.
+paper's numbers, not ours): ViT-S/16, 300 epochs, linear probing top-1 73.2%. Protocol
+(moco-v3 `main_lincls.py -a vit_small --lr=3`, CONFIG.md): a linear head on the frozen backbone,
+random resized crops + flips, 90 epochs at batch 1024, SGD momentum 0.9, lr 3 x B/256, weight
+decay 0, cosine. sslax runs that recipe: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/mocov3_vits16 --workdir gs://BUCKET/mocov3_vits16_linear`.
+The end-of-run kNN (k=20, 200) and fast linear probe (frozen centre-crop features, AdamW) are
+quick checks, not this protocol.
 """
 
 from sslax.presets import imagenet_tpu

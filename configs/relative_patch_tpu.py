@@ -19,8 +19,12 @@ Expected runtime: not measured by us (two 64 px patches ~ 0.16x a 224 px image p
 Expected accuracy (published, not ours; quoted from memory of the papers' tables, check the
 exact figures there before citing): context prediction, AlexNet-style network, linear
 classifiers on frozen layers of ImageNet, best layer about 30% top-1 (as tabulated by Zhang et
-al. 2017, "Split-Brain Autoencoders"). Our kNN / linear probe on pooled features is not
-directly comparable.
+al. 2017, "Split-Brain Autoencoders"). Protocol: a linear classifier on each frozen, spatially
+pooled AlexNet layer (exact settings: not checked): not comparable with sslax's protocols, which
+read a ResNet-50's final pooled features. sslax: `python -m sslax.main --config
+configs/linear_eval.py:gs://BUCKET/relpatch_r50 --workdir gs://BUCKET/relpatch_r50_linear` (MoCo
+v3's linear recipe on whole 288 px images); the end-of-run kNN and fast linear probe (frozen
+centre-crop features, AdamW) are quick checks.
 """
 
 from sslax.presets import imagenet_tpu

@@ -19,8 +19,12 @@ Expected runtime: not measured by us (about 4x a SimCLR epoch's backbone cost pe
 Expected accuracy (published, not ours; quoted from memory of the papers' tables, check the
 exact figures there before citing): RotNet AlexNet, linear classifiers on frozen conv layers
 of ImageNet, best layer (conv3) about 38.7% top-1 (Gidaris et al. 2018, ImageNet linear
-table). No ResNet-50 number from the paper itself. Our end-of-training evaluation is kNN and
-a linear probe on the pooled features, so it is not directly comparable.
+table). No ResNet-50 number from the paper itself. Protocol: a linear classifier on each
+frozen, spatially pooled AlexNet conv layer (exact settings: not checked): not comparable with
+sslax's protocols, which read a ResNet-50's final pooled features. sslax: `python -m sslax.main
+--config configs/linear_eval.py:gs://BUCKET/rotnet_r50 --workdir gs://BUCKET/rotnet_r50_linear`
+(MoCo v3's linear recipe); the end-of-run kNN and fast linear probe (frozen centre-crop
+features, AdamW) are quick checks.
 """
 
 from sslax.presets import imagenet_tpu

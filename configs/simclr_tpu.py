@@ -19,8 +19,14 @@ bfloat16 compute.
 Expected runtime: about 14 h on a v3-32 (paper: 100 epochs in ~1.5 h on 128 TPU v3 cores
 for B=4096... scale with cores); not measured by us.
 Expected accuracy (published, SimCLR paper fig. B.1 / table B.1): linear evaluation top-1 about
-64.5-66.5% after 100 epochs at batch 4096; 69.3% after 1000 epochs. Our own end-of-training
-evaluation here is kNN (k=20, 200) and a linear probe on frozen features of a held-out split.
+64.5-66.5% after 100 epochs at batch 4096; 69.3% after 1000 epochs. Protocol: the linear-eval
+command of google-research/simclr's README (~64.5% for this recipe there): a linear head on the
+frozen backbone, random crops + flips, 90 epochs at batch 4096, SGD with Nesterov momentum 0.9,
+lr 0.1 x B/256, weight decay 1e-6, cosine (the paper's own linear-eval settings: not checked).
+sslax: `python -m sslax.main --config configs/linear_eval.py:gs://BUCKET/simclr_r50 --workdir
+gs://BUCKET/simclr_r50_linear` (plain momentum SGD at batch 1024, weight decay 0; closer with
+--config.batch_size=4096 --config.optimizer.weight_decay=1e-6). The end-of-run kNN (k=20, 200)
+and fast linear probe (frozen centre-crop features, AdamW) are quick checks, not this protocol.
 """
 
 from sslax.presets import imagenet_tpu

@@ -14,14 +14,20 @@ with `python -m sslax.data.shards --from tfds --input imagenet2012 ...` if it is
 Recipe: 100 epochs at batch 512; SGD (lr = 0.05 x B/256 = 0.1, momentum 0.9, weight decay
 1e-4 on every parameter as main_simsiam.py's torch.optim.SGD), cosine decay, no warmup, the
 predictor at the constant lr 0.1 (the reference's --fix-pred-lr, `simsiam.fix_pred_lr`);
-projector 3 x 2048 with BN on the output; predictor 2048 -> 512 -> 2048; MoCo v2 augmentations (crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1 with
-p=0.8, grayscale 0.2, blur p=0.5, flip, ImageNet mean / std input normalisation); global
-BatchNorm; bfloat16 compute.
+projector 3 x 2048 with BN on the output; predictor 2048 -> 512 -> 2048; MoCo v2 augmentations
+(crop 0.2-1, colour jitter 0.4/0.4/0.4/0.1 with p=0.8, grayscale 0.2, blur p=0.5, flip, ImageNet
+mean / std input normalisation); global BatchNorm; bfloat16 compute.
 
 Expected runtime: not measured by us.
 Expected accuracy (published, SimSiam paper table 4): linear evaluation top-1 68.1% after
-100 epochs (70.0% at 200, 70.8% at 400, 71.3% at 800). Our own end-of-training evaluation is
-kNN (k=20, 200) and a linear probe on frozen features.
+100 epochs (70.0% at 200, 70.8% at 400, 71.3% at 800). Protocol (facebookresearch/simsiam
+`main_lincls.py --lars`, with which its README reports the 68.1%): a linear head on the frozen
+backbone, random resized crops + flips, 90 epochs at batch 4096, LARS (trust coefficient 0.001)
+over SGD momentum 0.9, lr 0.1 x B/256, weight decay 0, cosine. sslax: `python -m sslax.main
+--config configs/linear_eval.py:gs://BUCKET/simsiam_r50 --workdir gs://BUCKET/simsiam_r50_linear
+--config.batch_size=4096 --config.optimizer.name=lars` (without these: plain momentum SGD at
+batch 1024). The end-of-run kNN (k=20, 200) and fast linear probe (frozen centre-crop features,
+AdamW) are quick checks, not this protocol.
 """
 
 from sslax.presets import imagenet_tpu

@@ -30,8 +30,14 @@ normalised inside the forward pass instead of in place before each step
 Expected runtime: not measured by us (reference: 3 min 40 s per epoch on 64 V100 GPUs).
 Expected accuracy (published, facebookresearch/swav model zoo): ImageNet linear evaluation
 top-1 74.6% after 400 epochs (72.1% at 100, 73.9% at 200, 75.3% at 800 epochs:
-`--config.total_epochs=800`). Our own end-of-training evaluation here is kNN (k=20, 200) and a
-linear probe on frozen features.
+`--config.total_epochs=800`). Protocol (facebookresearch/swav `eval_linear.py` defaults, the
+README's 8-GPU command): a linear head on the frozen, average-pooled backbone, random resized
+crops + flips, 100 epochs at batch 256 (32 per GPU), SGD momentum 0.9, lr 0.3, weight decay 1e-6,
+cosine. sslax: `python -m sslax.main --config configs/linear_eval.py:gs://BUCKET/swav_r50
+--workdir gs://BUCKET/swav_r50_linear --config.batch_size=256 --config.total_epochs=100
+--config.optimizer.base_lr=0.3 --config.optimizer.weight_decay=1e-6` (without these: 90 epochs
+at batch 1024, lr 0.1 x B/256, weight decay 0). The end-of-run kNN (k=20, 200) and fast linear
+probe (frozen centre-crop features, AdamW) are quick checks, not this protocol.
 """
 
 from sslax.presets import imagenet_tpu
