@@ -7,16 +7,25 @@ the same global batch and number of steps, evaluates on the Fashion-MNIST test s
 probe train set: the first --eval_train examples of the train split), and writes
 learning.json and learning.md (the README's table) to --out. Each method must beat the
 random-init encoder of its own network; the script exits 1 if one does not.
+
+The methods of FINETUNED are judged as their papers judge them, by end-to-end fine-tuning:
+after pretraining, `python -m sslax.evaluate --protocol finetune` fine-tunes the pretrained and
+the random-init encoder with the config's eval.finetune_* recipe on the same labelled images
+(the first --eval_train train examples), and their row must beat random init by
+FINETUNE_MARGIN top-1 there instead (a second table in learning.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+
+from sslax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Table order: row name -> config file. Add new methods here.
@@ -56,10 +65,80 @@ CONFIGS.update(
 CONFIGS.update(
   {"exemplar": "configs/exemplar_fashion_mnist.py", "cpc": "configs/cpc_fashion_mnist.py"}
 )
+# Judged by fine-tuning (MAE's paper: its frozen features need not beat a random ViT's).
+FINETUNED = ("mae",)
+FINETUNE_MARGIN = 0.03  # pretrained fine-tune top-1 - random-init fine-tune top-1, at least
 
 
-def run_method(method: str, args) -> dict:
+def _reusable(workdir: str, steps: int) -> bool:
+  """The workdir already holds this run: a report at `steps` (so a checkpoint there)."""
+  if not os.path.exists(workdir_lib.results_path(workdir)):
+    return False
+  record = workdir_lib.latest_record(workdir_lib.read_results(workdir), "report")
+  return record is not None and record.get("step") == steps
+
+
+def finetune_recipe(method: str) -> dict:
+  """eval.finetune_* of the method's config file as it is now (a reused workdir's config.json
+  holds the recipe of its pretraining day)."""
+  path, _, arg = CONFIGS[method].partition(":")
+  spec = importlib.util.spec_from_file_location("benchmark_config", os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  ev = (module.get_config(arg) if arg else module.get_config()).eval
+  return {k: v for k, v in ev.items() if k.startswith("finetune_")}
+
+
+def _finetune_record(workdir: str, recipe: dict, step: int):
+  """The newest finetune record of the checkpoint at `step` with this recipe and both encoders."""
+  want = json.loads(json.dumps(recipe))  # tuples -> lists, as results.json stores them
+  for record in reversed(workdir_lib.read_results(workdir)["evaluations"]):
+    ev = record.get("config", {}).get("eval", {})
+    if (
+      record.get("protocol") == "finetune"
+      and record.get("step") == step
+      and all(ev.get(k) == v for k, v in want.items())
+      and {"pretrained", "random_init"} <= set(record["results"])
+    ):
+      return record
+  return None
+
+
+def run_finetune(method: str, workdir: str, args) -> dict:
+  """The finetune protocol on the workdir's checkpoint and the random-init encoder (with
+  --reuse, a finetune record of the same checkpoint and recipe is taken as it is)."""
+  recipe = finetune_recipe(method)
+  record = _finetune_record(workdir, recipe, args.steps) if args.reuse else None
+  if record is None:
+    cmd = [sys.executable, "-m", "sslax.evaluate", "--workdir", workdir, "--protocol", "finetune"]
+    cmd += [f"--config.eval.{k}={v}" for k, v in recipe.items()]
+    proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True)
+    record = _finetune_record(workdir, recipe, args.steps)
+    if proc.returncode != 0 or record is None:
+      return {"finetune_error": proc.stderr[-2000:] or "no finetune record written"}
+  else:
+    print(f"{method}: reusing the finetune record of {record['timestamp']}", flush=True)
+  res = record["results"]
+  return {
+    "finetune": {name: res[name] for name in ("pretrained", "random_init")},
+    "finetune_recipe": {k.removeprefix("finetune_"): v for k, v in recipe.items()},
+    "finetune_wall_s": record["eval_seconds"],  # both fine-tunes and their test passes
+  }
+
+
+def run_method(method: str, args, previous: dict) -> dict:
   workdir = os.path.join(args.workdir, method)
+  if args.reuse and _reusable(workdir, args.steps):
+    print(f"{method}: reusing {workdir} (a report at step {args.steps})", flush=True)
+    row = pretraining_row(method, workdir, args, previous.get("wall_s"))
+  else:
+    row = pretrain(method, workdir, args)
+  if method in FINETUNED and "error" not in row:
+    row.update(run_finetune(method, workdir, args))
+  return row
+
+
+def pretrain(method: str, workdir: str, args) -> dict:
   cmd = [
     sys.executable,
     "-m",
@@ -76,12 +155,16 @@ def run_method(method: str, args) -> dict:
     f"--config.seed={args.seed}",
   ]
   t0 = time.time()
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True)
   wall = time.time() - t0
   if proc.returncode != 0:
     return {"method": method, "error": proc.stderr[-2000:], "wall_s": round(wall, 1)}
-  from sslax import workdir as workdir_lib
+  return pretraining_row(method, workdir, args, round(wall, 1))
 
+
+def pretraining_row(method: str, workdir: str, args, wall_s) -> dict:
+  """The row of a finished run: its report and last training metrics; wall_s: the
+  pretraining's wall time (None if unknown)."""
   res = workdir_lib.latest_record(workdir_lib.read_results(workdir), "report")["results"]
   final_metrics = {}
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -95,7 +178,7 @@ def run_method(method: str, args) -> dict:
     "final_metrics": final_metrics,
     "batch_size": args.batch_size,
     "epochs": round(final_metrics.get("epoch", args.steps * args.batch_size / 60000), 2),
-    "wall_s": round(wall, 1),
+    "wall_s": wall_s,
     "pretrained": res["pretrained"],
     "random_init": res["random_init"],
     "raw_pixels": res["raw_pixels"],
@@ -110,15 +193,21 @@ def _pretext(row) -> str:
   return f"{100 * m['pretext_accuracy']:.1f} ({100 * m.get('pretext_chance', float('nan')):.1f})"
 
 
+def _minutes(wall_s) -> str:
+  return "?" if wall_s is None else f"{wall_s / 60:.1f} min"
+
+
 def markdown(rows) -> str:
   lines = [
-    "| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | "
-    "raw-pixel kNN k=20 / linear | pretext acc (chance) | wall time |",
+    (
+      "| method | epochs | kNN k=20 | kNN k=200 | linear | random-init kNN k=20 / linear | "
+      "raw-pixel kNN k=20 / linear | pretext acc (chance) | wall time |"
+    ),
     "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in rows:
     if "error" in r:
-      lines.append(f"| {r['method']} | failed | | | | | | | {r['wall_s']:.0f} s |")
+      lines.append(f"| {r['method']} | failed | | | | | | | {_minutes(r['wall_s'])} |")
       continue
     p, q, x = r["pretrained"], r["random_init"], r["raw_pixels"]
     lines.append(
@@ -126,9 +215,46 @@ def markdown(rows) -> str:
       f"{100 * p['knn_top1_k200']:.1f} | {100 * p['linear_top1']:.1f} | "
       f"{100 * q['knn_top1_k20']:.1f} / {100 * q['linear_top1']:.1f} | "
       f"{100 * x['knn_top1_k20']:.1f} / {100 * x['linear_top1']:.1f} | {_pretext(r)} | "
-      f"{r['wall_s'] / 60:.1f} min |"
+      f"{_minutes(r['wall_s'])} |"
+    )
+  finetuned = [r for r in rows if "finetune" in r or "finetune_error" in r]
+  if finetuned:
+    lines += [
+      "",
+      (
+        "| method | fine-tune top-1 (pretrained / random init) | difference | fine-tune recipe "
+        "| fine-tune wall time (both) |"
+      ),
+      "|---|---|---|---|---|",
+    ]
+  for r in finetuned:
+    if "finetune_error" in r:
+      lines.append(f"| {r['method']} | failed | | | |")
+      continue
+    p, q, recipe = r["finetune"]["pretrained"], r["finetune"]["random_init"], r["finetune_recipe"]
+    steps = f"{p['steps']} steps x {p['global_batch']} ({recipe['epochs']} epochs of "
+    steps += f"{p['train_examples']} labels)"
+    lines.append(
+      f"| {r['method']} | {100 * p['top1']:.1f} / {100 * q['top1']:.1f} | "
+      f"{100 * (p['top1'] - q['top1']):+.1f} | {steps}, {recipe['optimizer']} lr "
+      f"{recipe['lr']:g}, layer decay {recipe['layer_decay']:g} | "
+      f"{_minutes(r['finetune_wall_s'])} |"
     )
   return "\n".join(lines) + "\n"
+
+
+def beats_random_init(row) -> bool:
+  """kNN k=20 and linear above random init's; fine-tuned rows: fine-tune top-1 at least
+  FINETUNE_MARGIN above random init's instead."""
+  if "error" in row or "finetune_error" in row:
+    return False
+  if row["method"] in FINETUNED:
+    ft = row.get("finetune", {})
+    if "pretrained" not in ft or "random_init" not in ft:
+      return False
+    return ft["pretrained"]["top1"] >= ft["random_init"]["top1"] + FINETUNE_MARGIN
+  p, q = row["pretrained"], row["random_init"]
+  return p["knn_top1_k20"] > q["knn_top1_k20"] and p["linear_top1"] > q["linear_top1"]
 
 
 def main():
@@ -145,17 +271,27 @@ def main():
     action="store_true",
     help="replace learning.json instead of merging these methods' rows into it",
   )
+  parser.add_argument(
+    "--reuse",
+    action="store_true",
+    help="skip the pretraining of a method whose workdir already has its report at --steps "
+    "(its wall time comes from --out's learning.json), and its fine-tuning if the workdir has "
+    "a finetune record of that checkpoint with the config's current recipe",
+  )
   args = parser.parse_args()
+  json_path = os.path.join(args.out, "learning.json")
+  previous = []
+  if os.path.exists(json_path):
+    with open(json_path) as f:
+      previous = json.load(f)["rows"]
   rows = []
   for method in args.methods.split(","):
-    rows.append(run_method(method, args))
+    before = next((r for r in previous if r["method"] == method), {})
+    rows.append(run_method(method, args, before))
     print(json.dumps(rows[-1]), flush=True)
   os.makedirs(args.out, exist_ok=True)
   # Merge with the rows already there, so methods can be (re)measured a few at a time.
-  json_path = os.path.join(args.out, "learning.json")
-  if os.path.exists(json_path) and not args.overwrite:
-    with open(json_path) as f:
-      previous = json.load(f)["rows"]
+  if previous and not args.overwrite:
     ran = {r["method"] for r in rows}
     order = {m: i for i, m in enumerate(CONFIGS)}
     rows = sorted(
@@ -170,20 +306,13 @@ def main():
     "cpu_count": os.cpu_count(),
     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
   }
-  with open(os.path.join(args.out, "learning.json"), "w") as f:
+  with open(json_path, "w") as f:
     json.dump({"meta": meta, "rows": rows}, f, indent=2)
   table = markdown(rows)
   with open(os.path.join(args.out, "learning.md"), "w") as f:
     f.write(table)
   print(table)
-  beaten = [
-    r
-    for r in rows
-    if "error" not in r
-    and r["pretrained"]["knn_top1_k20"] > r["random_init"]["knn_top1_k20"]
-    and r["pretrained"]["linear_top1"] > r["random_init"]["linear_top1"]
-  ]
-  sys.exit(0 if len(beaten) == len(rows) else 1)
+  sys.exit(0 if all(beats_random_init(r) for r in rows) else 1)
 
 
 if __name__ == "__main__":

@@ -91,14 +91,19 @@ def _key_name(entry) -> str:
   return str(getattr(entry, "key", getattr(entry, "name", entry)))
 
 
+# A Classifier's params outside the backbone; they are the last "layer" (lr scale 1).
+HEAD_PARAMS = ("head", "fc_norm")
+
+
 def layer_ids(params) -> tuple[dict, int]:
-  """Layer index of every parameter of a Classifier's params {"backbone", "head"}.
+  """Layer index of every parameter of a Classifier's params {"backbone", "head"[, "fc_norm"]}.
 
   -> (tree like params whose leaves are ints, or int arrays broadcastable against the leaf for
   scanned ViT blocks, num_layers). With L the backbone's depth in "layers":
     ViT (MAE's assignment): patch_embed, pos_embedding, cls_token -> 0; encoder block i -> i + 1;
-      encoder_norm and the head -> L + 1, L = number of blocks.
-    ResNet: stem -> 0; every block of stage s -> s (1..4); the head -> L + 1, L = 4 stages.
+      encoder_norm, fc_norm and the head -> L + 1, L = number of blocks.
+    ResNet: stem -> 0; every block of stage s -> s (1..4); fc_norm and the head -> L + 1,
+      L = 4 stages.
   num_layers = L + 1, so that lr scale = layer_decay ** (num_layers - id) is 1 for the head.
   """
   backbone = params["backbone"]
@@ -112,7 +117,7 @@ def layer_ids(params) -> tuple[dict, int]:
 
     def vit_id(path, leaf):
       names = [_key_name(e) for e in path]
-      if names[0] == "head":
+      if names[0] in HEAD_PARAMS:
         return last
       top = names[1]
       if top in ("patch_embed", "pos_embedding", "cls_pos_embedding", "cls_token"):
@@ -134,7 +139,7 @@ def layer_ids(params) -> tuple[dict, int]:
 
     def resnet_id(path, leaf):
       names = [_key_name(e) for e in path]
-      if names[0] == "head":
+      if names[0] in HEAD_PARAMS:
         return last
       if names[1].startswith("stem"):
         return 0
@@ -176,14 +181,22 @@ def smoothed_cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 
 class Classifier(nn.Module):
-  """backbone -> linear head: images [B, H, W, C] -> logits [B, num_classes]."""
+  """backbone -> [LayerNorm "fc_norm"] -> linear head: images [B, H, W, C] -> logits [B, K].
+
+  fc_norm: a fresh LayerNorm (eps 1e-6, scale 1, bias 0) on the pooled features, as MAE's
+  global-pool fine-tuning (`models_vit.py`: mean of the patch tokens, then `fc_norm`); here it
+  follows the backbone's own pooling (a gap ViT: mean of the final-norm tokens).
+  """
 
   backbone: nn.Module
   num_classes: int
+  fc_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     features = self.backbone(x, train=train)
+    if self.fc_norm:
+      features = nn.LayerNorm(epsilon=1e-6, name="fc_norm")(features)
     return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(features)
 
 
@@ -212,6 +225,7 @@ def finetune(
   b2: float = 0.999,
   crop_fraction: float = 1.0,
   normalize: str = "none",
+  fc_norm: bool = False,
 ) -> dict:
   """Fine-tunes backbone + a zero-initialised linear head on all of `train_source`.
 
@@ -225,6 +239,7 @@ def finetune(
   drop_path_rate: ViT backbones: stochastic depth while fine-tuning (MAE: 0.1 for ViT-B).
   crop_fraction, normalize: the evaluation view of the test pass (`augment.center_view`); the
     training crops are normalised with `normalize` too, as pretraining's views were.
+  fc_norm: a fresh LayerNorm between the pooled features and the head (`Classifier`).
   Returns {"top1", "train_examples", "steps", "final_loss"}.
   """
   shards = sharding.num_batch_shards(mesh)
@@ -247,7 +262,7 @@ def finetune(
         f"stochastic depth (ViT), not {type(backbone).__name__}; set it to 0."
       )
     backbone = backbone.clone(drop_path_rate=drop_path_rate)
-  model = Classifier(backbone, num_classes)
+  model = Classifier(backbone, num_classes, fc_norm=fc_norm)
   dim = jax.eval_shape(
     lambda v, x: backbone.apply(v, x, train=False),
     backbone_variables,
@@ -259,6 +274,8 @@ def finetune(
     "backbone": backbone_variables["params"],
     "head": {"kernel": jnp.zeros((dim, num_classes)), "bias": jnp.zeros((num_classes,))},
   }
+  if fc_norm:
+    params["fc_norm"] = {"scale": jnp.ones((dim,)), "bias": jnp.zeros((dim,))}
   batch_stats = {"backbone": backbone_variables.get("batch_stats", {})}
   steps_per_epoch = total_steps / max(epochs, 1e-9)
   schedule = optim.warmup_cosine(learning_rate, total_steps, int(warmup_epochs * steps_per_epoch))

@@ -36,15 +36,16 @@ def _vit(**kw):
   return models.make_backbone(ml_collections.ConfigDict(m))
 
 
-def _classifier_params(backbone, channels=3):
+def _classifier_params(backbone, channels=3, fc_norm=False):
   variables = backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, channels)), train=False)
-  return {
+  dim = 32 if hasattr(backbone, "patch_size") else 64
+  params = {
     "backbone": variables["params"],
-    "head": {
-      "kernel": jnp.zeros((32 if hasattr(backbone, "patch_size") else 64, 10)),
-      "bias": jnp.zeros((10,)),
-    },
+    "head": {"kernel": jnp.zeros((dim, 10)), "bias": jnp.zeros((10,))},
   }
+  if fc_norm:
+    params["fc_norm"] = {"scale": jnp.ones((dim,)), "bias": jnp.zeros((dim,))}
+  return params
 
 
 def _flat(tree):
@@ -52,7 +53,7 @@ def _flat(tree):
 
 
 def test_vit_layer_ids_follow_mae():
-  params = _classifier_params(_vit())
+  params = _classifier_params(_vit(), fc_norm=True)
   ids, num_layers = finetune_lib.layer_ids(params)
   assert num_layers == 4  # 3 blocks + 1
   flat = _flat(ids)
@@ -65,6 +66,9 @@ def test_vit_layer_ids_follow_mae():
   }
   for path, layer in flat.items():
     top = path.split("']['")[1].strip("[]'") if path.startswith("['backbone']") else "head"
+    if path.startswith("['fc_norm']"):  # MAE: fc_norm is not a block -> num_layers, as the head
+      assert layer == 4, path
+      continue
     if top in expected:
       assert layer == expected[top], path
     elif top == "encoder":
@@ -118,6 +122,29 @@ def test_lr_scale_per_parameter_is_exact():
     np.testing.assert_allclose(
       np.asarray(u), -0.1 * 2.0 * np.asarray(flat[path]) * np.ones(u.shape), rtol=1e-6, err_msg=path
     )
+
+
+def test_fc_norm_normalises_the_pooled_features_before_the_head():
+  """Classifier(fc_norm=True): logits = LayerNorm(backbone features) @ W + b (MAE's fc_norm)."""
+  backbone = _vit(pool="gap")
+  model = finetune_lib.Classifier(backbone, 10, fc_norm=True)
+  x = jax.random.normal(jax.random.key(1), (3, 16, 16, 3))
+  params = _classifier_params(backbone, fc_norm=True)
+  rng = np.random.default_rng(0)
+  params["head"] = {"kernel": rng.normal(size=(32, 10)), "bias": rng.normal(size=10)}
+  params["fc_norm"] = {"scale": rng.normal(size=32), "bias": rng.normal(size=32)}
+  params = jax.tree.map(jnp.float32, params)
+  logits = model.apply({"params": params}, x, train=False)
+  f = np.asarray(backbone.apply({"params": params["backbone"]}, x, train=False), np.float64)
+  normed = (f - f.mean(1, keepdims=True)) / np.sqrt(f.var(1, keepdims=True) + 1e-6)
+  normed = normed * params["fc_norm"]["scale"] + params["fc_norm"]["bias"]
+  expected = normed @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"])
+  np.testing.assert_allclose(np.asarray(logits), expected, rtol=2e-4, atol=2e-4)
+
+
+def test_finetune_protocol_fine_tunes_random_init_too():
+  """MAE's paper judges pretraining by fine-tuning next to random init, not frozen features."""
+  assert protocols.get("finetune").baselines == ("random_init",)
 
 
 def test_label_smoothing_matches_the_formula():
@@ -221,6 +248,7 @@ def test_protocol_finetune_writes_top1(tmp_path, make_config, devices):
   )
   record = workdir_lib.latest_record(workdir_lib.read_results(workdir), "finetune")
   res = record["results"]["pretrained"]
+  assert sorted(record["results"]) == ["pretrained", "random_init"]
   assert 0 <= res["top1"] <= 1 and res["global_batch"] == 32
   assert res["steps"] == res["train_examples"] // 32 >= 1  # one epoch
   assert record["config"]["eval"]["finetune_layer_decay"] == 0.75

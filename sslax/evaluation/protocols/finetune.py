@@ -1,5 +1,9 @@
 """Fine-tuning protocols: the backbone + a linear head trained end to end on all labels
-(finetune) or on class-balanced 1% / 10% subsets (lowshot; the chosen ids go to DIR/lowshot/)."""
+(finetune) or on class-balanced 1% / 10% subsets (lowshot; the chosen ids go to DIR/lowshot/).
+
+finetune also fine-tunes the random-init network (config.eval.baselines) with the same recipe,
+seed and data order: MAE's paper judges pretraining by this difference, not by frozen features.
+"""
 
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ def _finetune(enc, config, train_src, test_src) -> dict:
     warmup_epochs=ev.finetune_warmup_epochs,
     drop_path_rate=ev.finetune_drop_path_rate,
     b2=ev.finetune_b2,
+    fc_norm=ev.finetune_fc_norm,
     **enc.preprocessing,
   )
 
@@ -52,7 +57,9 @@ def _train_test_sources(config):
 @register(
   "finetune",
   summary="backbone + linear head fine-tuned end to end on all train labels (SGD or AdamW, "
-  "layer-wise lr decay, label smoothing, warmup, drop path: config.eval.finetune_*)",
+  "layer-wise lr decay, label smoothing, warmup, drop path: config.eval.finetune_*); baseline: "
+  "the random-init network fine-tuned the same way",
+  baselines=("random_init",),
 )
 def finetune(encoders, ctx) -> dict:
   train_src, test_src = _train_test_sources(ctx.config)
