@@ -146,6 +146,8 @@ def test_feature_cache_round_trip_and_another_layout_is_re_extracted(devices, tm
   assert index["layout"]["process_count"] == 1 and len(index["blocks"]) == 8
 
   caplog.set_level(logging.INFO)
+  # absl's own logger too: another test in this worker (sslax.main) may have set it to WARNING.
+  caplog.set_level(logging.INFO, logger="absl")
   cached(sharding.make_mesh({"data": -1}, devices=devices[:4]))  # 4 devices: other blocks
   assert len(calls) == 2 and "laid out differently" in caplog.text
   cached(eight, meta=dict(meta, step=4))  # another encoder
