@@ -254,6 +254,7 @@ def test_stream_resumes_exactly_at_any_step(folder_shards):
     np.testing.assert_array_equal(a["views"][0], b["views"][0])
 
 
+@pytest.mark.slow  # 73 s; tests/test_resume.py covers SIGTERM + resume in the default suite
 def test_sigterm_on_shards_then_resume_equals_uninterrupted(folder_shards, tmp_path, devices):
   import jax
 
