@@ -29,9 +29,14 @@ features [B, D] of sslax's backbone (`num_classes=0`: no classifier).
 
 Supported: ResNet with the ImageNet stem at width 1 (timm's `resnet18/34/50/101`; depth 10 as
 `resnet18` with `layers=[1, 1, 1, 1]`) and ViT (any size and patch, learned or sin-cos position
-embeddings, cls or mean pooling, with or without a class token). Not supported, as timm's ResNet
-cannot build them: the small-image stem (a 3x3/1 conv without max-pool) and width multipliers
-(timm's 7x7 stem always has 64 channels). Those export in the other formats.
+embeddings, cls or mean pooling, with or without a class token; DINOv2's options: LayerScale as
+timm's `init_values` (`blocks.i.ls1.gamma`), registers as `reg_tokens` (`reg_token`; the (1 + N)-row
+`pos_embed` gets zero rows for them, as sslax gives them no position), SwiGLU as timm's DINOv2
+giant layout (`vit_giant_patch14_dinov2`'s SwiGLUPacked: `mlp.fc1` = the fused gate|value
+projection), and the mask token, which no encoder input uses, is left out and reads back as
+zeros). Not supported, as timm's ResNet cannot build them: the small-image stem (a 3x3/1 conv
+without max-pool) and width multipliers (timm's 7x7 stem always has 64 channels). Those export in
+the other formats.
 """
 
 from __future__ import annotations
@@ -64,8 +69,14 @@ EXPORT_EXTRA = 'pip install "sslax[export]"'
 
 SUPPORTED = (
   "ResNet-10/18/34/50/101 with stem='imagenet' and width 1, and ViT (any variant, patch size, "
-  "posemb, pool, with or without a class token)"
+  "posemb, pool, with or without a class token, LayerScale, registers, ffn mlp or swiglu)"
 )
+# timm builds SwiGLU blocks only inside models registered with them: DINOv2's giant
+# (mlp_layer=SwiGLUPacked, act_layer=SiLU); model_args override all of its sizes.
+_TIMM_SWIGLU_VIT = "vit_giant_patch14_dinov2"
+# sslax variables no timm model has, and that the features never use: dropped on export,
+# zeros on import. The mask token only enters with `masks=` (masked-image training).
+_NOT_IN_TIMM = ("params/mask_token",)
 # timm's registered names for the sslax variants (ViT: (variant, patch size) -> name); other
 # patch sizes and custom ViTs use the name of the same width with explicit model_args.
 _TIMM_RESNETS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101"}
@@ -234,15 +245,28 @@ def _vit_links(backbone: vit_lib.ViT, flat: dict, grid: tuple[int, int]) -> list
     _same("patch_embed.proj.bias", f"{patch}/bias"),
   ]
   has_cls_pos = _p("cls_pos_embedding") in flat
-  if _p("pos_embedding") in flat:  # learned [1, h, w, D] -> [1, (1 +) h * w, D]
+  registers = backbone.num_registers
+  if _p("pos_embedding") in flat:  # learned [1, h, w, D] -> [1, (1 + R +) h * w, D]
     table = _p("pos_embedding")
     if has_cls_pos:
+      # timm's (1 + R + N)-row table (no_embed_class=False) has rows for the registers, which
+      # sslax gives no position: zeros, and an import insists on zeros.
+      def pos_back(e):
+        if np.any(e[:, 1 : 1 + registers]):
+          raise ValueError(
+            "timm pos_embed has nonzero rows for the register tokens; sslax's registers have "
+            "no position embedding (add those rows to reg_token first)."
+          )
+        return e[:, :1], e[:, 1 + registers :].reshape(1, *grid, width)
+
       links.append(
         _Link(
           "pos_embed",
           [_p("cls_pos_embedding"), table],
-          lambda c, t: np.concatenate([c, t.reshape(1, -1, width)], axis=1),
-          lambda e: (e[:, :1], e[:, 1:].reshape(1, *grid, width)),
+          lambda c, t: np.concatenate(
+            [c, np.zeros((1, registers, width), c.dtype), t.reshape(1, -1, width)], axis=1
+          ),
+          pos_back,
         )
       )
     else:
@@ -258,6 +282,8 @@ def _vit_links(backbone: vit_lib.ViT, flat: dict, grid: tuple[int, int]) -> list
     links.append(_const("pos_embed", vit_lib.sincos_2d(*grid, width)[None]))
   if _p("cls_token") in flat:
     links.append(_same("cls_token", _p("cls_token")))
+  if _p("register_tokens") in flat:
+    links.append(_same("reg_token", _p("register_tokens")))
 
   def qkv_weight(*kernels):  # 3 x [D, N, H] -> [3D, D]: rows (q|k|v, head, head_dim)
     return np.concatenate([k.reshape(width, width).T for k in kernels], axis=0)
@@ -312,9 +338,20 @@ def _vit_links(backbone: vit_lib.ViT, flat: dict, grid: tuple[int, int]) -> list
       _same(f"{dst}.attn.proj.bias", _p(f"{attn}/out/bias")),
       *_layernorm(f"{dst}.norm1", f"{src}/norm1"),
       *_layernorm(f"{dst}.norm2", f"{src}/norm2"),
-      *_dense(f"{dst}.mlp.fc1", f"{src}/mlp/fc1"),
-      *_dense(f"{dst}.mlp.fc2", f"{src}/mlp/fc2"),
     ]
+    if backbone.ffn == "swiglu":  # SwiGLUPacked: fc1 = [gate | value] (silu on the first half)
+      links += [
+        *_dense(f"{dst}.mlp.fc1", f"{src}/mlp/w12"),
+        *_dense(f"{dst}.mlp.fc2", f"{src}/mlp/w3"),
+      ]
+    else:
+      links += [
+        *_dense(f"{dst}.mlp.fc1", f"{src}/mlp/fc1"),
+        *_dense(f"{dst}.mlp.fc2", f"{src}/mlp/fc2"),
+      ]
+    for scale in ("ls1", "ls2"):
+      if _p(f"{src}/{scale}/gamma") in flat:
+        links.append(_same(f"{dst}.{scale}.gamma", _p(f"{src}/{scale}/gamma")))
   links += _layernorm("norm", "encoder_norm")
   return links
 
@@ -415,6 +452,8 @@ def _timm_spec(backbone, flat: dict, image_size: int, channels: int) -> TimmSpec
     else:
       grid = (image_size // p, image_size // p)
     mlp_dim = backbone.mlp_dim or 4 * backbone.width
+    if backbone.ffn == "swiglu":  # timm's SwiGLUPacked: fc1 has 2 x the hidden size
+      mlp_dim = 2 * vit_lib.swiglu_hidden_size(mlp_dim)
     ratio = mlp_dim / backbone.width
     while int(backbone.width * ratio) < mlp_dim:  # timm builds int(embed_dim * mlp_ratio)
       ratio = math.nextafter(ratio, math.inf)
@@ -429,6 +468,8 @@ def _timm_spec(backbone, flat: dict, image_size: int, channels: int) -> TimmSpec
     architecture = _TIMM_VITS.get((variant, p)) or (
       f"vit_{_VIT_SIZE_NAMES.get(backbone.width, 'small')}_patch16_224"
     )
+    if backbone.ffn == "swiglu":
+      architecture = _TIMM_SWIGLU_VIT
     class_token = "params/cls_token" in flat
     args = {
       "img_size": grid[0] * p,
@@ -442,12 +483,20 @@ def _timm_spec(backbone, flat: dict, image_size: int, channels: int) -> TimmSpec
       "class_token": class_token,
       # sslax adds position embeddings to the patches before the class token is prepended;
       # with a learned class-token position the table is timm's (1 + N)-row one.
-      "no_embed_class": class_token and "params/cls_pos_embedding" not in flat,
+      # Registers (sslax: no position) without that class-token row: timm's no_embed_class too.
+      "no_embed_class": (class_token or backbone.num_registers > 0)
+      and "params/cls_pos_embedding" not in flat,
       # sslax applies the final LayerNorm to every token, then pools: timm's fc_norm=False.
       "global_pool": "token" if backbone.pool == "cls" else "avg",
       "fc_norm": False,
       "num_classes": 0,
     }
+    # DINOv2's options, named only when used (older exports' config.json stay as they were);
+    # the SwiGLU architecture has LayerScale by default, so it is always named there.
+    if backbone.layerscale_init or backbone.ffn == "swiglu":
+      args["init_values"] = backbone.layerscale_init or None
+    if backbone.num_registers:
+      args["reg_tokens"] = backbone.num_registers
     return TimmSpec(
       architecture, args, _vit_links(backbone, flat, grid), "patch_embed.proj", "head"
     )
@@ -467,7 +516,7 @@ def to_timm(backbone, variables, image_size: int, channels: int) -> tuple[TimmSp
       raise ValueError(f"timm export: {link.name} needs {missing}, which the params lack")
     state[link.name] = np.asarray(link.forward(*(flat[p] for p in link.paths)))
     used.update(link.paths)
-  unused = sorted(set(flat) - used)
+  unused = sorted(set(flat) - used - set(_NOT_IN_TIMM))
   if unused:  # a variable the mapping does not know would silently change the function
     raise UnsupportedForTimm(f"timm export: no timm parameter for {unused[:5]}")
   return spec, state
@@ -496,6 +545,9 @@ def from_timm(backbone, state: dict, image_size: int, channels: int) -> dict:
       flat[path] = value
   if scanned:
     flat = _rescan(flat, backbone.depth)
+  for key in _NOT_IN_TIMM:
+    if key in shapes:
+      flat[key] = np.zeros(shapes[key], np.float32)
   for key, shape in shapes.items():
     if key not in flat or tuple(flat[key].shape) != tuple(shape):
       got = None if key not in flat else flat[key].shape

@@ -15,7 +15,6 @@ AdamW and (ViT) stochastic depth.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import flax.linen as nn
@@ -27,64 +26,26 @@ import optax
 
 from sslax import features, optim, sharding
 from sslax.data import augment, pipeline, sources
-from sslax.data.sources import ArraySource, FileSource
+from sslax.data.sources import subsets
+from sslax.data.sources.base import take_indices
+from sslax.models import vit
 
 
-def class_balanced_subset(labels, fraction: float, *, num_classes: int, seed: int) -> np.ndarray:
-  """Indices of a class-balanced `fraction` of the examples, reproducible from `seed`.
-
-  Class c with n_c examples gets floor(fraction * n_c) or ceil(fraction * n_c) of them: the
-  floors, then one more for the classes with the largest remainders until the total reaches
-  round(fraction * N) (ties broken by the seed), and at least 1 for every class that has any.
-  Within a class the examples are drawn uniformly without replacement.
-
-  Args:
-    labels: [N] int labels in [0, num_classes).
-    fraction: in (0, 1].
-  Returns:
-    sorted int64 [K] indices into `labels`.
-  """
-  labels = np.asarray(labels)
-  if not 0 < fraction <= 1:
-    raise ValueError(f"fraction must be in (0, 1], got {fraction!r} (e.g. 0.01 for 1% of labels)")
-  counts = np.bincount(labels, minlength=num_classes)
-  rng = np.random.default_rng(seed)
-  exact = fraction * counts
-  take = np.floor(exact).astype(np.int64)
-  extra = int(round(fraction * labels.size)) - int(take.sum())
-  if extra > 0:
-    remainder = exact - take
-    # Largest remainder first; the random key only orders classes with equal remainders.
-    order = np.lexsort((rng.permutation(num_classes), -remainder))
-    for c in order[:extra]:
-      if remainder[c] > 0:
-        take[c] += 1
-  take = np.where((counts > 0) & (take == 0), 1, take)
-  chosen = [
-    rng.choice(np.flatnonzero(labels == c), size=int(take[c]), replace=False)
-    for c in range(num_classes)
-    if take[c]
-  ]
-  return np.sort(np.concatenate(chosen)).astype(np.int64)
+# The subset choice lives with the data (a training run restricts its split the same way,
+# `dataset.subset_*`); these names are this module's API since the lowshot protocol's start.
+class_balanced_subset = subsets.class_balanced_subset
 
 
 def subset_source(source, indices: np.ndarray):
-  """The examples `indices` of an in-memory or file source, in that order."""
-  require_random_access(source)
-  if isinstance(source, ArraySource):
-    return dataclasses.replace(source, images=source.images[indices], labels=source.labels[indices])
-  return dataclasses.replace(source, paths=source.paths[indices], labels=source.labels[indices])
+  """The examples `indices` of a random-access source, in that order (in memory, image folder,
+  record shards, TFDS ArrayRecord): `sources.base.take_indices`."""
+  return take_indices(source, indices)
 
 
 def require_random_access(source) -> None:
-  """Label subsets need every label up front and indexable examples: not a TFDS stream."""
-  if isinstance(source, (ArraySource, FileSource)):
-    return
-  raise NotImplementedError(
-    f"Low-shot subsets need a random-access source (in-memory arrays or an image folder); "
-    f"{type(source).__name__} {getattr(source, 'name', '')!r} is streamed from TFDS. Fine-tune "
-    f"on all labels (fraction 1.0), or prepare the subset as an image_folder."
-  )
+  """Label subsets need every label up front without reading the images: in-memory arrays, an
+  image folder's file list, record shards' label index. TFDS sources fail naming the fix."""
+  subsets.labels_of(source)
 
 
 def _key_name(entry) -> str:
@@ -100,37 +61,19 @@ def layer_ids(params) -> tuple[dict, int]:
 
   -> (tree like params whose leaves are ints, or int arrays broadcastable against the leaf for
   scanned ViT blocks, num_layers). With L the backbone's depth in "layers":
-    ViT (MAE's assignment): patch_embed, pos_embedding, cls_token -> 0; encoder block i -> i + 1;
-      encoder_norm, fc_norm and the head -> L + 1, L = number of blocks.
+    ViT (MAE's assignment, `sslax.models.vit.layer_ids`): embeddings and tokens -> 0; encoder
+      block i -> i + 1; encoder_norm, fc_norm and the head -> L + 1, L = number of blocks.
     ResNet: stem -> 0; every block of stage s -> s (1..4); fc_norm and the head -> L + 1,
       L = 4 stages.
   num_layers = L + 1, so that lr scale = layer_decay ** (num_layers - id) is 1 for the head.
   """
   backbone = params["backbone"]
-  if "patch_embed" in backbone:  # ViT
-    encoder = backbone["encoder"]
-    if "blocks" in encoder:  # nn.scan: [depth, ...]
-      depth = jax.tree.leaves(encoder["blocks"])[0].shape[0]
-    else:
-      depth = sum(1 for k in encoder if k.startswith("block"))
-    last = depth + 1
-
-    def vit_id(path, leaf):
-      names = [_key_name(e) for e in path]
-      if names[0] in HEAD_PARAMS:
-        return last
-      top = names[1]
-      if top in ("patch_embed", "pos_embedding", "cls_pos_embedding", "cls_token"):
-        return 0
-      if top == "encoder_norm":
-        return last
-      if top == "encoder" and names[2] == "blocks":
-        return np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
-      if top == "encoder" and names[2].startswith("block"):
-        return int(names[2][len("block") :]) + 1
-      raise ValueError(f"layer_ids: no layer for ViT parameter {'/'.join(names)}")
-
-    return jax.tree_util.tree_map_with_path(vit_id, params), last
+  if "patch_embed" in backbone:  # ViT: the backbone's own ids, fc_norm and the head after it
+    ids, last = vit.layer_ids(backbone)
+    tree = {
+      k: ids if k == "backbone" else jax.tree.map(lambda _: last, v) for k, v in params.items()
+    }
+    return tree, last
   if "stem_conv" in backbone:  # ResNet
     stages = sorted(
       {int(k[len("stage") :].split("_")[0]) for k in backbone if k.startswith("stage")}

@@ -39,6 +39,12 @@ def make_backbone(model: ml_collections.ConfigDict, dtype: str = "float32"):
       drop_path_rate=model.drop_path_rate,
       remat_policy=model.remat_policy,
       scan=model.scan,
+      # DINOv2's options; .get: configs and exported encoders written before they existed
+      layerscale_init=model.get("layerscale_init", 0.0),
+      num_registers=model.get("num_registers", 0),
+      ffn=model.get("ffn", "mlp"),
+      mask_token=model.get("mask_token", False),
+      drop_path_uniform=model.get("drop_path_uniform", False),
       dtype=get_dtype(dtype),
     )
   raise ValueError(f"Unknown model.name {model.name!r}; choose one of {BACKBONES}.")

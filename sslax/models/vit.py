@@ -5,8 +5,18 @@ evaluation protocol takes either. Masked-image methods (MAE) need more, as keywo
 
   keep_ids [B, K] int: encode only these patches (row-major patch index, 0 .. N-1), after
     their position embeddings are added, so the visible tokens keep their positions.
-  return_tokens: return the final-norm tokens [B, T, D] (class token first if any) instead of
-    the pooled features.
+  masks [B, N] bool (needs mask_token=True): replace these patches' embeddings by the learned
+    mask token before position embeddings are added (DINOv2's iBOT masking: the encoder sees
+    every position, masked ones with the mask token's content).
+  return_tokens: return the final-norm tokens [B, T, D] instead of the pooled features: the
+    class token (if any), then the register tokens (if any), then the patch tokens;
+    `ViT.num_prefix_tokens` counts the tokens before the patches (`tokens[:, vit.num_prefix_tokens:]`
+    are the patch tokens).
+
+DINOv2's options (facebookresearch/dinov2, dinov2/models/vision_transformer.py; all off by
+default, and off they build no params, so every other model is unchanged): LayerScale
+(`layerscale_init`, a learned per-channel gain on each residual branch), register tokens
+(`num_registers`, Darcet et al. 2024), a SwiGLU feed-forward (`ffn="swiglu"`) and the mask token.
 
 Params are float32; `dtype` sets the compute dtype. Attention is
 `jax.nn.dot_product_attention`, which picks fused kernels on GPU. `remat_policy` rematerialises
@@ -36,6 +46,7 @@ VARIANT_NAMES = tuple(VARIANTS) + ("custom",)
 PATCH_SIZES = (4, 8, 14, 16, 32)
 POSEMBS = ("learn", "sincos2d")
 POOLS = ("cls", "gap")
+FFNS = ("mlp", "swiglu")
 REMAT_POLICIES = {
   "none": None,  # no remat: keep every activation
   "full": jax.checkpoint_policies.nothing_saveable,  # recompute the whole block
@@ -118,6 +129,53 @@ class MlpBlock(nn.Module):
     return dense(x.shape[-1], "fc2")(y)
 
 
+def swiglu_hidden_size(mlp_dim: int) -> int:
+  """Hidden size of DINOv2's SwiGLU feed-forward for an MLP of hidden size `mlp_dim`.
+
+  dinov2/layers/swiglu_ffn.py (SwiGLUFFNFused): 2/3 of the MLP's hidden size (so the three
+  matrices hold about the MLP's two), rounded up to a multiple of 8: 1536 -> 1024 (ViT-S),
+  3072 -> 2048 (ViT-B), 4096 -> 2736 (ViT-L), 6144 -> 4096 (ViT-g).
+  """
+  return (int(mlp_dim * 2 / 3) + 7) // 8 * 8
+
+
+class SwiGLUBlock(nn.Module):
+  """SwiGLU feed-forward (Shazeer 2020) as DINOv2's: [B, T, D] -> [B, T, D].
+
+  `w12` projects to 2 * hidden at once (the reference's fused layer, timm's SwiGLUPacked `fc1`);
+  its first half is the SiLU gate, the second the value; `w3` projects back.
+  """
+
+  hidden: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    dense = lambda features, name: nn.Dense(
+      features,
+      dtype=self.dtype,
+      kernel_init=nn.initializers.xavier_uniform(),
+      bias_init=nn.initializers.normal(1e-6),
+      name=name,
+    )
+    gate, value = jnp.split(dense(2 * self.hidden, "w12")(x), 2, axis=-1)
+    return dense(x.shape[-1], "w3")(nn.silu(gate) * value)
+
+
+class LayerScale(nn.Module):
+  """x [..., D] * gamma [D], gamma a learned per-channel gain initialised to `init_value`
+  (CaiT's LayerScale; DINOv2 uses 1e-5, so each residual branch starts near zero)."""
+
+  init_value: float
+
+  @nn.compact
+  def __call__(self, x):
+    gamma = self.param(
+      "gamma", nn.initializers.constant(self.init_value), (x.shape[-1],), jnp.float32
+    )
+    return x * gamma.astype(x.dtype)
+
+
 class KeyProjection(nn.Module):
   """The key projection [B, T, D] -> [B, T, heads, head_dim]: nn.DenseGeneral's params, init and
   arithmetic, except that the bias gets no gradient.
@@ -188,22 +246,40 @@ def drop_path(module: nn.Module, x, rate):
 
 
 class EncoderBlock(nn.Module):
-  """Pre-norm transformer block. Call: (x [B, T, D], drop rate) -> (x, None) (scan's form)."""
+  """Pre-norm transformer block. Call: (x [B, T, D], drop rate) -> (x, None) (scan's form).
+
+  x + drop_path(ls1(attn(norm1(x)))), then x + drop_path(ls2(mlp(norm2(x)))); ls1/ls2 (LayerScale)
+  only with layerscale_init > 0. `mlp` is the GELU MLP (ffn="mlp", hidden mlp_dim) or SwiGLU
+  (ffn="swiglu", hidden swiglu_hidden_size(mlp_dim)).
+  """
 
   num_heads: int
   mlp_dim: int
   dtype: Any = jnp.float32
   use_drop_path: bool = False  # static: a zero rate builds no rng ops at all
   deterministic: bool = True
+  layerscale_init: float = 0.0  # 0: no LayerScale
+  ffn: str = "mlp"
 
   @nn.compact
   def __call__(self, x, drop_rate):
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-    branch = lambda y: (
-      drop_path(self, y, drop_rate) if self.use_drop_path and not self.deterministic else y
+
+    def branch(y, scale_name):
+      if self.layerscale_init:
+        y = LayerScale(self.layerscale_init, name=scale_name)(y)
+      if self.use_drop_path and not self.deterministic:
+        y = drop_path(self, y, drop_rate)
+      return y
+
+    if self.ffn == "swiglu":
+      ffn = SwiGLUBlock(swiglu_hidden_size(self.mlp_dim), dtype=self.dtype, name="mlp")
+    else:
+      ffn = MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")
+    x = x + branch(
+      Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x)), "ls1"
     )
-    x = x + branch(Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x)))
-    x = x + branch(MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(norm("norm2")(x)))
+    x = x + branch(ffn(norm("norm2")(x)), "ls2")
     return x, None
 
 
@@ -217,6 +293,9 @@ class Encoder(nn.Module):
   drop_path_rate: float = 0.0
   remat_policy: str = "none"
   scan: bool = False
+  layerscale_init: float = 0.0
+  ffn: str = "mlp"
+  drop_path_uniform: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -227,15 +306,20 @@ class Encoder(nn.Module):
     block = EncoderBlock
     if self.remat_policy != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[self.remat_policy], prevent_cse=not self.scan)
-    kwargs = dict(
-      num_heads=self.num_heads,
-      mlp_dim=self.mlp_dim,
-      dtype=self.dtype,
-      use_drop_path=self.drop_path_rate > 0,
-      deterministic=not train,
-    )
-    # Rates grow linearly from 0 (first block) to drop_path_rate (last block), as in DeiT/MAE.
+    kwargs = {
+      "num_heads": self.num_heads,
+      "mlp_dim": self.mlp_dim,
+      "dtype": self.dtype,
+      "use_drop_path": self.drop_path_rate > 0,
+      "deterministic": not train,
+      "layerscale_init": self.layerscale_init,
+      "ffn": self.ffn,
+    }
+    # Rates grow linearly from 0 (first block) to drop_path_rate (last block), as in DeiT/MAE;
+    # drop_path_uniform: drop_path_rate in every block (DINOv2's drop_path_uniform).
     rates = np.linspace(0.0, self.drop_path_rate, self.depth, dtype=np.float32)
+    if self.drop_path_uniform:
+      rates = np.full((self.depth,), self.drop_path_rate, np.float32)
     if self.scan:
       stack = nn.scan(
         block,
@@ -252,10 +336,12 @@ class Encoder(nn.Module):
 
 
 class ViT(nn.Module):
-  """ViT backbone: patchify -> (+ position embeddings) -> [class token] -> blocks -> LayerNorm.
+  """ViT backbone: patchify -> [mask] -> (+ position embeddings) -> [class token] -> [registers]
+  -> blocks -> LayerNorm.
 
   Input [B, H, W, C] float with H, W divisible by `patch_size`; output [B, width] float32:
-  the class token (pool="cls") or the mean of the patch tokens (pool="gap").
+  the class token (pool="cls") or the mean of the patch tokens (pool="gap"; never the
+  registers).
 
   Learned position embeddings are a [1, h, w, D] table whose grid (h, w) is the one the model
   was initialised at (the native size); other image sizes bilinearly resize it. Sin-cos ones
@@ -263,35 +349,64 @@ class ViT(nn.Module):
 
   The class token's position: with posemb="learn" and `cls_posemb` (default) it has its own
   learned [1, 1, D] embedding `cls_pos_embedding`, never resized: the first row of the
-  (1 + N)-row table of timm / DINO (`pos_embed`) and open_clip (`positional_embedding`), so
-  the param count is the published models' (ViT-S/16 21,665,664 and ViT-B/16 85,798,656
-  without a classifier). Added to the learned class token it changes no function, only the
-  parameterisation (init, Adam steps, weight decay). With sincos2d the class token gets none,
-  as MAE's and MoCo v3's fixed all-zero first row.
+  (1 + N)-row table of timm / DINO / DINOv2 (`pos_embed`) and open_clip
+  (`positional_embedding`), so the param count is the published models' (ViT-S/16 21,665,664
+  and ViT-B/16 85,798,656 without a classifier). Added to the learned class token it changes no
+  function, only the parameterisation (init, Adam steps, weight decay). With sincos2d the class
+  token gets none, as MAE's and MoCo v3's fixed all-zero first row.
+
+  DINOv2 (dinov2/models/vision_transformer.py, prepare_tokens_with_masks): the mask token
+  replaces masked patch embeddings before the position embeddings are added; the
+  `num_registers` register tokens [1, R, D] are inserted after the class token once the
+  positions are added, so they get no position embedding. `layerscale_init` > 0 adds
+  LayerScale (params `ls1`/`ls2` with `gamma` [D] in each block); ffn="swiglu" replaces the
+  MLP by SwiGLU (params `mlp/w12`, `mlp/w3`).
   """
 
   width: int = 384
   depth: int = 12
   num_heads: int = 6
-  mlp_dim: int = 0  # 0 = 4 * width
+  mlp_dim: int = 0  # 0 = 4 * width; ffn="swiglu": swiglu_hidden_size(mlp_dim)
   patch_size: int = 16
   posemb: str = "learn"
   pool: str = "cls"
   class_token: bool = True
   cls_posemb: bool = True  # posemb="learn" only: a learned position embedding for the class token
   drop_path_rate: float = 0.0
+  drop_path_uniform: bool = False  # True: every block drops at drop_path_rate (DINOv2)
   remat_policy: str = "none"
   scan: bool = False
+  layerscale_init: float = 0.0  # 0: no LayerScale; DINOv2: 1e-5
+  num_registers: int = 0  # register tokens after the class token (DINOv2 "with registers": 4)
+  ffn: str = "mlp"  # mlp (GELU) | swiglu
+  mask_token: bool = False  # a learned [1, 1, D] mask token; needed for `masks=`
   dtype: Any = jnp.float32
+
+  @property
+  def num_prefix_tokens(self) -> int:
+    """The tokens before the patch tokens in `return_tokens` output: class token + registers."""
+    return int(self.class_token) + self.num_registers
 
   def _check(self, images):
     if self.posemb not in POSEMBS:
       raise ValueError(f"Unknown ViT posemb {self.posemb!r}; choose one of {POSEMBS}.")
     if self.pool not in POOLS:
       raise ValueError(f"Unknown ViT pool {self.pool!r}; choose one of {POOLS}.")
+    if self.ffn not in FFNS:
+      raise ValueError(
+        f"Unknown ViT ffn {self.ffn!r}; choose one of {FFNS} (DINOv2's 'swiglufused' is 'swiglu')."
+      )
     if self.pool == "cls" and not self.class_token:
       raise ValueError(
         "ViT pool='cls' needs class_token=True; set pool='gap' to mean-pool instead."
+      )
+    if not isinstance(self.num_registers, int) or self.num_registers < 0:
+      raise ValueError(
+        f"ViT num_registers={self.num_registers!r} must be an integer >= 0 (DINOv2 uses 4)."
+      )
+    if not self.layerscale_init >= 0:
+      raise ValueError(
+        f"ViT layerscale_init={self.layerscale_init} must be >= 0 (0: no LayerScale; DINOv2: 1e-5)."
       )
     if images.ndim != 4:
       raise ValueError(f"ViT expects images [B, H, W, C], got shape {images.shape}.")
@@ -300,6 +415,25 @@ class ViT(nn.Module):
       raise ValueError(
         f"Image size {h}x{w} is not divisible by the ViT patch size "
         f"{self.patch_size}; pick a patch size that divides it (e.g. 4 or 14 for 28 px)."
+      )
+
+  def _check_masks(self, masks, keep_ids, shape):
+    if masks is None:
+      return
+    if keep_ids is not None:
+      raise ValueError(
+        "ViT takes masks= (replace patches by the mask token) or keep_ids= (drop patches), "
+        "not both."
+      )
+    if not self.mask_token:
+      raise ValueError(
+        "ViT masks= needs the learned mask token: build the ViT with mask_token=True "
+        "(config.model.mask_token=True)."
+      )
+    if tuple(masks.shape) != shape or masks.dtype != jnp.bool_:
+      raise ValueError(
+        f"ViT masks must be bool [B, N] = {list(shape)} (True = masked, one per patch, "
+        f"row-major over the patch grid), got {masks.dtype} {list(masks.shape)}."
       )
 
   def position_embeddings(self, grid_h: int, grid_w: int) -> jax.Array:
@@ -317,8 +451,11 @@ class ViT(nn.Module):
     return resize_posemb(table, grid_h, grid_w)
 
   @nn.compact
-  def __call__(self, images, train: bool = True, *, keep_ids=None, return_tokens: bool = False):
-    """images [B, H, W, C]; keep_ids [B, K] int or None -> [B, width] (or tokens [B, T, width])."""
+  def __call__(
+    self, images, train: bool = True, *, keep_ids=None, masks=None, return_tokens: bool = False
+  ):
+    """images [B, H, W, C]; keep_ids [B, K] int or None; masks [B, N] bool or None
+    -> [B, width] (or tokens [B, num_prefix_tokens + N (or K), width])."""
     self._check(images)
     p = self.patch_size
     x = nn.Conv(
@@ -326,17 +463,35 @@ class ViT(nn.Module):
     )(images.astype(self.dtype))
     b, gh, gw, _ = x.shape
     x = x.reshape(b, gh * gw, self.width)
+    self._check_masks(masks, keep_ids, (b, gh * gw))
+    if self.mask_token:  # the param exists whether or not this call masks
+      token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.width), jnp.float32)
+      if masks is not None:  # DINOv2: masked patches get the token's content, keep their position
+        x = jnp.where(masks[:, :, None], token.astype(x.dtype), x)
     x = x + self.position_embeddings(gh, gw).astype(x.dtype)
     if keep_ids is not None:  # MAE: visible patches only
       x = jnp.take_along_axis(x, keep_ids[:, :, None], axis=1)
+    # Masking (keep_ids) never moves the prefix tokens: they are prepended after the gather.
+    prefix = []
     if self.class_token:
-      # Masking (keep_ids) never moves the class token: it is prepended after the gather.
       cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32)
       if self.posemb == "learn" and self.cls_posemb:
         cls = cls + self.param(
           "cls_pos_embedding", nn.initializers.normal(0.02), (1, 1, self.width), jnp.float32
         )
-      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, self.width)), x], axis=1)
+      prefix.append(cls)
+    if self.num_registers:  # no position embedding (DINOv2 inserts them after adding positions)
+      prefix.append(
+        self.param(
+          "register_tokens",
+          nn.initializers.normal(1e-6),  # dinov2's init_weights
+          (1, self.num_registers, self.width),
+          jnp.float32,
+        )
+      )
+    if prefix:
+      prefix = [jnp.broadcast_to(t.astype(x.dtype), (b, *t.shape[1:])) for t in prefix]
+      x = jnp.concatenate([*prefix, x], axis=1)
     x = Encoder(
       self.depth,
       self.num_heads,
@@ -345,6 +500,9 @@ class ViT(nn.Module):
       drop_path_rate=self.drop_path_rate,
       remat_policy=self.remat_policy,
       scan=self.scan,
+      layerscale_init=self.layerscale_init,
+      ffn=self.ffn,
+      drop_path_uniform=self.drop_path_uniform,
       name="encoder",
     )(x, train=train)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
@@ -352,5 +510,45 @@ class ViT(nn.Module):
       return x.astype(jnp.float32)
     if self.pool == "cls":
       return x[:, 0].astype(jnp.float32)
-    patches = x[:, 1:] if self.class_token else x
-    return jnp.mean(patches.astype(jnp.float32), axis=1)
+    return jnp.mean(x[:, self.num_prefix_tokens :].astype(jnp.float32), axis=1)
+
+
+# Leading params of the ViT that sit before the first block in layer-wise lr decay.
+EMBEDDING_PARAMS = (
+  "patch_embed",
+  "pos_embedding",
+  "cls_pos_embedding",
+  "cls_token",
+  "register_tokens",
+  "mask_token",
+)
+
+
+def layer_ids(params) -> tuple[Any, int]:
+  """Layer index of every parameter of a ViT's params, for layer-wise lr decay.
+
+  -> (tree like params whose leaves are ints, or int arrays broadcastable against the leaf for
+  a scanned stack, L + 1) with L the depth: embeddings and tokens (`EMBEDDING_PARAMS`) -> 0,
+  block i -> i + 1, the final norm -> L + 1 (MAE's and DINOv2's `get_vit_lr_decay_rate`).
+  A multiplier decay ** (L + 1 - id) is then 1 for the final norm and whatever follows.
+  """
+  encoder = params["encoder"]
+  if "blocks" in encoder:  # nn.scan: [depth, ...]
+    depth = jax.tree.leaves(encoder["blocks"])[0].shape[0]
+  else:
+    depth = sum(1 for k in encoder if k.startswith("block"))
+  last = depth + 1
+
+  def layer(path, leaf):
+    names = [str(getattr(e, "key", e)) for e in path]
+    if names[0] in EMBEDDING_PARAMS:
+      return 0
+    if names[0] == "encoder_norm":
+      return last
+    if names[0] == "encoder" and names[1] == "blocks":
+      return np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))
+    if names[0] == "encoder" and names[1].startswith("block"):
+      return int(names[1][len("block") :]) + 1
+    raise ValueError(f"vit.layer_ids: no layer for ViT parameter {'/'.join(names)}")
+
+  return jax.tree_util.tree_map_with_path(layer, params), last
