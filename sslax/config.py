@@ -73,6 +73,15 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.dataset.train_size = 0
   c.dataset.channels = 0
   c.dataset.verify_images = True  # image folders: skip corrupt files up front
+  # Train on part of dataset.train_split (low-shot fine-tuning: configs/lowshot.py), wherever
+  # the run reads that split; chosen from labels and file names only (sslax/data/sources/
+  # subsets.py). At most one of: subset_fraction f in (0, 1]: a class-balanced f of the labels
+  # drawn from subset_seed; subset_file: example names, one per line (SimCLR v2's
+  # imagenet_subsets/1percent.txt: n01440764_10026.JPEG), or a JSON {"ids": [...]} file
+  # (DIR/lowshot/*.json). 0 / "": the whole split.
+  c.dataset.subset_fraction = 0.0
+  c.dataset.subset_seed = 0
+  c.dataset.subset_file = ""
   # Image-text datasets (sslax/data/image_text.py) and `--protocol zero_shot`:
   c.dataset.zero_shot_dataset = (
     ""  # labelled dataset whose class names are prompted; "" = dataset.name
@@ -125,8 +134,17 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.model.pool = "cls"  # cls (class token) | gap (mean of the patch tokens)
   c.model.class_token = True  # learn: with its own learned position embedding (timm, DINO, CLIP)
   c.model.drop_path_rate = 0.0  # stochastic depth of the last block (linear from 0)
+  c.model.drop_path_uniform = False  # True: drop_path_rate in every block (DINOv2)
   c.model.remat_policy = "none"  # none | full | dots_saveable | dots_with_no_batch_dims_saveable
   c.model.scan = False  # nn.scan over blocks (params stacked on a [depth] axis)
+  # DINOv2's ViT options (all off: the plain ViT). LayerScale gain init (0: none; DINOv2 1e-5);
+  # register tokens after the class token (DINOv2 "with registers": 4); feed-forward mlp | swiglu;
+  # a learned mask token that `masks=` puts in masked patches (iBOT / DINOv2 students: True, and
+  # the teacher too, as it is the same network).
+  c.model.layerscale_init = 0.0
+  c.model.num_registers = 0
+  c.model.ffn = "mlp"
+  c.model.mask_token = False
   # Any model: with config.mesh.fsdp > 1, params (and their optimizer state) with at least this
   # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
   c.model.fsdp_min_size = 2**14
@@ -156,7 +174,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.optimizer.exclude_bias_and_norm = True
   c.optimizer.bias_lr_ratio = 1.0
   c.optimizer.grad_clip_norm = 0.0
-  c.optimizer.grad_clip_mode = "global"  # global | per_param (DINO's clip_gradients)
+  c.optimizer.grad_clip_mode = "global"  # global | per_param (DINO) | per_module (DINOv2)
   c.optimizer.b1 = 0.9  # adamw betas (read by sslax/optim.py; CLIP uses b2 = 0.98)
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8  # adamw epsilon (open_clip: 1e-6 for ViT towers)
@@ -188,6 +206,9 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.eval.retrieval_ks = (1, 5, 10)
   c.eval.lowshot_fractions = (0.01, 0.1)
   c.eval.lowshot_seed = 0  # the class-balanced label subsets are a function of this
+  # Subset list files for `--protocol lowshot` instead of the fractions (the same formats as
+  # dataset.subset_file: SimCLR v2's imagenet_subsets/1percent.txt, 10percent.txt).
+  c.eval.lowshot_files = ()
   c.eval.finetune_epochs = 10
   c.eval.finetune_batch_size = 256
   c.eval.finetune_optimizer = "sgd"
@@ -535,6 +556,17 @@ def _validate_vit(config: ml_collections.ConfigDict) -> None:
     )
   if not 0 <= m.drop_path_rate < 1:
     raise ValueError(f"config.model.drop_path_rate={m.drop_path_rate} must be in [0, 1).")
+  if m.ffn not in vit.FFNS:
+    raise ValueError(f"config.model.ffn={m.ffn!r}; choose one of {vit.FFNS}.")
+  if not m.layerscale_init >= 0:
+    raise ValueError(
+      f"config.model.layerscale_init={m.layerscale_init} must be >= 0 (0: no LayerScale; "
+      "DINOv2: 1e-5)."
+    )
+  if not isinstance(m.num_registers, int) or m.num_registers < 0:
+    raise ValueError(
+      f"config.model.num_registers={m.num_registers!r} must be an integer >= 0 (DINOv2: 0 or 4)."
+    )
 
 
 def _is_tfds_name(name: str) -> bool:

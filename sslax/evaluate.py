@@ -56,6 +56,7 @@ from sslax.methods.image_text import ImageTextMethod, restore_tokenizer  # noqa:
 REPORT = "report"
 CLASSIFIER = "classifier"  # protocol of a classifier run's report (sslax.methods.linear_eval)
 LINEAR_EVAL = "linear_eval"  # its record in the pretrained run's results.json
+FINETUNE_RUN = "finetune_run"  # a fine-tuning run's (linear_eval.finetune) record there
 
 
 def restore_encoder(
@@ -137,10 +138,20 @@ def _classifier_encoder(config, workdir: str, s, state):
 
 
 def _record_linear_eval(record: dict, method, workdir: str) -> None:
-  """A linear evaluation's top-1, appended to the pretrained run's results.json next to its
-  fast probe (frozen centre-crop features) and printed beside it. Best effort: a pretrained
-  workdir that cannot be written (read-only, remote without rights) only logs a warning."""
-  pretrained_dir = method.config.linear_eval.pretrained_workdir
+  """A linear evaluation's (or a fine-tuning's: `linear_eval.finetune`) top-1, appended to the
+  pretrained run's results.json next to its fast probe (frozen centre-crop features) and
+  printed beside it, under protocol "linear_eval" or "finetune_run" with the training subset
+  it used. Best effort: a pretrained workdir that cannot be written (read-only, remote without
+  rights) only logs a warning."""
+  config = method.config
+  pretrained_dir = config.linear_eval.pretrained_workdir
+  finetune = bool(config.linear_eval.get("finetune", False))
+  data = config.dataset
+  subset = None
+  if data.get("subset_fraction", 0.0):
+    subset = {"fraction": float(data.subset_fraction), "seed": int(data.subset_seed)}
+  elif data.get("subset_file", ""):
+    subset = {"file": str(data.subset_file)}
   pretrained_step = int(method.pretrained()["step"])
   scores = dict(record["results"][encoder_lib.PRETRAINED])
   report = workdir_lib.latest_record(workdir_lib.read_results(pretrained_dir), REPORT)
@@ -152,10 +163,12 @@ def _record_linear_eval(record: dict, method, workdir: str) -> None:
     weights=method.pretrained()["weights"],
     linear_eval_workdir=os.path.abspath(workdir) if workdir_lib.is_local(workdir) else workdir,
     linear_eval_step=record["step"],
-    epochs=float(method.config.total_epochs) if not method.config.total_steps else None,
+    epochs=float(config.total_epochs) if not config.total_steps else None,
     steps=int(method.run.total_steps),
+    training_subset=subset,
   )
-  linked = {**record, "protocol": LINEAR_EVAL, "step": pretrained_step}
+  protocol = FINETUNE_RUN if finetune else LINEAR_EVAL
+  linked = {**record, "protocol": protocol, "step": pretrained_step}
   linked["results"] = {encoder_lib.PRETRAINED: scores}
   if jax.process_index() == 0:
     try:
@@ -164,8 +177,10 @@ def _record_linear_eval(record: dict, method, workdir: str) -> None:
       logging.warning("Could not add the linear evaluation to %s: %s", pretrained_dir, e)
     probe_text = "no report at this step" if probe is None else f"{100 * probe:.2f}"
     print(
-      f"{pretrained_dir} (step {pretrained_step}): linear evaluation top-1 "
-      f"{100 * scores['top1']:.2f} (augmented crops, {method.run.total_steps} steps); "
+      f"{pretrained_dir} (step {pretrained_step}): "
+      f"{'fine-tuning' if finetune else 'linear evaluation'} top-1 "
+      f"{100 * scores['top1']:.2f} (augmented crops, {method.run.total_steps} steps"
+      f"{'' if subset is None else f', training subset {subset}'}); "
       f"fast probe on frozen features: {probe_text}",
       flush=True,
     )

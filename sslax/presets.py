@@ -18,6 +18,7 @@ import ml_collections
 
 from sslax import workdir as workdir_lib
 from sslax.config import base_config
+from sslax.data.sources import subsets
 
 # Backbones by name: the keys of config.model each one sets (the rest keep their defaults).
 CPU_BACKBONES = {
@@ -36,6 +37,7 @@ IMAGENET_BACKBONES = {
   "vit_s16": dict(name="vit", variant="S", patch_size=16),
   "vit_b16": dict(name="vit", variant="B", patch_size=16),
   "vit_b32": dict(name="vit", variant="B", patch_size=32),
+  "vit_l16": dict(name="vit", variant="L", patch_size=16),
 }
 
 
@@ -166,6 +168,57 @@ def linear_eval(pretrained_workdir: str | None = None) -> ml_collections.ConfigD
     vit_lr = 3.0 if method == "mocov3" else 0.1
     opt.base_lr = 0.001 if method == "dino" else (vit_lr if model_name == "vit" else 0.1)
     config.log_every_steps, config.checkpoint_every_steps = 100, 1000
+  return config
+
+
+def subset_spec(subset) -> tuple[float, str]:
+  """A subset as written after `configs/lowshot.py:DIR,` -> (fraction, file): a fraction
+  ("0.01", "1%", 0.1) or else the path of a subset list (SimCLR v2's 1percent.txt)."""
+  text = str(subset).strip()
+  try:
+    fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+  except ValueError:
+    return 0.0, text
+  if not 0 < fraction <= 1:
+    raise ValueError(f"low-shot subset {subset!r}: a fraction must be in (0, 1] (0.01 or 1%).")
+  return fraction, ""
+
+
+def lowshot(pretrained_workdir: str | None = None, subset="0.01") -> ml_collections.ConfigDict:
+  """Fine-tuning on a label subset (SimCLR's semi-supervised protocol) of a pretraining run:
+  `linear_eval` with `linear_eval.finetune=True` and `dataset.subset_*` set from `subset`.
+
+  subset: a fraction of the labels ("0.01" or "1%": class-balanced, drawn from
+  dataset.subset_seed) or a subset list file (SimCLR v2's imagenet_subsets/1percent.txt, or a
+  DIR/lowshot/*.json of ids).
+
+  Recipe: ImageNet-size data as SimCLR v2 (appendix B): LARS, lr 0.005 x sqrt(B) at batch 1024
+  (0.16), momentum 0.9, no weight decay (BN and biases excluded from LARS, as in pretraining), no
+  warmup, cosine decay, random resized crop (0.08, 1) + flip only; 60 epochs on <= 1% of the
+  labels, 30 above (a list's fraction: its length over dataset.train_size; 30 when the split
+  size is not declared). 28-32 px data (CPU): SimCLR v1's fine-tuning optimizer (appendix B.5:
+  Nesterov momentum 0.9, lr 0.05 x B/256, no weight decay, no warmup) at batch 256, crops (0.2,
+  1), 60 / 30 epochs as above.
+  """
+  config = linear_eval(pretrained_workdir)
+  config.linear_eval.finetune = True
+  fraction, file = subset_spec(subset)
+  config.dataset.subset_fraction, config.dataset.subset_file = fraction, file
+  share = fraction
+  if file and config.dataset.train_size > 0:  # reads the list: a bad path fails here
+    share = len(subsets.read_subset_file(file)[1]) / config.dataset.train_size
+  config.total_epochs = 60.0 if 0 < round(share, 3) <= 0.01 else 30.0
+  opt = config.optimizer
+  opt.warmup_epochs, opt.weight_decay, opt.momentum = 0.0, 0.0, 0.9
+  if config.dataset.image_size <= 32:
+    opt.name, opt.nesterov, opt.lr_scaling, opt.base_lr = "sgd", True, "linear", 0.05
+    opt.exclude_bias_and_norm = False
+    config.batch_size = 256
+  else:
+    opt.name, opt.lr_scaling, opt.base_lr = "lars", "sqrt", 0.005
+    opt.exclude_bias_and_norm = True
+    config.batch_size = 1024
+    config.linear_eval.crop_scale = (0.08, 1.0)
   return config
 
 

@@ -183,7 +183,11 @@ def _read_tfds(items: Sequence[Item]):
   out = []
   for item, ex in zip(items, examples):
     label = int(ex["label"]) if "label" in ex else 0
-    out.append((dataclasses.replace(item, label=label), bytes(ex["image"])))
+    # The dataset's own file name where it has one (imagenet2012: n01440764_10026.JPEG), so the
+    # shards' keys name examples as SimCLR's subset lists do.
+    name = ex.get("file_name") if hasattr(ex, "get") else None
+    key = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name or item.key)
+    out.append((dataclasses.replace(item, label=label, key=key), bytes(ex["image"])))
   return out
 
 
@@ -290,7 +294,7 @@ def _read_items(items: Sequence[Item]):
 def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Item], start: int):
   """Writes shard `index` (inputs [start, start + len(items))) unless it is complete already.
 
-  -> its sidecar dict: num_examples, labels, captions present, skipped [[key, why]].
+  -> its sidecar dict: num_examples, labels, keys, captions present, skipped [[key, why]].
   """
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
 
@@ -304,8 +308,11 @@ def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Ite
         f"[{start}, +{len(items)}): rerun with the same --shard_size, or use a new --output."
       )
     done["resumed"] = True
+    if "keys" not in done:  # a shard written before keys were recorded: its inputs, in order
+      dropped = {key for key, _ in done["skipped"]}
+      done["keys"] = [it.key for it in items if it.key not in dropped][: done["num_examples"]]
     return done
-  labels, skipped, captions = [], [], False
+  labels, keys, skipped, captions = [], [], [], False
   tmp = output / (final.name + ".tmp")
   writer = array_record_module.ArrayRecordWriter(str(tmp), "group_size:1")  # random access
   try:
@@ -319,6 +326,7 @@ def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Ite
         continue
       writer.write(shard_format.encode_example(data, item.label, item.caption, item.key))
       labels.append(item.label)
+      keys.append(item.key)
       captions = captions or bool(item.caption)
   finally:
     writer.close()
@@ -327,6 +335,7 @@ def _write_shard(output: epath.Path, split: str, index: int, items: Sequence[Ite
     "num_inputs": len(items),
     "num_examples": len(labels),
     "labels": labels,
+    "keys": keys,
     "captions": captions,
     "skipped": skipped,
   }
@@ -401,6 +410,11 @@ def convert(
   with (out / (labels_file + ".tmp")).open("wb") as f:
     np.save(f, labels, allow_pickle=False)
   (out / (labels_file + ".tmp")).replace(out / labels_file)
+  # One name per line, in example order (a newline inside a key would shift every later one).
+  keys_file = shard_format.keys_file_name(split)
+  keys = [str(k).replace("\n", " ").replace("\r", " ") for d in done for k in d["keys"]]
+  (out / (keys_file + ".tmp")).write_text("".join(k + "\n" for k in keys), encoding="utf-8")
+  (out / (keys_file + ".tmp")).replace(out / keys_file)
 
   skipped = [s for d in done for s in d["skipped"]]
   features = ["image", "label"] + (["caption"] if any(d["captions"] for d in done) else [])
@@ -408,6 +422,7 @@ def convert(
     "num_examples": int(len(labels)),
     "features": features,
     "labels_file": labels_file,
+    "keys_file": keys_file,
     "shards": [
       {"file": shard_format.shard_file_name(split, k), "num_examples": d["num_examples"]}
       for k, d in enumerate(done)

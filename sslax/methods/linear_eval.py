@@ -20,6 +20,17 @@ image models), run with `train=False` (BatchNorm uses its pretrained running sta
 DINO runs are evaluated on the EMA teacher, as DINO's `eval_linear.py` (`linear_eval.weights`).
 Not yet: DINO ViT-S's concatenation of the last 4 class tokens (sslax's ViT returns the final
 one), so a ViT's number here is the single-token protocol.
+
+Fine-tuning (`linear_eval.finetune=True`, `presets.lowshot`, configs/lowshot.py:DIR): the same
+run with the backbone trained too, on a label subset of the train split (`dataset.subset_*`:
+a class-balanced seeded fraction, or SimCLR v2's `imagenet_subsets/1percent.txt`), which is the
+semi-supervised protocol of SimCLR (v1 appendix B.5; v2 appendix B). The backbone runs in train
+mode (BatchNorm over the global batch, running statistics updated, as SimCLR's global BN) and
+the linear head starts at zero (`zero_init_logits_layer`). Where sslax differs: SimCLR v2
+fine-tunes from the first layer of the projection head (`ft_proj_selector=1`: backbone +
+the head's first linear/BN/ReLU, then the classifier); sslax fine-tunes from the backbone's
+output (the input of the projection head, SimCLR v1's and v2's choice for 100% of the labels),
+because the backbone is what every method shares and what `sslax.models.make_backbone` rebuilds.
 """
 
 from __future__ import annotations
@@ -45,18 +56,27 @@ TEACHER_EVALUATED = {"dino": "teacher"}
 
 
 class LinearClassifier(nn.Module):
-  """images [B, H, W, C] -> logits [B, num_classes] of a linear layer on frozen features."""
+  """images [B, H, W, C] -> logits [B, num_classes] of a linear layer on the backbone's features.
+
+  finetune False: the backbone is frozen (eval-mode BatchNorm whatever `train` says, no
+  gradient), the head initialised normal(0, 0.01) as MoCo v3's `main_lincls.py`. True: the
+  backbone runs in `train` mode (BatchNorm batch statistics over the global batch) with its
+  gradient, and the head starts at zero (SimCLR's `zero_init_logits_layer` for fine-tuning).
+  """
 
   backbone: nn.Module
   num_classes: int
+  finetune: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True):
-    # The backbone is frozen: eval-mode BatchNorm whatever `train` says, and no gradient.
-    features = jax.lax.stop_gradient(self.backbone(x, train=False))
+    if self.finetune:
+      features = self.backbone(x, train=train)
+    else:
+      features = jax.lax.stop_gradient(self.backbone(x, train=False))
     head = nn.Dense(
       self.num_classes,
-      kernel_init=nn.initializers.normal(0.01),
+      kernel_init=nn.initializers.zeros if self.finetune else nn.initializers.normal(0.01),
       bias_init=nn.initializers.zeros,
       name="head",
     )
@@ -80,6 +100,10 @@ class LinearEval(Method):
         # method_state) | auto: the teacher for DINO (its eval_linear.py loads the teacher),
         # the trained network otherwise (SimCLR, MoCo, BYOL ... evaluate the online encoder).
         weights="auto",
+        # True: fine-tune the backbone with the head (train-mode BatchNorm, zero-initialised
+        # head), the semi-supervised protocol of SimCLR on a label subset (dataset.subset_*;
+        # configs/lowshot.py:DIR). False: the linear protocol on the frozen backbone.
+        finetune=False,
       )
     )
 
@@ -108,10 +132,16 @@ class LinearEval(Method):
       pre = _read_run_config(cfg.pretrained_workdir)
       if pre.get("method") == self.name:
         raise ValueError(f"{cfg.pretrained_workdir} is a linear evaluation run, not a pretraining.")
-      if pre.get("model") != json.loads(self.config.model.to_json_best_effort()):
+      # Keys the run's config.json lacks (added to the schema since) take their defaults when it
+      # is read, and any that shapes a parameter is caught by the shape check on loading.
+      mine = json.loads(self.config.model.to_json_best_effort())
+      theirs = pre.get("model") or {}
+      differ = sorted(k for k in theirs if mine.get(k, theirs[k]) != theirs[k])
+      if differ or not theirs:
         raise ValueError(
           f"config.model differs from the pretrained run's ({cfg.pretrained_workdir}/"
-          "config.json): build the config from it with --config configs/linear_eval.py:DIR."
+          f"config.json; keys {differ}): build the config from it with --config "
+          "configs/linear_eval.py:DIR."
         )
       step = None if cfg.pretrained_step < 0 else int(cfg.pretrained_step)
       tree, step = checkpoint.load_numpy(cfg.pretrained_workdir, step)
@@ -155,7 +185,8 @@ class LinearEval(Method):
 
   def network(self):
     backbone = make_backbone(self.config.model, self.config.dtype)
-    return LinearClassifier(backbone=backbone, num_classes=self.config.linear_eval.num_classes)
+    cfg = self.config.linear_eval
+    return LinearClassifier(backbone=backbone, num_classes=cfg.num_classes, finetune=cfg.finetune)
 
   def initial_variables(self, variables):
     """The random backbone replaced by the pretrained one (same shapes, checked)."""
@@ -170,7 +201,11 @@ class LinearEval(Method):
     return variables
 
   def wrap_optimizer(self, tx):
-    # The backbone gets no update (and, through set_to_zero, no optimizer state).
+    if self.config.linear_eval.finetune:
+      return tx  # every parameter trains, with the configured optimizer
+
+    # Linear evaluation: the backbone gets no update (and, through set_to_zero, no optimizer
+    # state).
     def labels(params):
       return {
         k: jax.tree.map(lambda _, k=k: "frozen" if k == "backbone" else "head", v)
@@ -181,7 +216,16 @@ class LinearEval(Method):
 
   def loss(self, params, batch_stats, method_state, batch, rng):
     (view,) = batch["views"]
-    logits = self.network().apply({"params": params, "batch_stats": batch_stats}, view)
+    variables = {"params": params, "batch_stats": batch_stats}
+    if self.config.linear_eval.finetune:
+      # Train-mode BatchNorm (statistics of the global batch, running averages updated) and a
+      # dropout rng for a ViT's stochastic depth (model.drop_path_rate).
+      logits, updates = self.network().apply(
+        variables, view, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+      )
+      batch_stats = updates.get("batch_stats", batch_stats)
+    else:
+      logits = self.network().apply(variables, view)
     labels = batch["label"]
     valid = labels >= 0
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))

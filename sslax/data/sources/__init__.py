@@ -38,6 +38,7 @@ from sslax.data.sources import base, registry, tfds
 from sslax.data.sources import idx, cifar, folders, fake, colour_folders, image_text
 from sslax.data.sources import shards
 from sslax.data.sources import safe_pickle
+from sslax.data.sources import subsets
 from sslax.data.sources.base import (
   ArraySource,
   CorruptDatasetError,
@@ -96,6 +97,7 @@ __all__ = [
   "image_text",
   "registry",
   "safe_pickle",
+  "subsets",
   "tfds",
 ]
 
@@ -109,16 +111,34 @@ del _error
 
 
 def load_source(config, split: str, num_examples: int = 0) -> Source:
-  """`get_source` for config.dataset (an ml_collections ConfigDict); num_examples 0: all."""
-  return get_source(
-    config.dataset.name,
+  """`get_source` for config.dataset (an ml_collections ConfigDict); num_examples 0: all.
+
+  The training split (`split == dataset.train_split`) is restricted to the subset that
+  `dataset.subset_fraction` or `dataset.subset_file` names (`subsets.py`), wherever the run reads
+  it (training, and the train side of its evaluations), drawn from the split as loaded (after
+  num_examples) and chosen from labels and names alone. An image folder's files are then checked
+  only for the subset (`verify_images`), not for the whole split."""
+  ds = config.dataset
+  fraction, file = float(ds.get("subset_fraction", 0.0) or 0.0), ds.get("subset_file", "") or ""
+  subset = split == ds.get("train_split") and bool(fraction or file)
+  folder = registry.dataset_key(ds.name) == "image_folder"
+  source = get_source(
+    ds.name,
     split,
-    data_dir=config.dataset.data_dir or None,
-    image_size=config.dataset.image_size,
+    data_dir=ds.data_dir or None,
+    image_size=ds.image_size,
     num_examples=num_examples or None,
     seed=config.seed,
-    verify_images=config.dataset.verify_images,
+    verify_images=ds.verify_images and not (subset and folder),
   )
+  if subset:
+    source, info = subsets.training_subset(
+      source, fraction=fraction, seed=int(ds.get("subset_seed", 0)), file=file
+    )
+    if ds.verify_images and folder:
+      source = folders.verify_files(source)
+    print(subsets.describe(info), flush=True)
+  return source
 
 
 def image_channels(source) -> int:

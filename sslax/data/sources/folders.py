@@ -4,6 +4,7 @@ are decoded in the tf.data pipeline); corrupt files are found once with PIL and 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 
 from absl import logging
@@ -145,6 +146,29 @@ def image_folder_source(
     name="image_folder",
     channels=3,
   )
+
+
+def verify_files(source: FileSource) -> FileSource:
+  """`source` without the files that do not decode (each checked once with `check_image_file`;
+  a training subset checks only its own files, not the whole folder's)."""
+  paths = [str(p) for p in source.paths]
+  workers = min(32, 4 * (os.cpu_count() or 1))
+  with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+    problems = list(pool.map(lambda p: check_image_file(p), paths))
+  keep = np.asarray([i for i, why in enumerate(problems) if why is None], np.int64)
+  corrupt = [(p, why) for p, why in zip(paths, problems) if why is not None]
+  if corrupt:
+    logging.warning(
+      "skipped %d corrupt image files of %d: first few: %s",
+      len(corrupt),
+      len(paths),
+      [f"{p} ({why})" for p, why in corrupt[:_MAX_LISTED]],
+    )
+  if keep.size == 0:
+    raise DatasetNotFoundError(f"image_folder: none of the {len(paths)} files is a readable image.")
+  if keep.size == len(paths):
+    return source
+  return dataclasses.replace(source, paths=source.paths[keep], labels=source.labels[keep])
 
 
 def load(

@@ -11,6 +11,10 @@ Layout of `dataset.data_dir` (written by `python -m sslax.data.shards`, see ssla
   ...                             came), "label" (int64), "caption" (bytes, may be empty) and
                                   "key" (where the example came from)
   <split>-labels.npy              int32 [N]: every label of the split, in order (no pickle)
+  <split>-keys.txt                UTF-8, one line per example, in order: its "key" (the input's
+                                  relative path, TFDS's file_name, a WebDataset sample key), so
+                                  a subset can be named by file (`subsets.py`) without reading a
+                                  record; absent in shards written before 2026-11-30
 
 Global example index i lives in shard s = searchsorted(cumulative counts, i) at offset
 i - start[s], so a training run reads exactly the records of its positions (random access:
@@ -49,6 +53,10 @@ def shard_file_name(split: str, index: int) -> str:
 
 def labels_file_name(split: str) -> str:
   return f"{split}-labels.npy"
+
+
+def keys_file_name(split: str) -> str:
+  return f"{split}-keys.txt"
 
 
 def encode_example(image: bytes, label: int, caption: str | bytes = b"", key: str = "") -> bytes:
@@ -134,6 +142,7 @@ class ShardSource(RecordSource):
   channels: int = 3
   captions: bool = False  # the split's records carry captions: batches get "tokens"
   index_map: np.ndarray | None = None  # int64 [N]: a subset's global indices (None: all)
+  keys_path: str | None = None  # <split>-keys.txt (None: shards written without it)
 
   def __post_init__(self):
     self.shard_starts = np.concatenate([[0], np.cumsum(self.shard_counts)]).astype(np.int64)
@@ -186,6 +195,24 @@ class ShardSource(RecordSource):
     ex = self.read_example(index)
     return ex["image"], ex["label"], ex["caption"]
 
+  def example_names(self) -> np.ndarray:
+    """Every example's key ([N] str, after any subset), from <split>-keys.txt: no record read."""
+    from etils import epath  # pylint: disable=g-import-not-at-top
+
+    if self.keys_path is None:
+      raise ValueError(
+        f"{self.describe()}: these shards have no {keys_file_name(self.split)} (written before "
+        "sslax recorded example names). Rerun the conversion with the same arguments and "
+        "--output: completed shards are kept, and the names file is added."
+      )
+    keys = epath.Path(self.keys_path).read_text(encoding="utf-8").split("\n")[: self.total_records]
+    if len(keys) != self.total_records:
+      raise CorruptDatasetError(
+        f"{self.keys_path}: {len(keys)} names but the shards hold {self.total_records} records."
+      )
+    keys = np.asarray(keys)
+    return keys if self.index_map is None else keys[self.index_map]
+
   def subset(self, indices) -> ShardSource:
     """The examples `indices` of this source, in that order."""
     indices = np.asarray(indices, np.int64)
@@ -237,6 +264,7 @@ def shard_source(
     num_classes=max(len(class_names), int(labels.max(initial=-1)) + 1),
     class_names=class_names,
     captions="caption" in info.get("features", ()),
+    keys_path=str(root / info["keys_file"]) if info.get("keys_file") else None,
   )
   if num_examples is not None and num_examples < len(source):
     keep = np.random.default_rng(seed).permutation(len(source))[:num_examples]

@@ -1,5 +1,6 @@
 """Fine-tuning protocols: the backbone + a linear head trained end to end on all labels
-(finetune) or on class-balanced 1% / 10% subsets (lowshot; the chosen ids go to DIR/lowshot/).
+(finetune) or on class-balanced 1% / 10% subsets, or SimCLR v2's subset lists (lowshot; the
+chosen ids go to DIR/lowshot/).
 
 finetune also fine-tunes the random-init network (config.eval.baselines) with the same recipe,
 seed and data order: MAE's paper judges pretraining by this difference, not by frozen features.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 
 import jax
-import numpy as np
 
 from sslax import workdir as workdir_lib
 from sslax.data import sources
@@ -68,50 +68,55 @@ def finetune(encoders, ctx) -> dict:
 
 @register(
   "lowshot",
-  summary="fine-tuning on class-balanced label subsets (--fractions 0.01,0.1); the chosen ids "
-  "are saved to DIR/lowshot/",
+  summary="fine-tuning on class-balanced label subsets (--fractions 0.01,0.1) or on subset "
+  "lists (eval.lowshot_files: SimCLR v2's 1percent.txt / 10percent.txt); the chosen ids are "
+  "saved to DIR/lowshot/",
 )
 def lowshot(encoders, ctx) -> dict:
-  """Fine-tunes on each class-balanced fraction of the labels (drawn from eval.lowshot_seed)."""
+  """Fine-tunes on each class-balanced fraction of the labels (drawn from eval.lowshot_seed), or
+  on each list of eval.lowshot_files when given. Subsets are chosen from the source's labels and
+  file names alone (any random-access source: in memory, image folder, record shards), so
+  choosing one at ImageNet size reads no image. For a resumable, sharded fine-tuning run of its
+  own, use configs/lowshot.py:DIR (the trainer, `dataset.subset_*`)."""
   config, ev = ctx.config, ctx.config.eval
   train_src, test_src = _train_test_sources(config)
-  finetune_lib.require_random_access(train_src)
-  num_classes = int(train_src.num_classes)
+  files = tuple(ev.get("lowshot_files", ()) or ())
+  # Every subset is chosen (and a bad list or a source without cheap labels fails) before any
+  # fine-tuning starts.
+  choices = (
+    [(os.path.splitext(os.path.basename(f))[0], dict(file=f)) for f in files]
+    if files
+    else [(f"{100 * f:g}pct", dict(fraction=f, seed=ev.lowshot_seed)) for f in ev.lowshot_fractions]
+  )
   subsets = {}
-  for fraction in ev.lowshot_fractions:
-    ids = finetune_lib.class_balanced_subset(
-      train_src.labels, fraction, num_classes=num_classes, seed=ev.lowshot_seed
-    )
-    name = f"{100 * fraction:g}pct"
+  for name, how in choices:
+    ids, info = sources.subsets.choose(train_src, **how)
     path = None
     if ctx.workdir is not None:
-      path = os.path.join(
-        workdir_lib.output_dir(ctx.workdir, "lowshot"),
-        f"subset_{name}_seed{ev.lowshot_seed}.json",
-      )
+      stem = f"subset_{name}_seed{ev.lowshot_seed}" if "fraction" in how else f"subset_{name}"
+      path = os.path.join(workdir_lib.output_dir(ctx.workdir, "lowshot"), stem + ".json")
       if jax.process_index() == 0:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        counts = np.bincount(train_src.labels[ids], minlength=num_classes)
+        # "ids" last: the file reads from the top (fraction or list, sizes, per class).
+        record = {k: v for k, v in info.items() if k not in ("ids", "num_split_examples")}
         workdir_lib.write_json(
           path,
           {
-            "fraction": fraction,
-            "seed": ev.lowshot_seed,
+            **record,
             "split": config.dataset.train_split,
-            "num_train_examples": len(train_src.labels),
-            "per_class": counts.tolist(),
-            "ids": ids.tolist(),
+            "num_train_examples": info["num_split_examples"],
+            "ids": info["ids"],
           },
         )
-    subsets[name] = (fraction, ids, path)
+    subsets[name] = (how, ids, path)
   out = {}
   for enc in encoders:
     out[enc.name] = {
       name: dict(
         _finetune(enc, config, finetune_lib.subset_source(train_src, ids), test_src),
-        fraction=fraction,
+        **({"fraction": how["fraction"]} if "fraction" in how else {"subset_list": how["file"]}),
         subset_file=path,
       )
-      for name, (fraction, ids, path) in subsets.items()
+      for name, (how, ids, path) in subsets.items()
     }
   return out
