@@ -337,6 +337,7 @@ def test_csv_pairs_and_caption_tokens_in_batches(tmp_path):
     np.testing.assert_array_equal(t, tok.encode(src.read_example(int(i))["caption"]))
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~45 s
 def test_clip_pod_config_trains_on_caption_shards(tmp_path, devices):
   """configs/clip_vitb32_tpu.py at a toy size on generated jsonl -> shards; a record corrupted
   after conversion is replaced at train time and counted."""

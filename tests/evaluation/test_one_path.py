@@ -50,6 +50,7 @@ def _copy_without_evaluations(workdir, tmp_path, name):
   return dest
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~150 s: three CLIs on one trained run
 def test_report_main_evaluate_and_evaluate_cli_give_the_same_numbers(tmp_path, devices):
   config = tiny_config()
   config.eval.at_end = True

@@ -61,6 +61,7 @@ def _setup(config, devices):
   return s, setup_lib.init_state(s)
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~60 s; the EMA teacher's stop-gradient is also tested for DINO/MoCo
 def test_target_gets_no_gradient(devices):
   """Through the whole method: d loss / d method_state (target params, BN stats) is zero."""
   s, state = _setup(tiny_method_config("byol"), devices[:1])

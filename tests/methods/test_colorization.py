@@ -160,6 +160,7 @@ def loss_and_grads(config, devices, images, bin_weights):
   return jax.device_get((loss, metrics, stats, grads))
 
 
+@pytest.mark.slow  # test budget (2026-11-30): per-pixel loss, no cross-device term but BN; ~90 s
 def test_eight_devices_equal_one_loss_and_grads(devices):
   config = colour_config()
   images = colourful_batch()

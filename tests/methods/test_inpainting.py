@@ -80,6 +80,7 @@ def loss_and_grads(config, devices, images):
   return jax.device_get((loss, metrics, stats, grads))
 
 
+@pytest.mark.slow  # test budget (2026-11-30): per-image loss, no cross-device term but BN; ~70 s
 def test_eight_devices_equal_one_loss_and_grads(devices):
   c = tiny_config("inpainting")
   c.inpainting.mask = "random_blocks"

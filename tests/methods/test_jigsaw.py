@@ -150,6 +150,7 @@ def _images(batch=16, size=16, seed=0):
   return rng.uniform(size=(batch, size, size, 3)).astype(np.float32)
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~55 s
 def test_permutation_set_lives_in_method_state_and_drives_the_loss(devices):
   config, images = jigsaw_config(), _images()
   s, state, (loss, metrics, _, _) = loss_and_grads(config, devices[:1], images)
