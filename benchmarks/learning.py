@@ -38,6 +38,7 @@ CONFIGS.update(
   {"mocov3": "configs/mocov3_vit_fashion_mnist.py", "dino": "configs/dino_fashion_mnist.py"}
 )
 CONFIGS.update({"dino_vit": "configs/dino_vit_fashion_mnist.py"})
+CONFIGS.update({"dinov2_vit": "configs/dinov2_vit_fashion_mnist.py"})
 CONFIGS.update({m: f"configs/{m}_fashion_mnist.py" for m in ("rotnet", "jigsaw", "relative_patch")})
 # Pretext II; colorization needs colour: it runs on Open Clip Art (its own test set and baselines).
 CONFIGS.update(

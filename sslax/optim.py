@@ -12,7 +12,7 @@ import optax
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("linear", "sqrt", "none")
-GRAD_CLIP_MODES = ("global", "per_param")
+GRAD_CLIP_MODES = ("global", "per_param", "per_module")
 # Modules whose params carry a leading layer axis (the ViT's and MAE decoder's nn.scan stacks):
 # each slice along it is one parameter for the bias/norm test and per-parameter clipping.
 SCANNED_STACKS = ("blocks",)
@@ -172,6 +172,36 @@ def clip_per_param(max_norm: float) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def clip_per_module(max_norm: float) -> optax.GradientTransformation:
+  """Clips the gradient of each top-level module (each key of the params dict: backbone,
+  heads ...) to global L2 norm max_norm on its own: DINOv2's `clip_grad_norm_` called on each
+  of its student's submodules."""
+  clip = optax.clip_by_global_norm(max_norm)
+
+  def update(updates, state, params=None):
+    if not isinstance(updates, dict):
+      return clip.update(updates, optax.EmptyState())[0], state
+    return {k: clip.update(v, optax.EmptyState())[0] for k, v in updates.items()}, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def scale_by_multipliers(multipliers) -> optax.GradientTransformation:
+  """Multiplies each update by a per-parameter factor: a per-parameter learning rate (applied
+  after the optimizer, so weight decay is scaled too, as a PyTorch param group's lr scales it).
+
+  multipliers: params -> tree of scalars (or arrays broadcastable against each leaf, e.g. per
+  layer of a scanned stack), e.g. layer-wise lr decay.
+  """
+
+  def update(updates, state, params=None):
+    del params
+    scales = multipliers(updates)
+    return jax.tree.map(lambda u, s: u * jnp.asarray(s, u.dtype), updates, scales), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def _scale_bias_and_norm(ratio: float) -> optax.GradientTransformation:
   """Multiplies the final update of biases and norm params by ratio: their lr is ratio x the
   weights' at every step (every optimizer here is linear in its lr)."""
@@ -224,7 +254,11 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule) -> optax.Gradien
   if mode not in GRAD_CLIP_MODES:
     raise ValueError(f"Unknown optimizer.grad_clip_mode {mode!r}; choose one of {GRAD_CLIP_MODES}.")
   if clip_norm:
-    clip = optax.clip_by_global_norm(clip_norm) if mode == "global" else clip_per_param(clip_norm)
+    clip = {
+      "global": optax.clip_by_global_norm,
+      "per_param": clip_per_param,
+      "per_module": clip_per_module,
+    }[mode](clip_norm)
     tx = optax.chain(clip, tx)
   return tx
 

@@ -306,3 +306,27 @@ def test_step_decay_schedule_drops_at_the_listed_epochs():
   opt.warmup_epochs = 1.0
   sched = optim.lr_schedule(opt, batch_size=256, total_steps=70, steps_per_epoch=10)
   np.testing.assert_allclose([float(sched(s)) for s in (0, 5, 10, 30)], [0, 0.015, 0.03, 0.003])
+
+
+def test_per_module_clip_clips_each_top_level_module_on_its_own():
+  """DINOv2's clip_grad_norm_ per student submodule: each top-level key's global norm <= max."""
+  grads = {
+    "backbone": {"a": jnp.full((4,), 3.0), "b": jnp.full((2, 2), 4.0)},  # norm 10
+    "head": {"c": jnp.full((3,), 0.1)},  # norm ~0.17: untouched
+  }
+  tx = optim.clip_per_module(2.0)
+  out, _ = tx.update(grads, tx.init(grads))
+  backbone_norm = np.sqrt(sum(float(jnp.sum(x**2)) for x in jax.tree.leaves(out["backbone"])))
+  np.testing.assert_allclose(backbone_norm, 2.0, rtol=1e-5)
+  np.testing.assert_allclose(out["head"]["c"], grads["head"]["c"])
+  np.testing.assert_allclose(
+    out["backbone"]["a"] / out["backbone"]["b"][0, 0], 3.0 / 4.0, rtol=1e-6
+  )
+
+
+def test_scale_by_multipliers_scales_each_update():
+  updates = {"x": jnp.ones((2,)), "y": jnp.ones((3,))}
+  tx = optim.scale_by_multipliers(lambda u: {"x": 0.5, "y": np.float32(2.0)})
+  out, _ = tx.update(updates, tx.init(updates))
+  np.testing.assert_allclose(out["x"], 0.5)
+  np.testing.assert_allclose(out["y"], 2.0)

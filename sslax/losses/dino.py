@@ -46,14 +46,27 @@ def dino_loss(
   collapse), and `teacher_batch_entropy`, the entropy of the global batch mean of P_teacher
   (0 when every image falls on one prototype).
   """
-  num_global, num_crops = teacher_logits.shape[1], student_logits.shape[1]
+  teacher_probs = centered_teacher_probs(teacher_logits, center, teacher_temp)
+  return cross_entropy_over_pairs(student_logits, teacher_probs, student_temp, axis_name=axis_name)
+
+
+def centered_teacher_probs(teacher_logits, center, teacher_temp):
+  """softmax((teacher_logits - center) / teacher_temp) over the last axis, float32, no gradient."""
+  teacher = lax.stop_gradient(teacher_logits.astype(jnp.float32) - center)
+  return jax.nn.softmax(teacher / teacher_temp, axis=-1)
+
+
+def cross_entropy_over_pairs(student_logits, teacher_probs, student_temp: float, *, axis_name=None):
+  """`dino_loss` given the teacher's targets [b, G, K] (centred softmax, or DINOv2's
+  Sinkhorn-Knopp codes): mean over images and over pairs (t, v != t) of
+  H(teacher_probs[t], softmax(student_logits[v] / student_temp)), with the collapse monitors."""
+  num_global, num_crops = teacher_probs.shape[1], student_logits.shape[1]
   if num_crops < num_global:
     raise ValueError(
       f"DINO: the student sees {num_crops} crops but the teacher {num_global} "
       f"global crops; the student's crops must start with the teacher's."
     )
-  teacher = lax.stop_gradient(teacher_logits.astype(jnp.float32) - center)
-  teacher_probs = jax.nn.softmax(teacher / teacher_temp, axis=-1)  # [b, G, K]
+  teacher_probs = lax.stop_gradient(teacher_probs.astype(jnp.float32))
   student_logp = jax.nn.log_softmax(student_logits.astype(jnp.float32) / student_temp, axis=-1)
   cross = -jnp.einsum("bgk,bvk->bgv", teacher_probs, student_logp)  # [b, G, V]
   different = jnp.arange(num_global)[:, None] != jnp.arange(num_crops)[None, :]

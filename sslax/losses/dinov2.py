@@ -80,3 +80,34 @@ def ibot_patch_loss(student_logits, teacher_probs, mask, student_temp: float, *,
   total = _psum(jnp.sum(per_sample), axis_name)
   count = _psum(jnp.asarray(m.shape[0], jnp.float32), axis_name)
   return total / count
+
+
+def ibot_patch_loss_gathered(
+  student_logits, teacher_probs, weights, num_samples: int, student_temp: float, *, axis_name=None
+):
+  """`ibot_patch_loss` on masked patch tokens gathered into fixed-size rows (the reference's
+  `forward_masked` on its `upperbound` buffer).
+
+  student_logits: [u, K] student patch-head outputs of gathered masked patches (and padding).
+  teacher_probs: [u, K] their targets.
+  weights: [u] 1 / (masked patches of the row's sample) for a real row, 0 for padding.
+  num_samples: the number of samples (masked or not) of the GLOBAL batch the rows came from.
+  Returns sum_u weights_u H(teacher_u, softmax(student_u / T)) / num_samples: each sample's mean
+  over its masked patches, averaged over every sample, as `ibot_patch_loss`.
+  """
+  log_p = jax.nn.log_softmax(student_logits.astype(jnp.float32) / student_temp, axis=-1)
+  ce = -jnp.sum(lax.stop_gradient(teacher_probs) * log_p, axis=-1)  # [u]
+  total = _psum(jnp.sum(ce * lax.stop_gradient(weights)), axis_name)
+  return total / num_samples
+
+
+def update_patch_center(center, teacher_logits, valid, momentum: float, *, axis_name=None):
+  """iBOT's patch centre: center <- m center + (1 - m) mean of the teacher's patch-head outputs
+  over the masked patches of the global batch (`valid` [u] marks real rows of the gathered
+  [u, K] buffer). The reference averages over its whole padded buffer (its `[:n_masked]` slice
+  acts on a leading axis of size 1); here padding rows do not count."""
+  t = lax.stop_gradient(teacher_logits.astype(jnp.float32))
+  v = valid.astype(jnp.float32)
+  total = _psum(jnp.sum(t * v[:, None], axis=0), axis_name)
+  count = _psum(jnp.sum(v), axis_name)
+  return momentum * center + (1.0 - momentum) * total / jnp.maximum(count, 1.0)

@@ -11,6 +11,7 @@ from sslax.methods.colorization import Colorization
 from sslax.methods.cpc import CPC
 from sslax.methods.deepcluster import DeepCluster
 from sslax.methods.dino import DINO
+from sslax.methods.dinov2 import DINOv2
 from sslax.methods.exemplar import Exemplar
 from sslax.methods.inpainting import Inpainting
 from sslax.methods.instdisc import InstDisc
@@ -41,6 +42,7 @@ METHODS: dict[str, type[Method]] = {
     VICReg,
     SwAV,
     DINO,
+    DINOv2,
     MAE,
     CLIP,
     SigLIP,

@@ -104,37 +104,42 @@ class DINO(Method):
       )
     )
 
+  @property
+  def cfg(self) -> ml_collections.ConfigDict:
+    """This method's config section (`config.dino`; `config.dinov2` for the subclass)."""
+    return self.config[self.name]
+
   def __init__(self, config, run, mesh):
     super().__init__(config, run, mesh)
-    cfg = config.dino
+    cfg, name = self.cfg, self.name
     if cfg.num_local_crops < 0 or (cfg.num_local_crops and cfg.local_crop_size < 1):
       raise ValueError(
-        f"config.dino.num_local_crops={cfg.num_local_crops} must be >= 0 and "
+        f"config.{name}.num_local_crops={cfg.num_local_crops} must be >= 0 and "
         f"local_crop_size={cfg.local_crop_size} >= 1."
       )
     for key in ("global_crop_scale", "local_crop_scale"):
       lo, hi = cfg[key]
       if not 0 < lo <= hi <= 1:
-        raise ValueError(f"config.dino.{key}={tuple(cfg[key])} must satisfy 0 < lo <= hi <= 1.")
+        raise ValueError(f"config.{name}.{key}={tuple(cfg[key])} must satisfy 0 < lo <= hi <= 1.")
     for key in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
       if cfg[key] <= 0:
         raise ValueError(
-          f"config.dino.{key}={cfg[key]} must be > 0 (DINO: student 0.1, teacher 0.04 -> 0.07)."
+          f"config.{name}.{key}={cfg[key]} must be > 0 (DINO: student 0.1, teacher 0.04 -> 0.07)."
         )
     for key in ("center_momentum", "momentum_teacher"):
       if not 0.0 <= cfg[key] <= 1.0:
-        raise ValueError(f"config.dino.{key}={cfg[key]} must be in [0, 1].")
+        raise ValueError(f"config.{name}.{key}={cfg[key]} must be in [0, 1].")
     if cfg.out_dim < 1:
-      raise ValueError(f"config.dino.out_dim={cfg.out_dim} must be >= 1 (DINO: 65536).")
+      raise ValueError(f"config.{name}.out_dim={cfg.out_dim} must be >= 1 (DINO: 65536).")
     if cfg.weight_decay_end >= 0 and config.optimizer.name != "adamw":
       raise ValueError(
-        f"config.dino.weight_decay_end={cfg.weight_decay_end} schedules AdamW's "
+        f"config.{name}.weight_decay_end={cfg.weight_decay_end} schedules AdamW's "
         f"decoupled weight decay, but optimizer.name={config.optimizer.name!r}; "
-        f"set --config.optimizer.name=adamw or --config.dino.weight_decay_end=-1."
+        f"set --config.optimizer.name=adamw or --config.{name}.weight_decay_end=-1."
       )
 
   def views(self):
-    cfg = self.config.dino
+    cfg = self.cfg
     return multicrop.crop_views(
       self.config.augment,
       global_size=self.run.image_size,
@@ -154,7 +159,7 @@ class DINO(Method):
   def network(self, teacher: bool = False):
     """The student; teacher=True: the same network without stochastic depth (the reference
     builds its teacher with drop_path_rate 0). Both have the same params."""
-    cfg, model = self.config.dino, self.config.model
+    cfg, model = self.cfg, self.config.model
     if teacher and model.get("drop_path_rate", 0.0):
       model = ml_collections.ConfigDict(model.to_dict())
       model.drop_path_rate = 0.0
@@ -173,7 +178,7 @@ class DINO(Method):
   teacher = EMATeacher(modules=None)
 
   def wrap_optimizer(self, tx):
-    cfg = self.config.dino
+    cfg = self.cfg
     if cfg.weight_decay_end >= 0:
       tx = optax.chain(tx, self._weight_decay_schedule_correction())
     in_last_layer = lambda path: (
@@ -188,7 +193,7 @@ class DINO(Method):
   def weight_decay(self, step):
     """DINO's cosine weight decay schedule from optimizer.weight_decay to weight_decay_end."""
     return optim.cosine_increase(
-      self.config.optimizer.weight_decay, self.config.dino.weight_decay_end, self.run.total_steps
+      self.config.optimizer.weight_decay, self.cfg.weight_decay_end, self.run.total_steps
     )(step)
 
   def _weight_decay_schedule_correction(self) -> optax.GradientTransformation:
@@ -212,13 +217,13 @@ class DINO(Method):
     # The teacher starts as a copy of the student (params and BN statistics).
     return {
       "teacher": self.teacher.init(variables),
-      "center": jnp.zeros((self.config.dino.out_dim,), jnp.float32),
+      "center": jnp.zeros((self.cfg.out_dim,), jnp.float32),
       "step": jnp.zeros((), jnp.int32),
     }
 
   def teacher_temperature(self, step):
     """The teacher temperature at (0-based) step `step`: DINO's per-epoch warmup."""
-    cfg = self.config.dino
+    cfg = self.cfg
     return dino_losses.teacher_temperature(
       step // self.run.steps_per_epoch,
       cfg.warmup_teacher_temp,
@@ -229,10 +234,10 @@ class DINO(Method):
   def momentum(self, step):
     """Teacher EMA momentum for the update after the step with 0-based index `step` (the
     reference's cosine_scheduler(momentum_teacher, 1, ...)[step])."""
-    return optim.cosine_increase(self.config.dino.momentum_teacher, 1.0, self.run.total_steps)(step)
+    return optim.cosine_increase(self.cfg.momentum_teacher, 1.0, self.run.total_steps)(step)
 
   def loss(self, params, batch_stats, method_state, batch, rng):
-    cfg, net = self.config.dino, self.network()
+    cfg, net = self.cfg, self.network()
     views = tuple(batch["views"])
     # Stochastic depth (ViT drop_path_rate) in the student needs a dropout rng.
     rngs = {} if rng is None else {"dropout": jax.random.fold_in(rng, 0)}

@@ -131,3 +131,45 @@ def test_swav_codes_unchanged_without_sample_weights():
     swav.sinkhorn_knopp(jnp.asarray(scores)),
     rtol=1e-6,
   )
+
+
+def _gathered(student, teacher, mask, pad=5):
+  """The masked rows of [b, N, K] arrays in a padded buffer, with the reference's masks_weight."""
+  counts = mask.sum(1)
+  rows = [(i, j) for i in range(mask.shape[0]) for j in range(mask.shape[1]) if mask[i, j]]
+  k = student.shape[-1]
+  s = np.zeros((len(rows) + pad, k), np.float32)
+  t = np.zeros((len(rows) + pad, k), np.float32)
+  w = np.zeros((len(rows) + pad,), np.float32)
+  for r, (i, j) in enumerate(rows):
+    s[r], t[r], w[r] = student[i, j], teacher[i, j], 1.0 / counts[i]
+  s[len(rows) :] = np.random.default_rng(11).normal(size=(pad, k))  # padding rows: any value
+  return s, t, w
+
+
+def test_ibot_gathered_buffer_equals_numpy_on_the_dense_patches():
+  student, teacher, mask = _patches(12)
+  s, t, w = _gathered(student, teacher, mask)
+  got = dinov2.ibot_patch_loss_gathered(s, t, w, mask.shape[0], 0.1)
+  np.testing.assert_allclose(got, np_ibot(student, teacher, mask, 0.1), rtol=1e-5)
+
+
+def test_ibot_gathered_eight_devices_equal_one(devices):
+  student, teacher, mask = _patches(13, b=16)
+  s, t, w = _gathered(student, teacher, mask, pad=(-mask.sum()) % 8 + 8)  # rows divisible by 8
+  check_loss_eight_devices_equal_one(
+    lambda s, t, w, axis_name: dinov2.ibot_patch_loss_gathered(
+      s, t, w, mask.shape[0], 0.1, axis_name=axis_name
+    ),
+    [s, t, w],
+    devices,
+  )
+
+
+def test_patch_center_is_the_mean_over_masked_rows_only():
+  rng = np.random.default_rng(14)
+  logits = rng.normal(size=(10, 6)).astype(np.float32)
+  valid = np.arange(10) < 7
+  center = rng.normal(size=(6,)).astype(np.float32)
+  got = dinov2.update_patch_center(jnp.asarray(center), logits, jnp.asarray(valid), 0.9)
+  np.testing.assert_allclose(got, 0.9 * center + 0.1 * logits[:7].mean(0), rtol=1e-5)

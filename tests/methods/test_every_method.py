@@ -23,6 +23,14 @@ SMALL = {
     num_prototypes=10, proj_hidden_dim=32, proj_dim=16, num_local_crops=2, local_crop_size=8
   ),
   "dino": dict(out_dim=32, hidden_dim=32, bottleneck_dim=16, num_local_crops=2, local_crop_size=8),
+  "dinov2": dict(
+    out_dim=32,
+    hidden_dim=32,
+    bottleneck_dim=16,
+    num_local_crops=2,
+    local_crop_size=8,
+    mask_group_size=8,
+  ),
   "mae": dict(decoder_width=16, decoder_depth=1, decoder_heads=2),
   "clip": dict(embed_dim=8),
   "siglip": dict(embed_dim=8),
@@ -44,7 +52,7 @@ SMALL = {
     target_dim=8,
   ),
 }
-VIT_METHODS = ("mae",)
+VIT_METHODS = ("mae", "dinov2")
 IMAGE_TEXT_METHODS = ("clip", "siglip")
 
 
@@ -68,6 +76,9 @@ def _config(name, tmp_path):
     c.model.name, c.model.variant = "vit", "custom"
     c.model.hidden_size, c.model.num_layers, c.model.num_heads = 32, 1, 2
     c.model.patch_size, c.model.posemb = 4, "sincos2d"
+    c.model.mask_token = name == "dinov2"
+  if name == "dinov2":
+    c.optimizer.name = "adamw"  # its weight-decay schedule is AdamW's
   if name in IMAGE_TEXT_METHODS:
     c.text.width, c.text.depth, c.text.heads, c.text.context_length = 16, 1, 2, 12
   for key, value in SMALL[name].items():
