@@ -34,8 +34,8 @@ at batch 2048 that is 2 ImageNet epochs of 625 steps, so the numbers below are d
     0.1, teacher 0.04 -> 0.07 linear over 30 reference epochs (37,500 steps:
     warmup_teacher_temp_epochs 60); teacher EMA 0.992 -> 1 (cosine);
   - masks: half of the global crops masked, ratios spread over [0.1, 0.5], block-wise (BEiT's
-    generator, min 4 patches per block, aspect 0.3-3.3), drawn per 128 global crops (one GPU's
-    64 images, as the reference's per-GPU collate);
+    generator, min 4 patches per block, aspect 0.3-3.3), drawn per 16 global crops (8 images,
+    one v5e chip's share; the reference collates per GPU: 64 images);
   - multi-crop 2 x 224 (scale 0.32-1) + 8 x 96 (scale 0.05-0.32), blur / solarize per crop,
     colour jitter 0.4 / 0.4 / 0.2 / 0.1, ImageNet mean / std (DataAugmentationDINO); bfloat16
     compute (the reference: fp16 with a grad scaler).
@@ -76,6 +76,9 @@ def get_config():
   config.augment.hue = 0.1
   config.augment.normalize = "imagenet"
   config.dinov2.num_local_crops = 8
+  # Masks drawn per 16 global crops (8 images): what one v5e chip holds at 2048 / 256 chips
+  # (the reference collates per GPU, 64 images); the ratios' spread per group is the same.
+  config.dinov2.mask_group_size = 16
   config.dinov2.warmup_teacher_temp_epochs = 60  # 30 reference epochs = 37,500 steps
   config.dinov2.freeze_last_layer_epochs = 2.0  # 1 reference epoch = 1,250 steps
   config.optimizer.name = "adamw"

@@ -168,6 +168,13 @@ def linear_eval(pretrained_workdir: str | None = None) -> ml_collections.ConfigD
     vit_lr = 3.0 if method == "mocov3" else 0.1
     opt.base_lr = 0.001 if method == "dino" else (vit_lr if model_name == "vit" else 0.1)
     config.log_every_steps, config.checkpoint_every_steps = 100, 1000
+    if method == "dino" and model_name == "vit" and not config.model.scan:
+      # eval_linear.py: the class tokens of the last 4 blocks (ViT-S), or the last one with
+      # the mean patch token (ViT-B: "--n_last_blocks 1 --avgpool_patchtokens true"). A
+      # scanned stack keeps the final class token only (its blocks' outputs are not kept).
+      big = config.model.variant in ("B", "L")
+      config.linear_eval.n_last_blocks = 1 if big else 4
+      config.linear_eval.avgpool = big
   return config
 
 

@@ -17,9 +17,10 @@ image models), run with `train=False` (BatchNorm uses its pretrained running sta
 `model.eval()` in the references) behind a stop-gradient, and its parameters get no update
 (`wrap_optimizer`). Its weights come from the pretrained run's checkpoint through
 `sslax.checkpoint` (numpy, no pickle), checked leaf by leaf against the rebuilt backbone.
-DINO runs are evaluated on the EMA teacher, as DINO's `eval_linear.py` (`linear_eval.weights`).
-Not yet: DINO ViT-S's concatenation of the last 4 class tokens (sslax's ViT returns the final
-one), so a ViT's number here is the single-token protocol.
+DINO runs are evaluated on the EMA teacher, as DINO's `eval_linear.py` (`linear_eval.weights`),
+on its features: the class tokens of the last `n_last_blocks` blocks concatenated (ViT-S: 4),
+with `avgpool` the mean patch token too (ViT-B: 1 block + avgpool); `presets.linear_eval` sets
+them for DINO ViT runs at ImageNet size.
 
 Fine-tuning (`linear_eval.finetune=True`, `presets.lowshot`, configs/lowshot.py:DIR): the same
 run with the backbone trained too, on a label subset of the train split (`dataset.subset_*`:
@@ -52,7 +53,7 @@ from sslax.models import make_backbone
 
 # Methods whose reference evaluates the EMA teacher (DINO eval_linear.py / eval_knn.py:
 # --checkpoint_key teacher); linear_eval.weights="auto" follows them.
-TEACHER_EVALUATED = {"dino": "teacher"}
+TEACHER_EVALUATED = {"dino": "teacher", "dinov2": "teacher"}
 
 
 class LinearClassifier(nn.Module):
@@ -67,13 +68,20 @@ class LinearClassifier(nn.Module):
   backbone: nn.Module
   num_classes: int
   finetune: bool = False
+  n_last_blocks: int = 1  # ViT: class tokens of the last n blocks (DINO eval_linear.py)
+  avgpool: bool = False  # ViT: and the mean patch token
+
+  def features(self, x, train: bool):
+    if self.n_last_blocks > 1 or self.avgpool:
+      return self.backbone(x, train=train, n_last_blocks=self.n_last_blocks, avgpool=self.avgpool)
+    return self.backbone(x, train=train)
 
   @nn.compact
   def __call__(self, x, train: bool = True):
     if self.finetune:
-      features = self.backbone(x, train=train)
+      features = self.features(x, train=train)
     else:
-      features = jax.lax.stop_gradient(self.backbone(x, train=False))
+      features = jax.lax.stop_gradient(self.features(x, train=False))
     head = nn.Dense(
       self.num_classes,
       kernel_init=nn.initializers.zeros if self.finetune else nn.initializers.normal(0.01),
@@ -104,6 +112,10 @@ class LinearEval(Method):
         # head), the semi-supervised protocol of SimCLR on a label subset (dataset.subset_*;
         # configs/lowshot.py:DIR). False: the linear protocol on the frozen backbone.
         finetune=False,
+        # ViT features (DINO eval_linear.py): class tokens of the last n blocks concatenated
+        # (ViT-S: 4), plus the mean patch token with avgpool (ViT-B: n=1 + avgpool).
+        n_last_blocks=1,
+        avgpool=False,
       )
     )
 
@@ -115,6 +127,13 @@ class LinearEval(Method):
         "linear_eval needs the pretraining run: --config configs/linear_eval.py:DIR "
         "(or --config.linear_eval.pretrained_workdir=DIR)."
       )
+    if (cfg.n_last_blocks != 1 or cfg.avgpool) and config.model.name != "vit":
+      raise ValueError(
+        f"linear_eval.n_last_blocks={cfg.n_last_blocks} / avgpool={cfg.avgpool} select ViT "
+        f"class tokens; this backbone is {config.model.name!r}: leave them at 1 / False."
+      )
+    if cfg.n_last_blocks < 1:
+      raise ValueError(f"linear_eval.n_last_blocks={cfg.n_last_blocks} must be >= 1.")
     if cfg.weights not in ("auto", "student", "teacher"):
       raise ValueError(f"linear_eval.weights={cfg.weights!r}; choose auto, student or teacher.")
     if cfg.num_classes <= 0:
@@ -186,7 +205,13 @@ class LinearEval(Method):
   def network(self):
     backbone = make_backbone(self.config.model, self.config.dtype)
     cfg = self.config.linear_eval
-    return LinearClassifier(backbone=backbone, num_classes=cfg.num_classes, finetune=cfg.finetune)
+    return LinearClassifier(
+      backbone=backbone,
+      num_classes=cfg.num_classes,
+      finetune=cfg.finetune,
+      n_last_blocks=cfg.n_last_blocks,
+      avgpool=cfg.avgpool,
+    )
 
   def initial_variables(self, variables):
     """The random backbone replaced by the pretrained one (same shapes, checked)."""

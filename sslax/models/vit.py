@@ -44,7 +44,8 @@ VARIANTS = {
 }
 VARIANT_NAMES = tuple(VARIANTS) + ("custom",)
 PATCH_SIZES = (4, 8, 14, 16, 32)
-POSEMBS = ("learn", "sincos2d")
+POSEMBS = ("learn", "sincos2d", "none")  # none: no absolute positions (BEiT v2 + rel_pos_bias)
+REL_POS_BIASES = ("none", "shared")
 POOLS = ("cls", "gap")
 FFNS = ("mlp", "swiglu")
 REMAT_POLICIES = {
@@ -176,6 +177,42 @@ class LayerScale(nn.Module):
     return x * gamma.astype(x.dtype)
 
 
+class RelativePositionBias(nn.Module):
+  """BEiT's shared relative position bias (beit2/modeling_finetune.py, RelativePositionBias):
+  one learned logit bias per head for every (query, key) offset on the patch grid, plus three
+  for the class token (class -> patch, patch -> class, class -> class); zero-initialised, as
+  the reference. Call: (grid_h, grid_w) -> [1, heads, T, T], T = (1 if class_token) + h * w.
+
+  Params: `table` [2h - 1, 2w - 1, heads] indexed by (dy + h - 1, dx + w - 1) for query minus
+  key offsets, and `cls` [3, heads]. The table's shape records the grid it was made for; other
+  grids are refused (BEiT interpolates it when fine-tuning at another size; sslax does not).
+  """
+
+  num_heads: int
+  class_token: bool = True
+
+  @nn.compact
+  def __call__(self, grid_h: int, grid_w: int):
+    shape = (2 * grid_h - 1, 2 * grid_w - 1, self.num_heads)
+    if self.has_variable("params", "table") and self.get_variable("params", "table").shape != shape:
+      native = self.get_variable("params", "table").shape
+      raise ValueError(
+        f"ViT rel_pos_bias was made for a {(native[0] + 1) // 2}x{(native[1] + 1) // 2} patch "
+        f"grid; this input has {grid_h}x{grid_w}: use the image size it was trained at."
+      )
+    table = self.param("table", nn.initializers.zeros, shape, jnp.float32)
+    y, x = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    y, x = y.reshape(-1), x.reshape(-1)
+    bias = table[y[:, None] - y[None, :] + grid_h - 1, x[:, None] - x[None, :] + grid_w - 1]
+    if self.class_token:
+      cls = self.param("cls", nn.initializers.zeros, (3, self.num_heads), jnp.float32)
+      n = grid_h * grid_w
+      first = jnp.concatenate([cls[2:3], jnp.broadcast_to(cls[0], (n, self.num_heads))])
+      rest = jnp.concatenate([jnp.broadcast_to(cls[1], (n, 1, self.num_heads)), bias], axis=1)
+      bias = jnp.concatenate([first[None], rest], axis=0)  # [T, T, heads]
+    return jnp.transpose(bias, (2, 0, 1))[None]
+
+
 class KeyProjection(nn.Module):
   """The key projection [B, T, D] -> [B, T, heads, head_dim]: nn.DenseGeneral's params, init and
   arithmetic, except that the bias gets no gradient.
@@ -212,7 +249,8 @@ class Attention(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, bias=None):
+    """bias: None, or [1, heads, T, T] added to the attention logits (relative positions)."""
     dim = x.shape[-1]
     head_dim = dim // self.num_heads
     proj = lambda name: nn.DenseGeneral(
@@ -223,7 +261,9 @@ class Attention(nn.Module):
     )
     key = KeyProjection((self.num_heads, head_dim), dtype=self.dtype, name="key")
     q, k, v = proj("query")(x), key(x), proj("value")(x)  # [B, T, N, H]
-    y = jax.nn.dot_product_attention(q, k, v)  # [B, T, N, H]
+    y = jax.nn.dot_product_attention(
+      q, k, v, bias=None if bias is None else bias.astype(q.dtype)
+    )  # [B, T, N, H]
     return nn.DenseGeneral(
       dim, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="out"
     )(y)
@@ -262,7 +302,7 @@ class EncoderBlock(nn.Module):
   ffn: str = "mlp"
 
   @nn.compact
-  def __call__(self, x, drop_rate):
+  def __call__(self, x, drop_rate, attn_bias=None):
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
 
     def branch(y, scale_name):
@@ -277,7 +317,7 @@ class EncoderBlock(nn.Module):
     else:
       ffn = MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")
     x = x + branch(
-      Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x)), "ls1"
+      Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x), attn_bias), "ls1"
     )
     x = x + branch(ffn(norm("norm2")(x)), "ls2")
     return x, None
@@ -298,7 +338,15 @@ class Encoder(nn.Module):
   drop_path_uniform: bool = False
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, last_outputs: int = 0, attn_bias=None):
+    """x [B, T, D] -> [B, T, D]; last_outputs = n > 0: also the outputs of the last n blocks
+    (a list, the last block's last; plain stacks only). attn_bias: None, or [1, heads, T, T]
+    added to every block's attention logits (BEiT's shared relative position bias)."""
+    if last_outputs and self.scan:
+      raise ValueError(
+        "The outputs of the last blocks (linear_eval.n_last_blocks > 1) need an unscanned ViT; "
+        "evaluate with --config.model.scan=False (the params convert: same names per block)."
+      )
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(
         f"Unknown ViT remat_policy {self.remat_policy!r}; choose one of {tuple(REMAT_POLICIES)}."
@@ -320,19 +368,23 @@ class Encoder(nn.Module):
     rates = np.linspace(0.0, self.drop_path_rate, self.depth, dtype=np.float32)
     if self.drop_path_uniform:
       rates = np.full((self.depth,), self.drop_path_rate, np.float32)
+    bias = () if attn_bias is None else (attn_bias,)  # none: the blocks' calls as before
     if self.scan:
       stack = nn.scan(
         block,
         variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=0,
+        in_axes=(0, nn.broadcast) if bias else 0,
         length=self.depth,
       )
-      x, _ = stack(**kwargs, name="blocks")(x, jnp.asarray(rates))
-    else:
-      for i in range(self.depth):
-        x, _ = block(**kwargs, name=f"block{i}")(x, float(rates[i]))
-    return x
+      x, _ = stack(**kwargs, name="blocks")(x, jnp.asarray(rates), *bias)
+      return x
+    outputs = []
+    for i in range(self.depth):
+      x, _ = block(**kwargs, name=f"block{i}")(x, float(rates[i]), *bias)
+      if i >= self.depth - last_outputs:
+        outputs.append(x)
+    return (x, outputs) if last_outputs else x
 
 
 class ViT(nn.Module):
@@ -361,6 +413,11 @@ class ViT(nn.Module):
   positions are added, so they get no position embedding. `layerscale_init` > 0 adds
   LayerScale (params `ls1`/`ls2` with `gamma` [D] in each block); ffn="swiglu" replaces the
   MLP by SwiGLU (params `mlp/w12`, `mlp/w3`).
+
+  BEiT (beit2/modeling_pretrain.py, --rel_pos_bias, the default): rel_pos_bias="shared" adds
+  one `RelativePositionBias` (params `rel_pos_bias/table`, `rel_pos_bias/cls`) to the attention
+  logits of every block, usually with posemb="none" (no absolute position embeddings,
+  --abs_pos_emb False). Not with registers or keep_ids (they would need their own offsets).
   """
 
   width: int = 384
@@ -380,6 +437,7 @@ class ViT(nn.Module):
   num_registers: int = 0  # register tokens after the class token (DINOv2 "with registers": 4)
   ffn: str = "mlp"  # mlp (GELU) | swiglu
   mask_token: bool = False  # a learned [1, 1, D] mask token; needed for `masks=`
+  rel_pos_bias: str = "none"  # none | shared (BEiT: one RelativePositionBias for all blocks)
   dtype: Any = jnp.float32
 
   @property
@@ -407,6 +465,17 @@ class ViT(nn.Module):
     if not self.layerscale_init >= 0:
       raise ValueError(
         f"ViT layerscale_init={self.layerscale_init} must be >= 0 (0: no LayerScale; DINOv2: 1e-5)."
+      )
+    if self.rel_pos_bias not in REL_POS_BIASES:
+      raise ValueError(
+        f"Unknown ViT rel_pos_bias {self.rel_pos_bias!r}; choose one of {REL_POS_BIASES}."
+      )
+    if self.rel_pos_bias != "none" and self.num_registers:
+      raise ValueError("ViT rel_pos_bias has no offsets for register tokens: set num_registers=0.")
+    if self.posemb == "none" and self.rel_pos_bias == "none":
+      raise ValueError(
+        "ViT posemb='none' leaves the tokens without any position: use it with "
+        "rel_pos_bias='shared' (BEiT), or choose posemb 'learn' or 'sincos2d'."
       )
     if images.ndim != 4:
       raise ValueError(f"ViT expects images [B, H, W, C], got shape {images.shape}.")
@@ -452,10 +521,24 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(
-    self, images, train: bool = True, *, keep_ids=None, masks=None, return_tokens: bool = False
+    self,
+    images,
+    train: bool = True,
+    *,
+    keep_ids=None,
+    masks=None,
+    return_tokens: bool = False,
+    n_last_blocks: int = 1,
+    avgpool: bool = False,
   ):
     """images [B, H, W, C]; keep_ids [B, K] int or None; masks [B, N] bool or None
-    -> [B, width] (or tokens [B, num_prefix_tokens + N (or K), width])."""
+    -> [B, width] (or tokens [B, num_prefix_tokens + N (or K), width]).
+
+    n_last_blocks = n > 1 (pool="cls"): the class tokens of the last n blocks, each through the
+    final LayerNorm, concatenated -> [B, n x width]; avgpool: also the mean of the last block's
+    normalised patch tokens -> [B, (n + 1) x width]. DINO's `eval_linear.py` features
+    (`get_intermediate_layers`: ViT-S n=4; ViT-B n=1 with avgpool).
+    """
     self._check(images)
     p = self.patch_size
     x = nn.Conv(
@@ -468,7 +551,10 @@ class ViT(nn.Module):
       token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.width), jnp.float32)
       if masks is not None:  # DINOv2: masked patches get the token's content, keep their position
         x = jnp.where(masks[:, :, None], token.astype(x.dtype), x)
-    x = x + self.position_embeddings(gh, gw).astype(x.dtype)
+    if self.posemb != "none":
+      x = x + self.position_embeddings(gh, gw).astype(x.dtype)
+    if keep_ids is not None and self.rel_pos_bias != "none":
+      raise ValueError("ViT keep_ids (MAE) does not combine with rel_pos_bias; use masks=.")
     if keep_ids is not None:  # MAE: visible patches only
       x = jnp.take_along_axis(x, keep_ids[:, :, None], axis=1)
     # Masking (keep_ids) never moves the prefix tokens: they are prepended after the gather.
@@ -492,7 +578,7 @@ class ViT(nn.Module):
     if prefix:
       prefix = [jnp.broadcast_to(t.astype(x.dtype), (b, *t.shape[1:])) for t in prefix]
       x = jnp.concatenate([*prefix, x], axis=1)
-    x = Encoder(
+    encoder = Encoder(
       self.depth,
       self.num_heads,
       self.mlp_dim or 4 * self.width,
@@ -504,8 +590,25 @@ class ViT(nn.Module):
       ffn=self.ffn,
       drop_path_uniform=self.drop_path_uniform,
       name="encoder",
-    )(x, train=train)
-    x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
+    )
+    norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")
+    bias = None
+    if self.rel_pos_bias == "shared":
+      bias = RelativePositionBias(self.num_heads, self.class_token, name="rel_pos_bias")(gh, gw)
+    if n_last_blocks > 1 or avgpool:
+      if n_last_blocks < 1 or self.pool != "cls" or return_tokens or not self.class_token:
+        raise ValueError(
+          f"ViT n_last_blocks={n_last_blocks} / avgpool={avgpool} take class tokens: they need "
+          f"n_last_blocks >= 1, a class token with pool='cls' (got {self.pool!r}) and no "
+          f"return_tokens."
+        )
+      _, outputs = encoder(x, train=train, last_outputs=n_last_blocks, attn_bias=bias)
+      outputs = [norm(o) for o in outputs]
+      features = [o[:, 0] for o in outputs]
+      if avgpool:
+        features.append(jnp.mean(outputs[-1][:, self.num_prefix_tokens :], axis=1))
+      return jnp.concatenate([f.astype(jnp.float32) for f in features], axis=-1)
+    x = norm(encoder(x, train=train, attn_bias=bias))
     if return_tokens:
       return x.astype(jnp.float32)
     if self.pool == "cls":
@@ -543,7 +646,7 @@ def layer_ids(params) -> tuple[Any, int]:
     names = [str(getattr(e, "key", e)) for e in path]
     if names[0] in EMBEDDING_PARAMS:
       return 0
-    if names[0] == "encoder_norm":
+    if names[0] in ("encoder_norm", "rel_pos_bias"):  # BEiT's layer decay: rel_pos_bias last
       return last
     if names[0] == "encoder" and names[1] == "blocks":
       return np.arange(1, depth + 1).reshape((depth,) + (1,) * (np.ndim(leaf) - 1))

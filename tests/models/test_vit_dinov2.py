@@ -558,3 +558,27 @@ def test_timm_computes_the_sslax_features(tmp_path):
     for name, case in cases.items():
       assert np.abs(case["features"]).max() > 0.1
       np.testing.assert_allclose(got[name], case["features"], rtol=0, atol=1e-4, err_msg=name)
+
+
+def test_last_blocks_class_tokens_and_avgpool_are_dinos_eval_features():
+  """n_last_blocks / avgpool: DINO eval_linear.py's get_intermediate_layers features."""
+  model = vit.ViT(width=16, depth=3, num_heads=2, patch_size=4)
+  x = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  final = model.apply(variables, x, train=False)
+  tokens = model.apply(variables, x, train=False, return_tokens=True)
+  both = model.apply(variables, x, train=False, n_last_blocks=2, avgpool=True)
+  assert both.shape == (2, 48)
+  np.testing.assert_allclose(both[:, 16:32], final, rtol=1e-6)  # the last block's class token
+  np.testing.assert_allclose(both[:, 32:], tokens[:, 1:].mean(1), rtol=1e-5, atol=1e-6)
+  # The first 16 are block 1's class token through the same final LayerNorm: a 2-block ViT
+  # with the same first two blocks' params gives it as its final class token.
+  two = vit.ViT(width=16, depth=2, num_heads=2, patch_size=4)
+  params = dict(variables["params"])
+  params["encoder"] = {k: v for k, v in params["encoder"].items() if k != "block2"}
+  np.testing.assert_allclose(
+    both[:, :16], two.apply({"params": params}, x, train=False), rtol=1e-5, atol=1e-6
+  )
+  with pytest.raises(ValueError, match="unscanned"):
+    scanned = vit.ViT(width=16, depth=3, num_heads=2, patch_size=4, scan=True)
+    scanned.init(jax.random.key(0), x, train=False, n_last_blocks=2)
