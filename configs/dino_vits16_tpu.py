@@ -37,7 +37,7 @@ the class tokens of the last 4 blocks concatenated, random resized crops + flips
 batch 1024, SGD momentum 0.9, lr 0.001 x B/256, weight decay 0, cosine; k-NN = `eval_knn.py`,
 weighted votes at T = 0.07 (k = 10, 20, 100, 200) on centre-crop features. sslax: `python -m
 sslax.main --config configs/linear_eval.py:gs://BUCKET/dino_vits16 --workdir
-gs://BUCKET/dino_vits16_linear` (that recipe, but on the student's final class token only). The
+gs://BUCKET/dino_vits16_linear` (that recipe: the teacher's last 4 class tokens). The
 end-of-run kNN (k=20, 200, T=0.07) is eval_knn.py's rule on the student; its fast linear probe
 (frozen centre-crop features, AdamW) is not the linear protocol.
 """
