@@ -145,6 +145,9 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.model.num_registers = 0
   c.model.ffn = "mlp"
   c.model.mask_token = False
+  # BEiT's shared relative position bias (sslax/models/vit.py): none | shared; with "shared",
+  # posemb may be "none" (BEiT v2 pretraining has no absolute position embeddings).
+  c.model.rel_pos_bias = "none"
   # Any model: with config.mesh.fsdp > 1, params (and their optimizer state) with at least this
   # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
   c.model.fsdp_min_size = 2**14
@@ -545,6 +548,7 @@ def _validate_vit(config: ml_collections.ConfigDict) -> None:
     )
   for key, allowed in (
     ("posemb", vit.POSEMBS),
+    ("rel_pos_bias", vit.REL_POS_BIASES),
     ("pool", vit.POOLS),
     ("remat_policy", tuple(vit.REMAT_POLICIES)),
   ):
@@ -553,6 +557,11 @@ def _validate_vit(config: ml_collections.ConfigDict) -> None:
   if m.pool == "cls" and not m.class_token:
     raise ValueError(
       "config.model.pool='cls' needs config.model.class_token=True; or set config.model.pool='gap'."
+    )
+  if m.posemb == "none" and m.rel_pos_bias == "none":
+    raise ValueError(
+      "config.model.posemb='none' leaves the ViT without positions: set "
+      "config.model.rel_pos_bias='shared' (BEiT v2) or posemb 'learn' / 'sincos2d'."
     )
   if not 0 <= m.drop_path_rate < 1:
     raise ValueError(f"config.model.drop_path_rate={m.drop_path_rate} must be in [0, 1).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sslax.methods.barlow_twins import BarlowTwins
 from sslax.methods.base import Method
+from sslax.methods.beit import BEiT
 from sslax.methods.byol import BYOL
 from sslax.methods.clip import CLIP
 from sslax.methods.cmc import CMC
@@ -27,6 +28,7 @@ from sslax.methods.simclr import SimCLR
 from sslax.methods.simsiam import SimSiam
 from sslax.methods.swav import SwAV
 from sslax.methods.vicreg import VICReg
+from sslax.methods.vqkd import VQKD
 
 # In the order of the README's method table: contrastive and non-contrastive joint embedding,
 # clustering and distillation, masked image modelling, image-text, pretext tasks.
@@ -44,6 +46,8 @@ METHODS: dict[str, type[Method]] = {
     DINO,
     DINOv2,
     MAE,
+    VQKD,
+    BEiT,
     CLIP,
     SigLIP,
     RotNet,

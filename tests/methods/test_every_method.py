@@ -32,6 +32,23 @@ SMALL = {
     mask_group_size=8,
   ),
   "mae": dict(decoder_width=16, decoder_depth=1, decoder_heads=2),
+  # No teacher / tokenizer run here: their documented random stand-ins (compile checks use the
+  # same), so the whole loss runs; loading a real run is tested in test_vqkd.py / test_beit.py.
+  "vqkd": dict(
+    random_teacher=True,
+    num_codes=16,
+    code_dim=4,
+    decoder_width=16,
+    decoder_depth=1,
+    decoder_heads=2,
+  ),
+  "beit": dict(
+    random_tokenizer=True,
+    codebook_size=16,
+    codebook_dim=4,
+    num_mask_patches=6,
+    min_mask_patches_per_block=2,
+  ),
   "clip": dict(embed_dim=8),
   "siglip": dict(embed_dim=8),
   "rotnet": dict(head_hidden_dim=16),
@@ -52,7 +69,7 @@ SMALL = {
     target_dim=8,
   ),
 }
-VIT_METHODS = ("mae", "dinov2")
+VIT_METHODS = ("mae", "dinov2", "vqkd", "beit")
 IMAGE_TEXT_METHODS = ("clip", "siglip")
 
 
@@ -76,7 +93,7 @@ def _config(name, tmp_path):
     c.model.name, c.model.variant = "vit", "custom"
     c.model.hidden_size, c.model.num_layers, c.model.num_heads = 32, 1, 2
     c.model.patch_size, c.model.posemb = 4, "sincos2d"
-    c.model.mask_token = name == "dinov2"
+    c.model.mask_token = name in ("dinov2", "beit")
   if name == "dinov2":
     c.optimizer.name = "adamw"  # its weight-decay schedule is AdamW's
   if name in IMAGE_TEXT_METHODS:
