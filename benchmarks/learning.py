@@ -66,8 +66,16 @@ CONFIGS.update(
 CONFIGS.update(
   {"exemplar": "configs/exemplar_fashion_mnist.py", "cpc": "configs/cpc_fashion_mnist.py"}
 )
-# Judged by fine-tuning (MAE's paper: its frozen features need not beat a random ViT's).
-FINETUNED = ("mae",)
+# BEiT v2's two stages: the VQ-KD tokenizer distilled from the DINOv2 row's run, then BEiT on
+# its codes ({workdir}: --workdir; run the rows in this order).
+CONFIGS.update(
+  {
+    "vqkd_vit": "configs/vqkd_vit_fashion_mnist.py:{workdir}/dinov2_vit",
+    "beit_vit": "configs/beit_vit_fashion_mnist.py:{workdir}/vqkd_vit",
+  }
+)
+# Judged by fine-tuning (MAE's and BEiT's papers: frozen features need not beat a random ViT's).
+FINETUNED = ("mae", "beit_vit")
 FINETUNE_MARGIN = 0.03  # pretrained fine-tune top-1 - random-init fine-tune top-1, at least
 
 
@@ -79,10 +87,15 @@ def _reusable(workdir: str, steps: int) -> bool:
   return record is not None and record.get("step") == steps
 
 
-def finetune_recipe(method: str) -> dict:
+def config_spec(method: str, args) -> str:
+  """The method's `--config` argument, with {workdir} (an earlier row's run) filled in."""
+  return CONFIGS[method].format(workdir=args.workdir)
+
+
+def finetune_recipe(method: str, args) -> dict:
   """eval.finetune_* of the method's config file as it is now (a reused workdir's config.json
   holds the recipe of its pretraining day)."""
-  path, _, arg = CONFIGS[method].partition(":")
+  path, _, arg = config_spec(method, args).partition(":")
   spec = importlib.util.spec_from_file_location("benchmark_config", os.path.join(REPO, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -108,7 +121,7 @@ def _finetune_record(workdir: str, recipe: dict, step: int):
 def run_finetune(method: str, workdir: str, args) -> dict:
   """The finetune protocol on the workdir's checkpoint and the random-init encoder (with
   --reuse, a finetune record of the same checkpoint and recipe is taken as it is)."""
-  recipe = finetune_recipe(method)
+  recipe = finetune_recipe(method, args)
   record = _finetune_record(workdir, recipe, args.steps) if args.reuse else None
   if record is None:
     cmd = [sys.executable, "-m", "sslax.evaluate", "--workdir", workdir, "--protocol", "finetune"]
@@ -145,7 +158,7 @@ def pretrain(method: str, workdir: str, args) -> dict:
     "-m",
     "sslax.main",
     "--config",
-    CONFIGS[method],
+    config_spec(method, args),
     "--workdir",
     workdir,
     f"--config.total_steps={args.steps}",
