@@ -47,6 +47,7 @@ def variables(devices):
   )
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~30 s idle; the queue loss 8 == 1 stays in tests/losses/test_moco_loss.py
 def test_train_step_eight_devices_equal_one_device(devices):
   batches = _batches(2)
   out, init = [], None

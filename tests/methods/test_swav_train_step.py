@@ -3,12 +3,14 @@ feature queue (filled at step 1, used at step 2), prototypes frozen for step 1."
 
 import jax
 import numpy as np
+import pytest
 
 from sslax import setup as setup_lib
 from sslax import sharding, train
 from test_swav import _batches, _method, swav_config
 
 
+@pytest.mark.slow  # test budget (2026-11-30): ~40 s idle; SwAV's loss 8 == 1 stays in tests/losses/test_swav_loss.py
 def test_train_step_eight_devices_equal_one_device(devices):
   c = swav_config()
   c.swav.queue_length = 16  # full after step 1, so step 2's codes use it
