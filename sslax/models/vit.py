@@ -113,19 +113,24 @@ def resize_posemb(table: jax.Array, grid_h: int, grid_w: int) -> jax.Array:
   return table.reshape(1, grid_h * grid_w, dim)
 
 
+def _ffn_dense(features: int, name: str, dtype) -> nn.Dense:
+  """A feed-forward layer of the ViT blocks (MLP and SwiGLU): xavier weights, ~0 biases."""
+  return nn.Dense(
+    features,
+    dtype=dtype,
+    kernel_init=nn.initializers.xavier_uniform(),
+    bias_init=nn.initializers.normal(1e-6),
+    name=name,
+  )
+
+
 class MlpBlock(nn.Module):
   mlp_dim: int
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    dense = lambda features, name: nn.Dense(
-      features,
-      dtype=self.dtype,
-      kernel_init=nn.initializers.xavier_uniform(),
-      bias_init=nn.initializers.normal(1e-6),
-      name=name,
-    )
+    dense = lambda features, name: _ffn_dense(features, name, self.dtype)
     y = nn.gelu(dense(self.mlp_dim, "fc1")(x), approximate=False)
     return dense(x.shape[-1], "fc2")(y)
 
@@ -152,13 +157,7 @@ class SwiGLUBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    dense = lambda features, name: nn.Dense(
-      features,
-      dtype=self.dtype,
-      kernel_init=nn.initializers.xavier_uniform(),
-      bias_init=nn.initializers.normal(1e-6),
-      name=name,
-    )
+    dense = lambda features, name: _ffn_dense(features, name, self.dtype)
     gate, value = jnp.split(dense(2 * self.hidden, "w12")(x), 2, axis=-1)
     return dense(x.shape[-1], "w3")(nn.silu(gate) * value)
 
