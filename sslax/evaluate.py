@@ -49,6 +49,7 @@ from sslax import config as config_lib  # noqa: E402
 from sslax import distributed  # noqa: E402
 from sslax import setup as setup_lib  # noqa: E402
 from sslax import workdir as workdir_lib  # noqa: E402
+from sslax.data.sources import subsets  # noqa: E402
 from sslax.evaluation import encoder as encoder_lib  # noqa: E402
 from sslax.evaluation import protocols  # noqa: E402
 from sslax.methods.image_text import ImageTextMethod, restore_tokenizer  # noqa: E402
@@ -147,11 +148,7 @@ def _record_linear_eval(record: dict, method, workdir: str) -> None:
   pretrained_dir = config.linear_eval.pretrained_workdir
   finetune = bool(config.linear_eval.get("finetune", False))
   data = config.dataset
-  subset = None
-  if data.get("subset_fraction", 0.0):
-    subset = {"fraction": float(data.subset_fraction), "seed": int(data.subset_seed)}
-  elif data.get("subset_file", ""):
-    subset = {"file": str(data.subset_file)}
+  subset = subsets.requested(data, data.train_split)
   pretrained_step = int(method.pretrained()["step"])
   scores = dict(record["results"][encoder_lib.PRETRAINED])
   report = workdir_lib.latest_record(workdir_lib.read_results(pretrained_dir), REPORT)

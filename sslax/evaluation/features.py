@@ -36,7 +36,7 @@ from sslax import workdir as workdir_lib
 from sslax.data import pipeline, sources
 from sslax.features import FeatureBank, assemble_bank, device_blocks, extract_features
 
-__all__ = ["cache_file", "cached_features", "extract_features", "split_features"]
+__all__ = ["cache_file", "cache_meta", "cached_features", "extract_features", "split_features"]
 
 # Encoders whose features split_features keeps in DIR/features/.
 CACHED_ENCODERS = ("pretrained",)
@@ -191,6 +191,30 @@ def _write(file: str, bank: FeatureBank, want: dict) -> None:
   os.replace(tmp, file)
 
 
+def cache_meta(enc, config, split: str, num_examples: int = 0) -> dict:
+  """The identity a cached split's features are stored under: the encoder (name, step, model,
+  preprocessing), the data (dataset, directory, split, row count) and, for the training split
+  of a run restricted to a subset (`dataset.subset_*`), that subset: a cache of another subset
+  of the same size is not taken for this one."""
+  ds = config.dataset
+  meta = {
+    "encoder": enc.name,
+    "dataset": ds.name,
+    "data_dir": ds.data_dir,
+    "split": split,
+    "num_examples": int(num_examples),
+    "image_size": int(enc.image_size),
+    **enc.preprocessing,
+    "seed": int(config.seed),
+    "step": int(enc.step),
+    "model": json.loads(config.model.to_json_best_effort()),
+  }
+  subset = sources.subsets.requested(ds, split)  # what sources.load_source restricts it to
+  if subset is not None:
+    meta["subset"] = subset
+  return meta
+
+
 def split_features(enc, config, workdir: str | None, split: str, num_examples: int = 0):
   """-> (source, FeatureBank) of `enc` on a split of config.dataset, rows sharded over enc.mesh.
 
@@ -203,18 +227,7 @@ def split_features(enc, config, workdir: str | None, split: str, num_examples: i
   path = None
   if workdir is not None and workdir_lib.is_local(workdir) and enc.name in CACHED_ENCODERS:
     path = workdir_lib.feature_cache_path(workdir, enc.step, split, enc.name)
-  meta = {
-    "encoder": enc.name,
-    "dataset": config.dataset.name,
-    "data_dir": config.dataset.data_dir,
-    "split": split,
-    "num_examples": int(num_examples),
-    "image_size": int(enc.image_size),
-    **enc.preprocessing,
-    "seed": int(config.seed),
-    "step": int(enc.step),
-    "model": json.loads(config.model.to_json_best_effort()),
-  }
+  meta = cache_meta(enc, config, split, num_examples)
   batch_size = config.eval.batch_size
   sharding.check_batch_size(batch_size, enc.mesh, name="eval.batch_size")
   bank = cached_features(

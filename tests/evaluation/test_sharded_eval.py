@@ -162,6 +162,25 @@ def test_feature_cache_round_trip_and_another_layout_is_re_extracted(devices, tm
   np.testing.assert_array_equal(bank.gather()[1], src.labels)
 
 
+def test_cache_identity_names_the_training_subset():
+  """Two runs on different subsets of the same size must not share cached train features."""
+  import types
+
+  from sslax import config as config_lib
+
+  enc = types.SimpleNamespace(name="pretrained", step=3, image_size=28, preprocessing={})
+  config = config_lib.base_config()
+  config.dataset.train_split = "train"
+  base = {s: eval_features.cache_meta(enc, config, s, 0) for s in ("train", "test")}
+  assert "subset" not in base["train"]
+  config.dataset.subset_fraction, config.dataset.subset_seed = 0.1, 0
+  seed0 = eval_features.cache_meta(enc, config, "train", 0)
+  config.dataset.subset_seed = 1
+  seed1 = eval_features.cache_meta(enc, config, "train", 0)
+  assert seed0 != seed1 != base["train"] and seed0["subset"]["fraction"] == 0.1
+  assert eval_features.cache_meta(enc, config, "test", 0) == base["test"]  # not restricted
+
+
 _WORKER = r"""
 import json, sys
 pid, nproc, port, out, cache = sys.argv[1:]

@@ -119,8 +119,7 @@ def load_source(config, split: str, num_examples: int = 0) -> Source:
   num_examples) and chosen from labels and names alone. An image folder's files are then checked
   only for the subset (`verify_images`), not for the whole split."""
   ds = config.dataset
-  fraction, file = float(ds.get("subset_fraction", 0.0) or 0.0), ds.get("subset_file", "") or ""
-  subset = split == ds.get("train_split") and bool(fraction or file)
+  subset = subsets.requested(ds, split)
   folder = registry.dataset_key(ds.name) == "image_folder"
   source = get_source(
     ds.name,
@@ -129,12 +128,10 @@ def load_source(config, split: str, num_examples: int = 0) -> Source:
     image_size=ds.image_size,
     num_examples=num_examples or None,
     seed=config.seed,
-    verify_images=ds.verify_images and not (subset and folder),
+    verify_images=ds.verify_images and not (subset is not None and folder),
   )
   if subset:
-    source, info = subsets.training_subset(
-      source, fraction=fraction, seed=int(ds.get("subset_seed", 0)), file=file
-    )
+    source, info = subsets.training_subset(source, **subset)
     if ds.verify_images and folder:
       source = folders.verify_files(source)
     print(subsets.describe(info), flush=True)

@@ -289,3 +289,17 @@ def training_subset(source, *, fraction: float = 0.0, seed: int = 0, file: str =
   ids, info = choose(source, fraction=fraction, seed=seed, file=file)
   logging.info("%s: %s", getattr(source, "name", ""), describe(info))
   return take_indices(source, ids), info
+
+
+def requested(dataset, split: str) -> dict | None:
+  """The subset config.dataset (`dataset`) restricts `split` to, as `training_subset`'s
+  keywords: {"fraction", "seed"} or {"file"}, or None (not the training split, or no subset asked for). The one reading of the
+  `subset_*` keys: loading, the feature cache's identity and evaluation records use it."""
+  if split != dataset.get("train_split"):
+    return None
+  fraction = float(dataset.get("subset_fraction", 0.0) or 0.0)
+  file = str(dataset.get("subset_file", "") or "")
+  subset = {"fraction": fraction, "seed": int(dataset.get("subset_seed", 0))} if fraction else {}
+  if file:  # both given: `choose` refuses it with the fix
+    subset["file"] = file
+  return subset or None
