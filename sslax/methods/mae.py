@@ -47,7 +47,7 @@ class MAENetwork(nn.Module):
       return pred
     if self.backbone.pool == "cls":
       return pred, latent[:, 0]
-    return pred, jnp.mean(latent[:, 1:] if self.backbone.class_token else latent, axis=1)
+    return pred, jnp.mean(latent[:, self.backbone.num_prefix_tokens :], axis=1)
 
 
 class MAE(Method):
@@ -97,7 +97,7 @@ class MAE(Method):
       depth=cfg.decoder_depth,
       num_heads=cfg.decoder_heads,
       mlp_dim=cfg.decoder_mlp_dim,
-      class_token=backbone.class_token,
+      num_prefix_tokens=backbone.num_prefix_tokens,
       remat_policy=backbone.remat_policy,
       dtype=get_dtype(self.config.dtype),
     )

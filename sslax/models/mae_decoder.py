@@ -11,30 +11,32 @@ from sslax.models.vit import Encoder, sincos_2d
 
 
 class MAEDecoder(nn.Module):
-  """latent [B, 1 + K, D_enc] (class token first) -> predictions [B, N, p*p*C].
+  """latent [B, P + K, D_enc] (P = num_prefix_tokens: class token, registers) -> predictions
+  [B, N, p*p*C].
 
   Projects the encoder's visible tokens to the decoder width, appends a shared learned mask
   token for each of the N - K masked patches, unshuffles with `restore_ids`, adds fixed 2D
-  sin-cos position embeddings of its own, and runs `depth` transformer blocks. The class
-  token (if the encoder has one) takes part in attention and is dropped from the output.
+  sin-cos position embeddings of its own, and runs `depth` transformer blocks. The prefix
+  tokens (the class token and registers the encoder has) take part in attention and are dropped
+  from the output.
   """
 
   width: int = 512
   depth: int = 8
   num_heads: int = 16
   mlp_dim: int = 0  # 0 = 4 * width
-  class_token: bool = True
+  num_prefix_tokens: int = 1  # encoder tokens before the patches (class token, registers)
   remat_policy: str = "none"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, latent, restore_ids, grid: tuple[int, int], patch_dim: int):
-    """latent [B, 1 + K, D]; restore_ids [B, N] int; grid (h, w) patches with h * w = N;
+    """latent [B, P + K, D]; restore_ids [B, N] int; grid (h, w) patches with h * w = N;
     patch_dim = p * p * C pixels per patch."""
     x = nn.Dense(
       self.width, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="embed"
     )(latent)
-    first = 1 if self.class_token else 0
+    first = self.num_prefix_tokens
     cls, visible = x[:, :first], x[:, first:]
     b, k, _ = visible.shape
     n = restore_ids.shape[1]

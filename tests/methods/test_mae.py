@@ -174,6 +174,44 @@ def test_method_loss_is_the_masked_mse_of_the_network(devices):
   assert feats.shape == (4, 32)
 
 
+@pytest.mark.parametrize("class_token", [True, False])
+def test_registers_are_prefix_tokens_the_decoder_drops(devices, class_token):
+  """A ViT with register tokens (and with or without a class token): the decoder predicts one
+  row per patch, the loss is still the masked MSE of those rows, the probe features are the
+  mean of the visible patch tokens (not of registers) when pooling is gap."""
+  c = mae_config()
+  c.model.num_registers, c.model.class_token = 2, class_token
+  c.model.pool = "cls" if class_token else "gap"
+  s = setup_lib.build(c, devices=devices[:1])
+  state = setup_lib.init_state(s)
+  images = _images(2)
+  rng = jax.random.key(0)
+  loss, _ = s.method.loss(state.params, {}, {}, {"views": (jnp.asarray(images),)}, rng)
+  keep, restore, mask = mae_losses.random_masking(jax.random.split(rng)[0], 2, 16, 0.75)
+  network = s.method.network()
+  pred, feats = network.apply(
+    {"params": state.params},
+    jnp.asarray(images),
+    train=False,
+    keep_ids=keep,
+    restore_ids=restore,
+    return_features=True,
+  )
+  assert pred.shape == (2, 16, 4 * 4 * 3)
+  expected = mae_loss_numpy(np.asarray(pred), images, np.asarray(mask), 4, norm_pix=True)
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+  tokens = network.backbone.apply(
+    {"params": state.params["backbone"]},
+    jnp.asarray(images),
+    train=False,
+    keep_ids=keep,
+    return_tokens=True,
+  )
+  assert tokens.shape == (2, int(class_token) + 2 + 4, 32)
+  want = tokens[:, 0] if class_token else tokens[:, 2:].mean(axis=1)
+  np.testing.assert_allclose(np.asarray(feats), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
 def test_train_step_eight_devices_equal_one(devices):
   c = mae_config()
   batches = [{"views": (_images(16, seed=i),), "label": np.zeros(16, np.int32)} for i in range(3)]
