@@ -125,6 +125,20 @@ def sample_rows(rng, rows, num: int):
   return jnp.take(rows, idx, axis=0)
 
 
+def sample_rows_by_weight(rng, rows, weights, num: int):
+  """`num` rows of rows [M, d] drawn with replacement, row i with probability weights[i] /
+  sum(weights) (k-means++ seeding's D^2 draw when weights are squared distances to the nearest
+  code): inverse-CDF sampling, O(M + num log M) memory, so a pod-size global batch (400k rows x
+  8192 draws) needs no [num, M] array. All-zero weights: uniform."""
+  m = rows.shape[0]
+  w = jnp.maximum(weights.astype(jnp.float32), 0.0)
+  w = jnp.where(jnp.sum(w) > 0, w, jnp.ones_like(w))
+  cdf = jnp.cumsum(w)
+  u = jax.random.uniform(rng, (num,), jnp.float32) * cdf[-1]
+  idx = jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, m - 1)
+  return jnp.take(rows, idx, axis=0)
+
+
 def spherical_kmeans(rng, z, num_codes: int, num_iters: int = 10):
   """The reference's codebook initialisation (`kmeans(..., use_cosine_sim=True)`, run on the
   first batch when `quantize_kmeans_init`): num_codes means sampled from the rows of z [M, d]

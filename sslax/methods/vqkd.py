@@ -36,7 +36,10 @@ initialisation is what spreads the codes). `dead_code_threshold` > 0 adds one
 random (normalised) encoder output of the current global batch and resets its EMA to the
 threshold; so a code the first batches do not use moves at once, a used one after its EMA has
 decayed below the threshold (~100 ln(usage / threshold) steps at decay 0.99). 0 (the default)
-is the reference.
+is the reference. `restart_sampling="error"` draws the new positions as k-means++ seeds them
+(a patch with probability proportional to its squared distance to its code) instead of
+uniformly: where the encoder's outputs crowd onto a few codes, a uniform draw lands next to an
+existing code and dies again.
 
 Other deviations from the reference: the teacher is any sslax ViT run (DINO, DINOv2, MoCo v3
 ...), not CLIP; its patch grid at dataset.image_size must be the tokenizer's (the reference:
@@ -86,6 +89,7 @@ from sslax.methods.linear_eval import TEACHER_EVALUATED
 from sslax.models import ViT, get_dtype, make_backbone, vit_dims
 
 TEACHER_WEIGHTS = ("auto", "student", "teacher")
+RESTART_SAMPLING = ("uniform", "error")  # config.vqkd.restart_sampling
 TEACHER_HINT = (
   "train one first, e.g. python -m sslax.main --config configs/dino_vit_fashion_mnist.py "
   "--workdir runs/dino_vit_fashion_mnist, then --config configs/vqkd_vit_fashion_mnist.py:"
@@ -311,6 +315,9 @@ class VQKD(Method):
         kmeans_init=True,  # --quantize_kmeans_init
         kmeans_iters=10,
         dead_code_threshold=0.0,  # > 0: restart codes used less per batch (not the reference)
+        # Where a dead code restarts: "uniform" (a random patch of the batch, as Jukebox) or
+        # "error" (a patch drawn with probability ~ its squared distance to its code).
+        restart_sampling="uniform",
         # vqkd_encoder_base_decoder_3x768x12_clip: 3 blocks, 768 wide, 12 heads, patch 1.
         decoder_width=768,
         decoder_depth=3,
@@ -342,6 +349,10 @@ class VQKD(Method):
       raise ValueError(
         f"config.vqkd: decay={cfg.decay} must be in [0, 1), beta={cfg.beta} and "
         f"dead_code_threshold={cfg.dead_code_threshold} >= 0 (the reference: 0.99, 1.0, 0)."
+      )
+    if cfg.restart_sampling not in RESTART_SAMPLING:
+      raise ValueError(
+        f"config.vqkd.restart_sampling={cfg.restart_sampling!r}; choose one of {RESTART_SAMPLING}."
       )
     if cfg.teacher_weights not in TEACHER_WEIGHTS:
       raise ValueError(
@@ -537,7 +548,11 @@ class VQKD(Method):
     usage = vq.ema_usage_update(method_state["usage"], counts, cfg.decay)
     restarted = jnp.zeros((), jnp.int32)
     if cfg.dead_code_threshold > 0:
-      candidates = vq.sample_rows(restart_rng, flat, cfg.num_codes)
+      if cfg.restart_sampling == "error":  # k-means++'s D^2: patches the codes serve worst
+        error = jnp.sum((flat - lax.stop_gradient(z_q).reshape(flat.shape)) ** 2, axis=-1)
+        candidates = vq.sample_rows_by_weight(restart_rng, flat, error, cfg.num_codes)
+      else:
+        candidates = vq.sample_rows(restart_rng, flat, cfg.num_codes)
       new_codebook, usage, restarted = vq.restart_dead_codes(
         new_codebook, usage, candidates, cfg.dead_code_threshold
       )

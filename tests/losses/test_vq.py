@@ -167,6 +167,26 @@ def test_sampled_rows_are_distinct_rows_and_the_same_on_any_sharding(devices):
   assert few.shape == (10, 3) and all(tuple(r) in set(map(tuple, rows[:4])) for r in few)
 
 
+def test_weighted_rows_follow_the_weights_and_the_same_on_any_sharding(devices):
+  """Row i is drawn with probability w_i / sum(w): zero-weight rows never, the frequencies of
+  many draws match; all-zero weights draw uniformly; a sharded array gives the same rows."""
+  rows = np.arange(8 * 2, dtype=np.float32).reshape(8, 2)
+  weights = np.array([0, 1, 0, 2, 0, 0, 4, 1], np.float32)
+  got = np.asarray(vq.sample_rows_by_weight(jax.random.key(0), rows, weights, 16000))
+  freq = np.bincount((got[:, 0] // 2).astype(int), minlength=8) / 16000
+  np.testing.assert_allclose(freq, weights / weights.sum(), atol=0.015)
+  assert freq[weights == 0].sum() == 0
+  flat = np.asarray(vq.sample_rows_by_weight(jax.random.key(1), rows, 0 * weights, 16000))
+  np.testing.assert_allclose(np.bincount((flat[:, 0] // 2).astype(int)) / 16000, 1 / 8, atol=0.015)
+  mesh = sharding.make_mesh({"data": -1}, devices)
+  put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh))
+  draw = jax.jit(vq.sample_rows_by_weight, static_argnums=3)
+  np.testing.assert_array_equal(
+    draw(jax.random.key(0), put(rows), put(weights), 64),
+    vq.sample_rows_by_weight(jax.random.key(0), rows, weights, 64),
+  )
+
+
 def test_spherical_kmeans_equals_numpy_from_the_same_start():
   rng = np.random.default_rng(8)
   centres = _unit(rng.normal(size=(4, 5)))

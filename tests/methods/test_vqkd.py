@@ -84,13 +84,17 @@ def _method_and_state(config, devices):
   return method, variables["params"], method.init_state(jax.random.key(1), variables)
 
 
-@pytest.mark.parametrize("kmeans_init", [False, True])
-def test_step_equals_numpy_on_the_networks_outputs(kmeans_init, devices):
+@pytest.mark.parametrize(
+  "kmeans_init,restart_sampling", [(False, "uniform"), (True, "uniform"), (True, "error")]
+)
+def test_step_equals_numpy_on_the_networks_outputs(kmeans_init, restart_sampling, devices):
   """loss = mean((e - z)^2) + mean(1 - cos(decoder(e), teacher)), e the nearest code of the
   l2-normalised encoder output z; the new codebook is the EMA of the batch's code means, after
-  k-means of the batch when the codebook is not initialised yet; dead codes restart."""
+  k-means of the batch when the codebook is not initialised yet; dead codes restart at random
+  patches (uniform) or at patches drawn ~ their squared distance to their code (error)."""
   c = vqkd_config()
   c.vqkd.kmeans_init = kmeans_init
+  c.vqkd.restart_sampling = restart_sampling
   c.vqkd.dead_code_threshold = 3.0  # the uniform share is 256 / 16 = 16: some codes fall below
   method, params, ms = _method_and_state(c, devices)
   images = _images()
@@ -130,7 +134,12 @@ def test_step_equals_numpy_on_the_networks_outputs(kmeans_init, devices):
   usage = 0.99 * np.asarray(ms["usage"]) + 0.01 * counts
   dead = usage < 3.0
   assert 0 < dead.sum() < 16
-  candidates = np.asarray(vq.sample_rows(restart_rng, jnp.asarray(flat, jnp.float32), 16))
+  if restart_sampling == "error":  # inverse CDF of the squared quantisation errors
+    cdf = np.cumsum(((flat - e) ** 2).sum(1))
+    u = np.asarray(jax.random.uniform(restart_rng, (16,)), np.float64) * cdf[-1]
+    candidates = flat[np.searchsorted(cdf, u, side="right")]
+  else:
+    candidates = np.asarray(vq.sample_rows(restart_rng, jnp.asarray(flat, jnp.float32), 16))
   want = np.where(dead[:, None], candidates / np.linalg.norm(candidates, axis=1)[:, None], want)
   np.testing.assert_allclose(new["codebook"], want, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(new["usage"], np.where(dead, 3.0, usage), rtol=1e-5)
