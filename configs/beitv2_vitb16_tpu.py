@@ -20,8 +20,8 @@ Commands (Cloud TPU v5e-16, topology v5e:4x4, one process per host):
   4. fine-tune: python -m sslax.evaluate --workdir gs://BUCKET/beitv2_vitb16 --protocol finetune
 Stage 3 reads the tokenizer run's config.json and newest checkpoint when it starts (a local
 path, or gs:// where the checkpoint module reads it). Compile check without a tokenizer run
-(a random tokenizer stands in; never train with it):
-  python -m sslax.aot --config configs/beitv2_vitb16_tpu.py --config.beit.random_tokenizer=True
+(AOT_OVERRIDES below: a random tokenizer stands in; never train with it):
+  python -m sslax.aot --config configs/beitv2_vitb16_tpu.py
 
 Data: TFDS `imagenet2012` in ArrayRecord format, as configs/dino_vits16_tpu.py explains.
 
@@ -51,6 +51,8 @@ from sslax.presets import imagenet_tpu
 
 # The slice this recipe is compiled and checked for (sslax.aot, benchmarks/pod_compile.py).
 TPU_TOPOLOGY = "v5e:4x4"
+# What a compile check (sslax.aot, benchmarks/pod_compile.py) sets: no run to read.
+AOT_OVERRIDES = ("--config.beit.random_tokenizer=True",)
 
 
 def get_config(tokenizer_workdir=None):

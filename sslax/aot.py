@@ -135,14 +135,26 @@ def ici_bytes(found: dict[str, dict[str, float]], num_chips: int) -> float:
   return float(sum(v["bytes"] * factor[op] for op, v in found.items()))
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """configs/x.py[:arg] -> its get_config(arg)."""
-  path, _, arg = path.partition(":")
+def _config_module(path: str):
   spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  return module
+
+
+def load_config_file(path: str) -> ml_collections.ConfigDict:
+  """configs/x.py[:arg] -> (its get_config(arg), its TPU_TOPOLOGY or None)."""
+  path, _, arg = path.partition(":")
+  module = _config_module(path)
   config = module.get_config(arg) if arg else module.get_config()
   return config, getattr(module, "TPU_TOPOLOGY", None)
+
+
+def compile_overrides(path: str) -> list[str]:
+  """The config file's AOT_OVERRIDES: what a compile check sets in place of the runs a recipe
+  reads when it starts (BEiT's tokenizer run, VQ-KD's teacher run), e.g.
+  ("--config.beit.random_tokenizer=True",); applied before the command line's overrides."""
+  return list(getattr(_config_module(path.partition(":")[0]), "AOT_OVERRIDES", ()))
 
 
 def topology_devices(topology: str):
@@ -241,7 +253,7 @@ def main(argv=None) -> int:
   parser.add_argument("--topology", help="e.g. v5e:4x4 (default: the config's TPU_TOPOLOGY)")
   args, overrides = parser.parse_known_args(argv)
   config, declared = load_config_file(args.config)
-  config_lib.apply_overrides(config, overrides)
+  config_lib.apply_overrides(config, compile_overrides(args.config) + overrides)
   topology = args.topology or declared
   if not topology:
     parser.error(f"{args.config} declares no TPU_TOPOLOGY; pass --topology (e.g. v5e:4x4).")
