@@ -36,6 +36,27 @@ def test_v4_topologies_are_refused_with_the_alternatives():
     aot.chip_of("v4:2x2x1")
 
 
+@pytest.mark.parametrize("name", ["beitv2_vitb16_tpu", "vqkd_vitb16_tpu"])
+def test_compile_overrides_replace_the_runs_a_recipe_reads(name, devices):
+  """A recipe that reads another run when it starts (BEiT's tokenizer, VQ-KD's teacher) names
+  in AOT_OVERRIDES what a compile check uses instead; without them the build fails naming the
+  missing run, with them the whole train state's shapes build from the config alone."""
+  import jax
+
+  from sslax import config as config_lib
+  from sslax import setup as setup_lib
+
+  path = os.path.join(REPO, "configs", f"{name}.py")
+  overrides = aot.compile_overrides(path)
+  assert overrides
+  config, _ = aot.load_config_file(path)
+  with pytest.raises((ValueError, FileNotFoundError), match="workdir"):
+    setup_lib.build(config, devices=devices[:1], data_free=True).abstract_state
+  config_lib.apply_overrides(config, overrides)
+  state = setup_lib.build(config, devices=devices[:1], data_free=True).abstract_state
+  assert jax.tree.leaves(state.params)
+
+
 _COMPILE = """
 import json, sys
 from sslax import aot
