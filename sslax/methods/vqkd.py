@@ -39,7 +39,9 @@ decayed below the threshold (~100 ln(usage / threshold) steps at decay 0.99). 0 
 is the reference. `restart_sampling="error"` draws the new positions as k-means++ seeds them
 (a patch with probability proportional to its squared distance to its code) instead of
 uniformly: where the encoder's outputs crowd onto a few codes, a uniform draw lands next to an
-existing code and dies again.
+existing code and dies again. Measured on Fashion-MNIST (512 codes, 300 steps, one seed each;
+benchmarks/results/tokenizer_usage.json): test-split usage 33.4% -> 36.5% at lr 3e-4 and
+56.4% -> 67.2% at lr 1e-4, uniform -> error.
 
 Other deviations from the reference: the teacher is any sslax ViT run (DINO, DINOv2, MoCo v3
 ...), not CLIP; its patch grid at dataset.image_size must be the tokenizer's (the reference:
