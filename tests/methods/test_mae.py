@@ -174,14 +174,12 @@ def test_method_loss_is_the_masked_mse_of_the_network(devices):
   assert feats.shape == (4, 32)
 
 
-@pytest.mark.parametrize("class_token", [True, False])
-def test_registers_are_prefix_tokens_the_decoder_drops(devices, class_token):
-  """A ViT with register tokens (and with or without a class token): the decoder predicts one
-  row per patch, the loss is still the masked MSE of those rows, the probe features are the
-  mean of the visible patch tokens (not of registers) when pooling is gap."""
+def test_registers_are_prefix_tokens_the_decoder_drops(devices):
+  """A ViT with a class token and register tokens (3 prefix tokens): the decoder predicts one
+  row per patch, the loss is still the masked MSE of those rows, and gap pooling averages the
+  visible patch tokens only (not the class token or registers)."""
   c = mae_config()
-  c.model.num_registers, c.model.class_token = 2, class_token
-  c.model.pool = "cls" if class_token else "gap"
+  c.model.num_registers, c.model.class_token, c.model.pool = 2, True, "gap"
   s = setup_lib.build(c, devices=devices[:1])
   state = setup_lib.init_state(s)
   images = _images(2)
@@ -207,8 +205,8 @@ def test_registers_are_prefix_tokens_the_decoder_drops(devices, class_token):
     keep_ids=keep,
     return_tokens=True,
   )
-  assert tokens.shape == (2, int(class_token) + 2 + 4, 32)
-  want = tokens[:, 0] if class_token else tokens[:, 2:].mean(axis=1)
+  assert tokens.shape == (2, 1 + 2 + 4, 32)
+  want = tokens[:, 3:].mean(axis=1)
   np.testing.assert_allclose(np.asarray(feats), np.asarray(want), rtol=1e-5, atol=1e-6)
 
 
