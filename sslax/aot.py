@@ -142,7 +142,7 @@ def _config_module(path: str):
   return module
 
 
-def load_config_file(path: str) -> ml_collections.ConfigDict:
+def load_config_file(path: str) -> tuple[ml_collections.ConfigDict, str | None]:
   """configs/x.py[:arg] -> (its get_config(arg), its TPU_TOPOLOGY or None)."""
   path, _, arg = path.partition(":")
   module = _config_module(path)

@@ -37,7 +37,7 @@ class MAEDecoder(nn.Module):
       self.width, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="embed"
     )(latent)
     first = self.num_prefix_tokens
-    cls, visible = x[:, :first], x[:, first:]
+    prefix, visible = x[:, :first], x[:, first:]
     b, k, _ = visible.shape
     n = restore_ids.shape[1]
     mask_token = self.param(
@@ -48,7 +48,7 @@ class MAEDecoder(nn.Module):
     )
     tokens = jnp.take_along_axis(tokens, restore_ids[:, :, None], axis=1)  # image order
     tokens = tokens + jnp.asarray(sincos_2d(*grid, self.width))[None].astype(x.dtype)
-    x = jnp.concatenate([cls, tokens], axis=1)
+    x = jnp.concatenate([prefix, tokens], axis=1)
     x = Encoder(
       self.depth,
       self.num_heads,

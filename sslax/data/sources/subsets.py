@@ -293,8 +293,9 @@ def training_subset(source, *, fraction: float = 0.0, seed: int = 0, file: str =
 
 def requested(dataset, split: str) -> dict | None:
   """The subset config.dataset (`dataset`) restricts `split` to, as `training_subset`'s
-  keywords: {"fraction", "seed"} or {"file"}, or None (not the training split, or no subset asked for). The one reading of the
-  `subset_*` keys: loading, the feature cache's identity and evaluation records use it."""
+  keywords: {"fraction", "seed"} or {"file"}, or None (not the training split, or no subset
+  asked for). The one reading of the `subset_*` keys: loading, the feature cache's identity
+  and evaluation records use it."""
   if split != dataset.get("train_split"):
     return None
   fraction = float(dataset.get("subset_fraction", 0.0) or 0.0)
