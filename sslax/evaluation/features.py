@@ -195,7 +195,7 @@ def cache_meta(enc, config, split: str, num_examples: int = 0) -> dict:
   """The identity a cached split's features are stored under: the encoder (name, step, model,
   preprocessing), the data (dataset, directory, split, row count) and, for the training split
   of a run restricted to a subset (`dataset.subset_*`), that subset: a cache of another subset
-  of the same size is not taken for this one."""
+  of the same size is not taken for this one (a list file is named by its contents' sha256)."""
   ds = config.dataset
   meta = {
     "encoder": enc.name,
@@ -211,6 +211,8 @@ def cache_meta(enc, config, split: str, num_examples: int = 0) -> dict:
   }
   subset = sources.subsets.requested(ds, split)  # what sources.load_source restricts it to
   if subset is not None:
+    if "file" in subset:
+      subset["file_sha256"] = sources.subsets.file_sha256(subset["file"])
     meta["subset"] = subset
   return meta
 

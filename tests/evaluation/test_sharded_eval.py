@@ -181,6 +181,28 @@ def test_cache_identity_names_the_training_subset():
   assert eval_features.cache_meta(enc, config, "test", 0) == base["test"]  # not restricted
 
 
+def test_cache_identity_follows_the_subset_file_contents(tmp_path):
+  """An edited list at the same path (same length) must not be served the old list's features."""
+  import types
+
+  from sslax import config as config_lib
+
+  enc = types.SimpleNamespace(name="pretrained", step=3, image_size=28, preprocessing={})
+  config = config_lib.base_config()
+  config.dataset.train_split = "train"
+  listed = tmp_path / "subset.txt"
+  config.dataset.subset_file = str(listed)
+  listed.write_text("a.png\nb.png\n")
+  first = eval_features.cache_meta(enc, config, "train", 0)
+  listed.write_text("a.png\nc.png\n")
+  second = eval_features.cache_meta(enc, config, "train", 0)
+  assert first["subset"]["file"] == second["subset"]["file"] == str(listed)
+  assert first != second
+  listed.unlink()
+  with pytest.raises(Exception, match="does not exist"):
+    eval_features.cache_meta(enc, config, "train", 0)
+
+
 _WORKER = r"""
 import json, sys
 pid, nproc, port, out, cache = sys.argv[1:]

@@ -25,6 +25,7 @@ Where the labels and names come from, per source:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -154,6 +155,17 @@ def read_subset_file(path: str) -> tuple[str, list, dict | None]:
   if not names:
     raise SubsetError(f"dataset.subset_file={path!r} lists no example names.")
   return "names", names, None
+
+
+def file_sha256(path: str) -> str:
+  """sha256 (hex) of a subset file's bytes: what a cache of the subset's features is keyed on,
+  so an edited list (same path, same size or not) is not served the old list's features."""
+  from etils import epath  # pylint: disable=g-import-not-at-top  (gs:// paths; slow import)
+
+  p = epath.Path(os.path.expanduser(path))
+  if not p.exists():
+    read_subset_file(path)  # raises the missing-file error, with its fix
+  return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
 def match_names(
