@@ -57,10 +57,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# sslax.aot sets JAX_PLATFORMS=cpu when it is imported (its TPU compile check must not wait on
-# TPU discovery). This check runs on the GPU: jax is imported first, so its platform is already
-# read from the environment, and the variable is put back for the child processes.
-_JAX_PLATFORMS = os.environ.get("JAX_PLATFORMS")
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,11 +65,6 @@ from sslax import __version__, aot, export, models, perf, train
 from sslax import config as config_lib
 from sslax import setup as setup_lib
 from sslax.data import text as text_lib
-
-if _JAX_PLATFORMS is None:
-  os.environ.pop("JAX_PLATFORMS", None)
-else:
-  os.environ["JAX_PLATFORMS"] = _JAX_PLATFORMS
 
 # Peaks: sslax.perf.VENDOR_PEAK_FLOPS, dense (no 2:4 sparsity) bf16 tensor-core FLOP/s from
 # NVIDIA's data sheets, which print the sparse figure with an asterisk (dense = half): H100 SXM

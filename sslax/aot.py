@@ -28,15 +28,12 @@ import re
 import sys
 import time
 
-# The compile-only TPU client needs libtpu; nothing here must wait on TPU discovery.
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
+import jax
+import ml_collections
+import numpy as np
 
-import jax  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from sslax import config as config_lib, perf, sharding, train  # noqa: E402
-from sslax import setup as setup_lib  # noqa: E402
+from sslax import config as config_lib, perf, sharding, train
+from sslax import setup as setup_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Where `scripts/setup.sh --test` installs libtpu (outside site-packages, so that ordinary jax
@@ -252,6 +249,11 @@ def main(argv=None) -> int:
   parser.add_argument("--config", required=True, help="configs/x.py[:arg]")
   parser.add_argument("--topology", help="e.g. v5e:4x4 (default: the config's TPU_TOPOLOGY)")
   args, overrides = parser.parse_known_args(argv)
+  if not os.environ.get("JAX_PLATFORMS"):
+    # The compile-only TPU client loads libtpu itself; jax's own backends stay on the CPU, so
+    # that no process waits on TPU discovery where libtpu is installed without a TPU. Set here,
+    # not at import: a library user (benchmarks/device_check.py on a GPU) keeps its platform.
+    jax.config.update("jax_platforms", "cpu")
   config, declared = load_config_file(args.config)
   config_lib.apply_overrides(config, compile_overrides(args.config) + overrides)
   topology = args.topology or declared

@@ -25,6 +25,20 @@ def test_collectives_reads_tuples_layouts_and_async_outputs():
   assert "fusion" not in found
 
 
+def test_importing_aot_leaves_the_platform_alone():
+  """A library user (benchmarks/device_check.py on a GPU) imports sslax.aot: jax must keep
+  the platform the environment names; only `python -m sslax.aot` pins its backends to CPU."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  code = (
+    "import os, sslax.aot, jax; print(os.environ.get('JAX_PLATFORMS'), jax.config.jax_platforms)"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["None", "None"], out.stdout
+
+
 def test_ici_bytes_follow_ring_algorithms():
   found = {"all-reduce": {"count": 1, "bytes": 1000}, "all-gather": {"count": 1, "bytes": 400}}
   assert aot.ici_bytes(found, 4) == pytest.approx(2 * 0.75 * 1000 + 0.75 * 400)
