@@ -4,9 +4,9 @@ Command:
   python -m sslax.main --config configs/jigsaw_fashion_mnist.py --workdir runs/jigsaw_fashion_mnist
 
 Runtime and accuracy: the full 900-step run is not measured. At 300 steps (benchmarks/learning.py,
-1.28 epochs, measured 2026-11-25 on the 2-core CPU while other jobs shared it): kNN k=20 73.7%,
-k=200 66.4%, linear 77.1% (random init 48.1 / 43.0 / 55.0 at 48 px; raw pixels 80.7 / 74.1 / 82.9);
-permutation accuracy 89.3% (chance 1%); 14.9 min wall on the loaded machine.
+1.28 epochs, measured 2026-11-30 with the 0.3.0 code on a 2-core AMD EPYC shared with another
+job): kNN k=20 73.6%, k=200 67.1%, linear 76.4% (random init 48.1 / 43.0 / 55.0 at 48 px; raw
+pixels 80.7 / 74.1 / 82.9); permutation accuracy 89.2% (chance 1%); 19.5 min wall under that load.
 
 Sizes: 3 x 3 tiles of a 28 px image would be 9 px cells, too small to hold a piece of an object
 once jittered, so the view is upsampled to 48 px (dataset.image_size = 48): 16 px cells and
