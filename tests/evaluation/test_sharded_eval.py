@@ -186,6 +186,7 @@ def test_cache_identity_follows_the_subset_file_contents(tmp_path):
   import types
 
   from sslax import config as config_lib
+  from sslax.data import sources
 
   enc = types.SimpleNamespace(name="pretrained", step=3, image_size=28, preprocessing={})
   config = config_lib.base_config()
@@ -199,7 +200,7 @@ def test_cache_identity_follows_the_subset_file_contents(tmp_path):
   assert first["subset"]["file"] == second["subset"]["file"] == str(listed)
   assert first != second
   listed.unlink()
-  with pytest.raises(Exception, match="does not exist"):
+  with pytest.raises(sources.subsets.SubsetError, match="does not exist"):
     eval_features.cache_meta(enc, config, "train", 0)
 
 
