@@ -19,14 +19,17 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
-from clu import metric_writers, periodic_actions
 
-from sslax import __version__, checkpoint, online_probe, perf, sharding
+from sslax import __version__, _lazy, checkpoint, online_probe, perf, sharding
 from sslax import workdir as workdir_lib
 from sslax.data import pipeline, prefetch
 from sslax.methods.base import PROBE_FEATURES
 from sslax.setup import Setup, build, init_probe_state, init_state
 from sslax.state import TrainState
+
+# The training loop's TensorBoard writer and progress reports; clu imports TensorFlow.
+metric_writers = _lazy.module("clu.metric_writers", "the training loop's metric writers")
+periodic_actions = _lazy.module("clu.periodic_actions", "the training loop's progress reports")
 
 
 def make_train_step(s: Setup):
@@ -100,7 +103,9 @@ class _StepPerf:
   """Step FLOPs and compiled memory (from XLA's analyses) and the machine's measured peak.
 
   Computed once, at the first log step: re-lowering the step hits jax's compilation cache
-  (no second compile), and the peak matmul is cached per process (sslax/perf.py).
+  (no second compile), and the peak matmul is cached per process (sslax/perf.py). On GPU the
+  FLOPs are the traced step's matmuls and convolutions (`perf.jaxpr_flops`): XLA:GPU's count
+  misses what cuBLAS and cuDNN do.
   """
 
   def __init__(self, train_step, num_devices: int, dtype: str):
@@ -113,8 +118,11 @@ class _StepPerf:
       return
     self._done = True
     try:
-      compiled = self._train_step.lower(state, batch).compile()
-      self.flops, self.memory = perf.step_flops(compiled), perf.memory_stats(compiled)
+      traced = self._train_step.trace(state, batch)
+      compiled = traced.lower().compile()
+      gpu = perf.is_gpu(compiled)
+      self.flops = perf.jaxpr_flops(traced.jaxpr) if gpu else perf.step_flops(compiled)
+      self.memory = perf.memory_stats(compiled)
       self.peak_flops = perf.machine_peak_flops(self._num_devices, self._dtype)
     except Exception as e:  # MFU is a report, never a reason to stop training
       logging.warning("No MFU: step cost analysis or peak FLOP/s failed: %s", e)

@@ -43,6 +43,83 @@ def test_memory_stats_per_device(devices):
   )
 
 
+# ---- Matmul FLOPs of the traced program -------------------------------------------------------
+
+
+def _conv(x, k, stride):
+  dn = ("NHWC", "HWIO", "NHWC")
+  return jax.lax.conv_general_dilated(x, k, (stride, stride), "VALID", dimension_numbers=dn)
+
+
+def test_jaxpr_flops_of_a_train_step_is_forward_plus_both_gradients():
+  """Stride-2 conv -> dense -> tanh, gradients w.r.t. the weights and the input: 3x the forward's
+  multiply-adds (forward, input gradient, weight gradient), 2 FLOPs each, whatever the stride."""
+  n, size, cin, cout, k, s, hidden = 2, 9, 3, 4, 3, 2, 5
+  out = (size - k) // s + 1
+  x = jnp.ones((n, size, size, cin))
+  kernel, w = jnp.ones((k, k, cin, cout)), jnp.ones((out * out * cout, hidden))
+  loss = lambda x, kernel, w: jnp.sum(jnp.tanh(_conv(x, kernel, s).reshape(n, -1) @ w))
+  conv_macs = n * out * out * k * k * cin * cout
+  dense_macs = n * out * out * cout * hidden
+  forward = perf.traced_flops(jax.jit(loss), x, kernel, w)
+  assert forward == 2 * (conv_macs + dense_macs)
+  step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+  assert perf.traced_flops(step, x, kernel, w) == 3 * forward
+  # Weights only: the input gradient of the conv is not computed.
+  weights_only = jax.jit(jax.grad(loss, argnums=(1, 2)))
+  assert perf.traced_flops(weights_only, x, kernel, w) == 2 * (2 * conv_macs + 3 * dense_macs)
+  # Without the tanh the dense layer's output is not needed by any gradient (XLA drops it).
+  linear = lambda x, kernel, w: jnp.sum(_conv(x, kernel, s).reshape(n, -1) @ w)
+  step = jax.jit(jax.grad(linear, argnums=(0, 1, 2)))
+  assert perf.traced_flops(step, x, kernel, w) == 3 * forward - 2 * dense_macs
+
+
+def test_jaxpr_flops_agrees_with_xla_on_cpu_at_matmul_heavy_sizes():
+  """XLA's HLO cost analysis (unoptimized, CPU) also counts elementwise work: within 1% here."""
+  x, kernel, w = jnp.ones((8, 17, 17, 32)), jnp.ones((3, 3, 32, 64)), jnp.ones((64 * 64, 256))
+  loss = lambda x, kernel, w: jnp.sum(jnp.tanh(_conv(x, kernel, 2).reshape(8, -1) @ w))
+  step = jax.jit(jax.grad(loss, argnums=(1, 2)))
+  xla = step.lower(x, kernel, w).cost_analysis()["flops"]
+  assert perf.traced_flops(step, x, kernel, w) == pytest.approx(xla, rel=0.01)
+
+
+def test_jaxpr_flops_control_flow_and_dead_code():
+  a, b = jnp.ones((4, 6)), jnp.ones((6, 6))
+  matmul = 2 * 4 * 6 * 6
+
+  def scanned(a, b):
+    return jax.lax.scan(lambda h, _: (h @ b, None), a, None, length=5)[0]
+
+  assert perf.traced_flops(jax.jit(scanned), a, b) == 5 * matmul
+
+  def branch(p, a, b):  # the costlier branch: two matmuls
+    return jax.lax.cond(p, lambda: (a @ b) @ b, lambda: a @ b)
+
+  assert perf.traced_flops(jax.jit(branch), True, a, b) == 2 * matmul
+
+  def dead(a, b):
+    unused = a @ b  # noqa: F841 -- traced, then removed by XLA: not work
+    return a.sum()
+
+  assert perf.traced_flops(jax.jit(dead), a, b) == 0
+
+
+def test_jaxpr_flops_counts_every_device_of_a_shard_map(devices):
+  mesh = jax.make_mesh((8,), ("data",))
+  m, k, n = 64, 32, 16
+  f = jax.shard_map(lambda a, b: a @ b, mesh=mesh, in_specs=(P("data"), P()), out_specs=P("data"))
+  a = jax.device_put(jnp.ones((m, k)), NamedSharding(mesh, P("data")))
+  b = jax.device_put(jnp.ones((k, n)), NamedSharding(mesh, P()))
+  # Each of the 8 devices multiplies its m/8 rows: the whole product's FLOPs in all.
+  assert perf.traced_flops(jax.jit(f), a, b) == 2 * m * k * n
+
+
+def test_is_gpu():
+  assert perf.is_gpu("cuda") and perf.is_gpu("gpu") and not perf.is_gpu("tpu")
+  compiled = jax.jit(lambda a: a + 1).lower(jnp.ones(3)).compile()
+  assert not perf.is_gpu(compiled)
+
+
 def test_measured_peak_and_mfu(devices):
   peak = perf.measured_peak_flops("float32", size=256, repeats=2)
   assert 1e8 < peak < 1e15  # between a very slow core and far beyond any CPU

@@ -16,7 +16,9 @@ import dataclasses
 import math
 from typing import Callable, Sequence
 
-import tensorflow as tf
+from sslax import _lazy
+
+tf = _lazy.module("tensorflow", "the augmentations (TensorFlow ops)")
 
 # torchvision's RandomResizedCrop tries this many boxes before giving up on the scale/ratio.
 _CROP_ATTEMPTS = 10

@@ -13,12 +13,14 @@ from __future__ import annotations
 from typing import Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from sslax import _lazy
 from sslax.data import augment
 from sslax.run_info import steps_per_epoch  # noqa: F401 (the stream's epoch, also pipeline's API)
 from sslax.data.sources import ArraySource, FileSource, TFDSSource
 from sslax.data.sources.records import RecordSource
+
+tf = _lazy.module("tensorflow", "the input pipeline (tf.data)")
 
 Source = ArraySource | FileSource | TFDSSource | RecordSource
 
