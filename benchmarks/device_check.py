@@ -1,9 +1,10 @@
 r"""One-command check of one GPU: bf16 train steps of four recipes and the CUDA StableHLO export.
 
-  python benchmarks/device_check.py --size full   # on the GPU machine, under 8 minutes
+  python benchmarks/device_check.py --size full   # on the GPU machine: ~8 minutes on an H200
   python benchmarks/device_check.py --size tiny   # anywhere (2-core CPU: ~3 min), same code
   options: --only simclr,mae,dino,clip,export  --out benchmarks/results/device_check.json
-           --time_budget_s 450  --steps N  --warmup N  --batch N (per-device batch, every model)
+           --time_budget_s 540  --steps N  --warmup N  --batch N (per-device batch, every model)
+           --override KEY=VALUE (repeatable; every model's config, e.g. model.attention=cudnn)
 
 Models (each the train step of the real config, built by sslax's own path):
   simclr  configs/simclr_tpu.py        SimCLR ResNet-50, 2 x 224 px views
@@ -128,13 +129,15 @@ STEPS = {"tiny": (1, 3), "full": (3, 10)}  # (warmup, timed)
 RESERVE_S = {"tiny": 5.0, "full": 30.0}
 
 
-def model_config(name: str, size: str, batch: int = 0):
-  """The config of MODELS[name] at `size`, built from its configs/ file and overrides."""
+def model_config(name: str, size: str, batch: int = 0, extra: tuple[str, ...] = ()):
+  """The config of MODELS[name] at `size`, built from its configs/ file and overrides (then
+  --batch, then --override's `extra`)."""
   spec = MODELS[name]
   config, _ = aot.load_config_file(os.path.join(REPO, spec.config))
   overrides = list(spec.tiny if size == "tiny" else spec.full)
   if batch:
     overrides.append(f"batch_size={batch}")
+  overrides += list(extra)
   config_lib.apply_overrides(config, overrides)
   config.eval.at_end = False
   return config, overrides
@@ -208,9 +211,11 @@ def _peak(device) -> tuple[float | None, str | None]:
   return vendor, None if vendor else MFU_NOTE_UNKNOWN.format(kind=device.device_kind)
 
 
-def measure_model(name: str, size: str, *, warmup: int, steps: int, batch: int = 0) -> dict:
+def measure_model(
+  name: str, size: str, *, warmup: int, steps: int, batch: int = 0, extra: tuple[str, ...] = ()
+) -> dict:
   """Builds, compiles and times MODELS[name]'s train step on one device -> its row."""
-  config, overrides = model_config(name, size, batch)
+  config, overrides = model_config(name, size, batch, extra)
   device = jax.devices()[0]
   row = {
     "model": name,
@@ -274,11 +279,13 @@ def measure_model(name: str, size: str, *, warmup: int, steps: int, batch: int =
   return row
 
 
-def check_export(size: str, *, batch: int = 0, repeats: int = 5) -> dict:
+def check_export(
+  size: str, *, batch: int = 0, repeats: int = 5, extra: tuple[str, ...] = ()
+) -> dict:
   """sslax.export's stablehlo format of MODELS[EXPORT_FROM]'s backbone (random init), lowered for
   cpu and cuda, loaded and run on the default device, checked against the backbone applied
   directly on the same raw images."""
-  config, _ = model_config(EXPORT_FROM, size, batch)
+  config, _ = model_config(EXPORT_FROM, size, batch, extra)
   device = jax.devices()[0]
   size_px, channels = config.dataset.image_size, config.dataset.channels
   backbone = models.make_backbone(config.model, config.dtype)
@@ -344,14 +351,16 @@ def check_export(size: str, *, batch: int = 0, repeats: int = 5) -> dict:
   }
 
 
-def run_one(name: str, size: str, *, warmup: int, steps: int, batch: int = 0) -> dict:
+def run_one(
+  name: str, size: str, *, warmup: int, steps: int, batch: int = 0, extra: tuple[str, ...] = ()
+) -> dict:
   """One row; an exception becomes the row's error."""
   t0 = time.perf_counter()
   try:
     if name == "export":
-      row = check_export(size, batch=batch)
+      row = check_export(size, batch=batch, extra=extra)
     else:
-      row = measure_model(name, size, warmup=warmup, steps=steps, batch=batch)
+      row = measure_model(name, size, warmup=warmup, steps=steps, batch=batch, extra=extra)
   except Exception as e:  # noqa: BLE001 -- one failing model must not lose the others
     row = {"model": name, "error": f"{type(e).__name__}: {str(e)[:2000]}"}
   row["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -362,6 +371,7 @@ def _child(name: str, args, timeout: float) -> dict:
   """run_one in a fresh process, killed after `timeout` seconds."""
   cmd = [sys.executable, os.path.abspath(__file__), "--_child", name, "--size", args.size]
   cmd += ["--warmup", str(args.warmup), "--steps", str(args.steps), "--batch", str(args.batch)]
+  cmd += [f"--override={o}" for o in args.override]
   t0 = time.perf_counter()
   try:
     proc = subprocess.run(
@@ -444,12 +454,19 @@ def _parse(argv):
   p.add_argument(
     "--time_budget_s",
     type=float,
-    default=450.0,
+    default=540.0,  # an H200 needed 470 s: 95-123 s per model (one process each), 29 s export
     help="whole run; a model that would overrun it is killed, later ones skipped",
   )
   p.add_argument("--steps", type=int, default=0, help="timed steps (default: tiny 3, full 10)")
   p.add_argument("--warmup", type=int, default=-1, help="untimed steps (default: tiny 1, full 3)")
   p.add_argument("--batch", type=int, default=0, help="per-device batch of every model")
+  p.add_argument(
+    "--override",
+    action="append",
+    default=[],
+    help="KEY=VALUE applied to every model's config after its own (repeatable), e.g. "
+    "model.attention=cudnn",
+  )
   p.add_argument(
     "--in_process", action="store_true", help="no child processes (tests; peak memory cumulates)"
   )
@@ -480,7 +497,14 @@ def main(argv=None) -> int:
   try:
     if args._child:
       _hide_gpus_from_tf()
-      row = run_one(args._child, args.size, warmup=args.warmup, steps=args.steps, batch=args.batch)
+      row = run_one(
+        args._child,
+        args.size,
+        warmup=args.warmup,
+        steps=args.steps,
+        batch=args.batch,
+        extra=tuple(args.override),
+      )
       print(ROW_PREFIX + json.dumps(row), flush=True)
       return 0
     return _run_all(args)
@@ -521,7 +545,14 @@ def _run_all(args) -> int:
     if allowed < reserve:  # too little to start a process and compile: say so, do not try
       row = {"model": name, "error": f"skipped: {max(left, 0):.0f} s of --time_budget_s left"}
     elif args.in_process:
-      row = run_one(name, args.size, warmup=args.warmup, steps=args.steps, batch=args.batch)
+      row = run_one(
+        name,
+        args.size,
+        warmup=args.warmup,
+        steps=args.steps,
+        batch=args.batch,
+        extra=tuple(args.override),
+      )
     else:
       row = _child(name, args, allowed)
     result["rows"].append(row)

@@ -148,6 +148,9 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   # BEiT's shared relative position bias (sslax/models/vit.py): none | shared; with "shared",
   # posemb may be "none" (BEiT v2 pretraining has no absolute position embeddings).
   c.model.rel_pos_bias = "none"
+  # jax.nn.dot_product_attention's implementation: xla (every platform) | cudnn (NVIDIA GPUs,
+  # bfloat16: cuDNN's fused attention; benchmarks/device_check.py measures both).
+  c.model.attention = "xla"
   # Any model: with config.mesh.fsdp > 1, params (and their optimizer state) with at least this
   # many elements are sharded over the "fsdp" mesh axis (sslax/sharding.py); the rest replicated.
   c.model.fsdp_min_size = 2**14
@@ -554,6 +557,11 @@ def _validate_vit(config: ml_collections.ConfigDict) -> None:
   ):
     if m[key] not in allowed:
       raise ValueError(f"config.model.{key}={m[key]!r}; choose one of {allowed}.")
+  if m.get("attention", "xla") not in vit.ATTENTIONS:  # .get: configs written before it existed
+    raise ValueError(
+      f"config.model.attention={m.attention!r}; choose one of {vit.ATTENTIONS} (cudnn: NVIDIA "
+      "GPUs with bfloat16 compute only)."
+    )
   if m.pool == "cls" and not m.class_token:
     raise ValueError(
       "config.model.pool='cls' needs config.model.class_token=True; or set config.model.pool='gap'."

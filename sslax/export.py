@@ -174,6 +174,9 @@ def export_encoder(
 
   if fmt not in FORMATS:
     raise ValueError(f"Unknown export format {fmt!r}; choose one of {FORMATS}.")
+  # The attention kernel is how training ran, not part of the model: an encoder trained with
+  # cuDNN's attention exports (and loads, on any platform) with XLA's, the same function.
+  model = {**model, "attention": "xla"} if "attention" in model else dict(model)
   backbone = models.make_backbone(ml_collections.ConfigDict(model), dtype)
   variables = jax.device_get(variables)
   encode = _encode_fn(backbone, preprocessing)

@@ -99,6 +99,7 @@ class MAE(Method):
       mlp_dim=cfg.decoder_mlp_dim,
       num_prefix_tokens=backbone.num_prefix_tokens,
       remat_policy=backbone.remat_policy,
+      attention=backbone.attention,
       dtype=get_dtype(self.config.dtype),
     )
     return MAENetwork(backbone=backbone, decoder=decoder)

@@ -46,6 +46,7 @@ def make_backbone(model: ml_collections.ConfigDict, dtype: str = "float32"):
       mask_token=model.get("mask_token", False),
       drop_path_uniform=model.get("drop_path_uniform", False),
       rel_pos_bias=model.get("rel_pos_bias", "none"),  # BEiT's shared relative position bias
+      attention=model.get("attention", "xla"),
       dtype=get_dtype(dtype),
     )
   raise ValueError(f"Unknown model.name {model.name!r}; choose one of {BACKBONES}.")

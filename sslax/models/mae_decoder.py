@@ -27,6 +27,7 @@ class MAEDecoder(nn.Module):
   mlp_dim: int = 0  # 0 = 4 * width
   num_prefix_tokens: int = 1  # encoder tokens before the patches (class token, registers)
   remat_policy: str = "none"
+  attention: str = "xla"  # vit.ATTENTIONS
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -55,6 +56,7 @@ class MAEDecoder(nn.Module):
       self.mlp_dim or 4 * self.width,
       dtype=self.dtype,
       remat_policy=self.remat_policy,
+      attention=self.attention,
       name="blocks",
     )(x)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)

@@ -18,8 +18,10 @@ default, and off they build no params, so every other model is unchanged): Layer
 (`layerscale_init`, a learned per-channel gain on each residual branch), register tokens
 (`num_registers`, Darcet et al. 2024), a SwiGLU feed-forward (`ffn="swiglu"`) and the mask token.
 
-Params are float32; `dtype` sets the compute dtype. Attention is
-`jax.nn.dot_product_attention`, which picks fused kernels on GPU. `remat_policy` rematerialises
+Params are float32; `dtype` sets the compute dtype. Attention is `jax.nn.dot_product_attention`
+with `attention` as its implementation: "xla" (default, every platform: the einsum-softmax-einsum
+XLA fuses) or "cudnn" (cuDNN's fused flash attention, NVIDIA GPUs only, bf16/fp16 compute; jax
+leaves the choice to the caller rather than picking it on GPU). `remat_policy` rematerialises
 each block (saves activation memory at the cost of recompute); `scan` runs the blocks as one
 `nn.scan` (one compiled block, params stacked on a leading [depth] axis: fast compiles for deep
 models). Stochastic depth (`drop_path_rate`, linear in depth as in DeiT) needs a "dropout" rng
@@ -241,11 +243,15 @@ class KeyProjection(nn.Module):
     return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
 
 
+ATTENTIONS = ("xla", "cudnn")  # jax.nn.dot_product_attention's implementations
+
+
 class Attention(nn.Module):
   """Multi-head self-attention: [B, T, D] -> [B, T, D]."""
 
   num_heads: int
   dtype: Any = jnp.float32
+  implementation: str = "xla"  # ATTENTIONS
 
   @nn.compact
   def __call__(self, x, bias=None):
@@ -261,7 +267,11 @@ class Attention(nn.Module):
     key = KeyProjection((self.num_heads, head_dim), dtype=self.dtype, name="key")
     q, k, v = proj("query")(x), key(x), proj("value")(x)  # [B, T, N, H]
     y = jax.nn.dot_product_attention(
-      q, k, v, bias=None if bias is None else bias.astype(q.dtype)
+      q,
+      k,
+      v,
+      bias=None if bias is None else bias.astype(q.dtype),
+      implementation=self.implementation,
     )  # [B, T, N, H]
     return nn.DenseGeneral(
       dim, axis=(-2, -1), dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name="out"
@@ -299,6 +309,7 @@ class EncoderBlock(nn.Module):
   deterministic: bool = True
   layerscale_init: float = 0.0  # 0: no LayerScale
   ffn: str = "mlp"
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x, drop_rate, attn_bias=None):
@@ -316,7 +327,10 @@ class EncoderBlock(nn.Module):
     else:
       ffn = MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")
     x = x + branch(
-      Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x), attn_bias), "ls1"
+      Attention(self.num_heads, self.dtype, self.attention, name="attn")(
+        norm("norm1")(x), attn_bias
+      ),
+      "ls1",
     )
     x = x + branch(ffn(norm("norm2")(x)), "ls2")
     return x, None
@@ -335,6 +349,7 @@ class Encoder(nn.Module):
   layerscale_init: float = 0.0
   ffn: str = "mlp"
   drop_path_uniform: bool = False
+  attention: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool = False, last_outputs: int = 0, attn_bias=None):
@@ -361,6 +376,7 @@ class Encoder(nn.Module):
       "deterministic": not train,
       "layerscale_init": self.layerscale_init,
       "ffn": self.ffn,
+      "attention": self.attention,
     }
     # Rates grow linearly from 0 (first block) to drop_path_rate (last block), as in DeiT/MAE;
     # drop_path_uniform: drop_path_rate in every block (DINOv2's drop_path_uniform).
@@ -437,6 +453,7 @@ class ViT(nn.Module):
   ffn: str = "mlp"  # mlp (GELU) | swiglu
   mask_token: bool = False  # a learned [1, 1, D] mask token; needed for `masks=`
   rel_pos_bias: str = "none"  # none | shared (BEiT: one RelativePositionBias for all blocks)
+  attention: str = "xla"  # ATTENTIONS: jax.nn.dot_product_attention's implementation
   dtype: Any = jnp.float32
 
   @property
@@ -588,6 +605,7 @@ class ViT(nn.Module):
       layerscale_init=self.layerscale_init,
       ffn=self.ffn,
       drop_path_uniform=self.drop_path_uniform,
+      attention=self.attention,
       name="encoder",
     )
     norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")

@@ -284,6 +284,7 @@ def _vit_config(**model):
     ("remat_policy", "most", r"config.model.remat_policy='most'"),
     ("num_heads", 3, "not divisible by num_heads=3"),
     ("drop_path_rate", 1.0, r"drop_path_rate=1.0 must be in"),
+    ("attention", "flash", r"config.model.attention='flash'; choose one of \('xla', 'cudnn'\)"),
   ],
 )
 def test_config_errors_name_the_bad_value(key, value, message):
@@ -317,3 +318,40 @@ def test_make_backbone_and_export_bundle_roundtrip(tmp_path):
   expected = backbone.apply(variables, jnp.asarray(raw, jnp.float32) / 255.0, train=False)
   assert encoder.feature_dim == 32
   np.testing.assert_allclose(encoder(raw), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cudnn_attention_reaches_jax_and_exports_as_xla(tmp_path):
+  """model.attention=cudnn is handed to jax.nn.dot_product_attention in the encoder and the MAE
+  decoder (on a machine without cuDNN jax refuses it), and an encoder trained with it exports
+  with XLA's attention, which runs anywhere and computes the same function."""
+  c = _vit_config(attention="cudnn")
+  c.dtype = "bfloat16"
+  config_lib.validate(c)
+  backbone = models.make_backbone(c.model, c.dtype)
+  x = jnp.zeros((1, 16, 16, 1))
+  plain = models.make_backbone(_vit_config().model, c.dtype)
+  variables = plain.init(jax.random.key(0), x, train=False)
+  on_gpu = any(d.platform == "gpu" for d in jax.devices())
+  if not on_gpu:
+    with pytest.raises(RuntimeError, match="cuDNN"):
+      backbone.apply(variables, x, train=False)
+  from sslax.models.mae_decoder import MAEDecoder
+
+  decoder = MAEDecoder(width=16, depth=1, num_heads=2, attention="cudnn", dtype=jnp.bfloat16)
+  latent, restore = jnp.zeros((1, 2, 16)), jnp.arange(4)[None]
+  if not on_gpu:
+    with pytest.raises(RuntimeError, match="cuDNN"):
+      decoder.init(jax.random.key(0), latent, restore, (2, 2), 16)
+  spec = export.preprocessing_spec(16, 1)
+  export.export_encoder(
+    str(tmp_path),
+    "bundle",
+    model=c.model.to_dict(),
+    dtype=c.dtype,
+    variables=variables,
+    preprocessing=spec,
+  )
+  encoder = export.load_encoder(str(tmp_path))
+  raw = np.zeros((2, 16, 16, 1), np.uint8)
+  expected = plain.apply(variables, jnp.zeros((2, 16, 16, 1)), train=False)
+  np.testing.assert_allclose(encoder(raw), np.asarray(expected, np.float32), rtol=1e-2, atol=1e-2)
