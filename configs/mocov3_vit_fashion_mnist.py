@@ -4,8 +4,8 @@ Command:
   python -m sslax.main --config configs/mocov3_vit_fashion_mnist.py --workdir runs/mocov3_vit_fashion_mnist
 
 Runtime and accuracy: the full run is not measured. At 300 steps (benchmarks/learning.py, 1.28
-epochs, measured 2026-11-25 on the 2-core CPU while other jobs shared it, 31 min wall there):
-kNN k=20 77.7%, k=200 72.7%, linear 77.4%, against the same ViT at random init 71.9 / 62.9 /
+epochs, measured 2026-11-30 on the 2-core CPU while other jobs shared it, 18 min wall there):
+kNN k=20 77.1%, k=200 72.8%, linear 76.6%, against the same ViT at random init 71.9 / 62.9 /
 74.9 and raw pixels 80.1 / 73.4 / 83.3. (Random tiny-ViT features of 28 px images are strong;
 the ResNet demos' random init is ~51% kNN.)
 

@@ -4,9 +4,9 @@ Command:
   python -m sslax.main --config configs/rotnet_fashion_mnist.py --workdir runs/rotnet_fashion_mnist
 
 Runtime and accuracy: the full 900-step run is not measured. At 300 steps (benchmarks/learning.py,
-1.28 epochs, measured 2026-11-25 on the 2-core CPU while other jobs shared it): kNN k=20 77.8%,
-k=200 71.2%, linear 79.1% (random init 51.1 / 44.2 / 55.1; raw pixels 80.1 / 73.4 / 83.3);
-rotation accuracy 93.3% (chance 25%); 22.5 min wall on the loaded machine.
+1.28 epochs, measured 2026-11-30 on the 2-core CPU while other jobs shared it): kNN k=20 77.6%,
+k=200 70.9%, linear 79.0% (random init 51.1 / 44.2 / 55.1; raw pixels 80.1 / 73.4 / 83.3);
+rotation accuracy 93.3% (chance 25%); 24.1 min wall on the loaded machine.
 
 Choices: all four rotations of every image (4B = 1024 inputs per step of 256 images, the
 paper's best setting), so a step costs about twice SimCLR's two views. Augmentation as in the
