@@ -38,7 +38,10 @@ Deviations from the reference's ViT recipe, and why:
 - Teacher temperature 0.03 constant (the reference: 0.04, or 0.04 -> 0.07 over 30 epochs; a
   ~1-epoch run stays at 0.04). The ResNet demo at 0.04 ended at 6.24 = 0.9 log K, at the
   collapse limit; the centred teacher's entropy is about log K - s^2 / 2 for a logit spread
-  s ~ 1 / temperature, so 0.03 buys margin. 0.04 was not run to 300 steps on this ViT.
+  s ~ 1 / temperature, so 0.03 buys margin. 0.04 run to 300 steps on this ViT (2026-11-30, same
+  protocol, idle CPU, 19.8 min): no collapse (teacher entropy 4.69 / 4.75 / 4.82 at steps
+  100 / 200 / 300, batch entropy 5.84), kNN 74.8 / 69.0, linear 75.7: 0.2-0.9 points below
+  0.03's 75.0 / 69.9 / 75.9, so 0.03 stays.
 """
 
 from sslax.presets import fashion_mnist_cpu
