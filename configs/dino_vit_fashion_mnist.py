@@ -11,6 +11,9 @@ shared with other jobs, load 9-33, this job got 37% of the CPU):
   raw pixels   kNN k=20 80.1%  kNN k=200 73.4%  linear probe 83.3%
   (106.6 min wall under that load, 10-24 img/s; the full 900-step run is not measured.)
 kNN beats the random-init ViT (+2.4 / +6.9 points); the linear probe only ties it (-0.06).
+At the config's own 900 steps (3.85 epochs; learning.py's row since, OWN_STEPS; measured
+2026-11-30 on the idle CPU, 55.7 min): kNN k=20 75.8%, k=200 71.0%, linear 77.1% (random init
+72.6 / 63.0 / 76.0): +3.2 / +8.0 / +1.1; teacher entropy 3.30, batch entropy 5.06 at the end.
 Collapse monitors at step 100 / 200 / 300: teacher entropy 3.24 / 3.40 / 3.64 (uniform:
 log K = 6.93; 0.9 log K = 6.24) and entropy of the batch-mean teacher distribution
 5.08 / 4.80 / 5.00: no collapse, neither uniform nor onto one prototype.
