@@ -299,11 +299,8 @@ def test_cls_pool_without_class_token_is_rejected():
   config_lib.validate(_vit_config(class_token=False, pool="gap"))
 
 
-def test_make_backbone_and_export_bundle_roundtrip(tmp_path):
-  c = _vit_config()
-  backbone = models.make_backbone(c.model, c.dtype)
-  assert isinstance(backbone, vit.ViT) and backbone.width == 32 and backbone.depth == 2
-  variables = backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)), train=False)
+def _export_and_load(tmp_path, c, variables):
+  """`c`'s encoder with `variables`, exported as a bundle (16 px, 1 channel) and loaded back."""
   spec = export.preprocessing_spec(16, 1)
   export.export_encoder(
     str(tmp_path),
@@ -313,7 +310,15 @@ def test_make_backbone_and_export_bundle_roundtrip(tmp_path):
     variables=variables,
     preprocessing=spec,
   )
-  encoder = export.load_encoder(str(tmp_path))
+  return export.load_encoder(str(tmp_path))
+
+
+def test_make_backbone_and_export_bundle_roundtrip(tmp_path):
+  c = _vit_config()
+  backbone = models.make_backbone(c.model, c.dtype)
+  assert isinstance(backbone, vit.ViT) and backbone.width == 32 and backbone.depth == 2
+  variables = backbone.init(jax.random.key(0), jnp.zeros((1, 16, 16, 1)), train=False)
+  encoder = _export_and_load(tmp_path, c, variables)
   raw = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 1), dtype=np.uint8)
   expected = backbone.apply(variables, jnp.asarray(raw, jnp.float32) / 255.0, train=False)
   assert encoder.feature_dim == 32
@@ -342,16 +347,7 @@ def test_cudnn_attention_reaches_jax_and_exports_as_xla(tmp_path):
   if not on_gpu:
     with pytest.raises(RuntimeError, match="cuDNN"):
       decoder.init(jax.random.key(0), latent, restore, (2, 2), 16)
-  spec = export.preprocessing_spec(16, 1)
-  export.export_encoder(
-    str(tmp_path),
-    "bundle",
-    model=c.model.to_dict(),
-    dtype=c.dtype,
-    variables=variables,
-    preprocessing=spec,
-  )
-  encoder = export.load_encoder(str(tmp_path))
-  raw = np.zeros((2, 16, 16, 1), np.uint8)
-  expected = plain.apply(variables, jnp.zeros((2, 16, 16, 1)), train=False)
+  encoder = _export_and_load(tmp_path, c, variables)
+  raw = np.random.default_rng(0).integers(0, 256, size=(2, 16, 16, 1), dtype=np.uint8)
+  expected = plain.apply(variables, jnp.asarray(raw, jnp.float32) / 255.0, train=False)
   np.testing.assert_allclose(encoder(raw), np.asarray(expected, np.float32), rtol=1e-2, atol=1e-2)
