@@ -4,7 +4,8 @@ r"""Every method's Fashion-MNIST config at the same small budget: kNN, linear pr
 
 Runs `python -m sslax.main --config configs/<method>_fashion_mnist.py` for each method with
 the same global batch and number of steps (OWN_STEPS: rows that pretrain for their config's
-own length), evaluates on the Fashion-MNIST test set (kNN bank /
+own length) on full-size 28 px crops (`augment.crop_size=0`: the README demo trains SimCLR on
+20 px crops to fit its time budget; the table compares methods at one input size), evaluates on the Fashion-MNIST test set (kNN bank /
 probe train set: the first --eval_train examples of the train split), and writes
 learning.json and learning.md (the README's table) to --out. Each method must beat the
 random-init encoder of its own network; the script exits 1 if one does not.
@@ -192,6 +193,7 @@ def pretrain(method: str, workdir: str, args) -> dict:
     workdir,
     f"--config.total_steps={args.steps}",
     f"--config.batch_size={args.batch_size}",
+    "--config.augment.crop_size=0",
     f"--config.eval.num_train_examples={args.eval_train}",
     "--config.log_every_steps=100",
     f"--config.checkpoint_every_steps={args.steps}",

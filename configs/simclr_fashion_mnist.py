@@ -20,8 +20,18 @@ from sslax.presets import fashion_mnist_cpu
 
 
 def get_config():
-  config = fashion_mnist_cpu("simclr")  # ResNet-10 x1/4, AdamW, 900 steps of batch 256
+  config = fashion_mnist_cpu("simclr")  # ResNet-10 x1/4 at 28 px, AdamW at lr 2e-3
+  # 3600 steps of batch 64 (3.84 epochs, the images of 900 steps of batch 256) on 20 px crops:
+  # ~2x cheaper per image than 28 px, and 4x the updates. Measured against 900 x 256 at 28 px
+  # (84.56 / 81.72 / 84.61, same CPU): 20 px crops alone 84.42 / 81.33 / 84.45; with 1800 x 128
+  # 85.04 / 81.93 / 85.68; 18 px and 1800 x 128 84.92 / 81.81 / 84.89.
+  config.batch_size = 64
+  config.total_steps = 3600
+  config.augment.crop_size = 20  # evaluation stays at 28 px
   config.augment.crop_scale = (0.2, 1.0)
   config.simclr.temperature = 0.2
   config.simclr.proj_hidden_dim = 512
+  config.cpu_devices = 2  # two data-parallel CPU devices: ~1.3x on 2 cores (one is XLA's default)
+  config.log_every_steps = 200
+  config.checkpoint_every_steps = 1000
   return config

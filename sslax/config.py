@@ -50,6 +50,12 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.total_steps = 0
   c.dtype = "float32"  # compute dtype; params stay float32
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
+  # CPU only: split the machine into this many jax devices (XLA_FLAGS
+  # --xla_force_host_platform_device_count; sslax.main sets it before jax starts), so the step
+  # runs data-parallel over them. Small convnets keep the cores busier so than with one device's
+  # intra-op threads (the CPU demo: 2 on 2 cores, ~1.3x). 0: one device. Ignored when XLA_FLAGS
+  # already sets the count or an accelerator is present; the math is the single-device math.
+  c.cpu_devices = 0
 
   # Multi-process runs (see sslax/distributed.py): empty = auto-detect a TPU pod / SLURM /
   # Open MPI cluster, else one process. SSLAX_COORDINATOR_ADDRESS etc. override these.
@@ -101,6 +107,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop_scale = (0.08, 1.0)
+  # Side in px of the two training views of the two-view methods (augment.CROP_SIZE_METHODS,
+  # ResNet backbones); 0: dataset.image_size. Evaluation stays at dataset.image_size, so a
+  # convnet can train on smaller crops at ~crop_size^2 of the cost (the CPU demo: 20 of 28 px).
+  c.augment.crop_size = 0
   c.augment.flip_prob = 0.5
   c.augment.jitter_prob = 0.8
   c.augment.jitter_strength = 1.0
@@ -511,6 +521,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config.augment.crop_scale={tuple(config.augment.crop_scale)} must satisfy 0 < lo <= hi <= 1."
     )
   _validate_augment(config.augment)
+  _validate_crop_size(config)
   if not 0 < config.eval.crop_fraction <= 1:
     raise ValueError(
       f"config.eval.crop_fraction={config.eval.crop_fraction} must be in (0, 1]: 1.0 for "
@@ -518,8 +529,35 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
   if config.batch_size <= 0:
     raise ValueError(f"config.batch_size={config.batch_size} must be positive.")
+  if config.cpu_devices < 0:
+    raise ValueError(
+      f"config.cpu_devices={config.cpu_devices} must be >= 0 (0: one CPU device, n: the CPU "
+      "split into n data-parallel devices)."
+    )
   if config.total_steps <= 0 and config.total_epochs <= 0:
     raise ValueError("Set config.total_steps or config.total_epochs to a positive number.")
+
+
+def _validate_crop_size(config: ml_collections.ConfigDict) -> None:
+  """augment.crop_size: 0, or training crops for a ResNet of a method that reads it."""
+  size = config.augment.crop_size
+  if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+    raise ValueError(
+      f"config.augment.crop_size={size!r} must be 0 (train at dataset.image_size) or a side in px."
+    )
+  if not size or size == config.dataset.image_size:
+    return
+  if config.method not in augment_lib.CROP_SIZE_METHODS:
+    raise ValueError(
+      f"config.augment.crop_size={size}: method {config.method!r} trains at its own crop sizes; "
+      f"crop_size is read by {augment_lib.CROP_SIZE_METHODS}. Leave it 0."
+    )
+  if config.model.name != "resnet":
+    raise ValueError(
+      f"config.augment.crop_size={size} with a {config.model.name!r} backbone: only a convnet "
+      "can train at one size and be evaluated at another (a ViT's position embeddings fix its "
+      "grid). Leave it 0, or change dataset.image_size."
+    )
 
 
 def _validate_augment(augment: ml_collections.ConfigDict) -> None:

@@ -90,6 +90,7 @@ def main(argv):
   except (ValueError, OSError) as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)
+  perf.apply_cpu_devices(config.cpu_devices)  # before jax starts its CPU backend
   distributed.initialize(config.distributed)  # before anything touches devices
   evaluate.hide_accelerators_from_tf()
 

@@ -356,6 +356,41 @@ def apply_cpu_xla_defaults(environ: Any = None, defaults: Mapping[str, str] | No
   return merged
 
 
+CPU_DEVICE_COUNT_FLAG = "xla_force_host_platform_device_count"
+
+
+def apply_cpu_devices(count: int, environ: Any = None) -> str:
+  """Splits the CPU into `count` jax devices (config.cpu_devices) via XLA_FLAGS; returns it.
+
+  No-op for count 0, when an accelerator is expected, or when XLA_FLAGS already sets the device
+  count (the user's, or a test's, wins). Must run before jax creates its CPU backend, which
+  reads the flag once: afterwards it raises instead of silently doing nothing.
+  """
+  environ = os.environ if environ is None else environ
+  current = environ.get("XLA_FLAGS", "")
+  if (
+    count <= 0 or _accelerator_expected(environ) or CPU_DEVICE_COUNT_FLAG in xla_flag_names(current)
+  ):
+    return current
+  if _backends_initialized():
+    raise RuntimeError(
+      f"config.cpu_devices={count} must be applied before jax starts its CPU backend (sslax.main "
+      f"does); in your own script set XLA_FLAGS=--{CPU_DEVICE_COUNT_FLAG}={count} before "
+      "importing jax, or leave cpu_devices 0."
+    )
+  merged = merge_xla_flags(current, {CPU_DEVICE_COUNT_FLAG: str(int(count))})
+  environ["XLA_FLAGS"] = merged
+  return merged
+
+
+def _backends_initialized() -> bool:
+  try:
+    from jax._src import xla_bridge
+  except ImportError:  # jax not importable yet: nothing started
+    return False
+  return bool(getattr(xla_bridge, "backends_are_initialized", lambda: False)())
+
+
 def summarize_seconds(samples) -> dict[str, float]:
   """Median, min and spread of timing samples (medians are robust on a shared machine)."""
   x = np.asarray(list(samples), np.float64)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -162,6 +165,41 @@ def test_apply_cpu_defaults_only_on_cpu_and_when_enabled():
   assert perf.apply_cpu_xla_defaults(gpu, defaults) == "" and gpu["XLA_FLAGS"] == ""
   off = {"JAX_PLATFORMS": "cpu", "SSLAX_NO_CPU_XLA_DEFAULTS": "1"}
   assert perf.apply_cpu_xla_defaults(off, defaults) == "" and "XLA_FLAGS" not in off
+
+
+def test_cpu_devices_sets_the_device_count_only_before_jax_starts_and_only_when_unset(monkeypatch):
+  # jax's CPU backend is up in this process: a change now would do nothing, so it raises.
+  jax.devices()
+  with pytest.raises(RuntimeError, match="before jax starts"):
+    perf.apply_cpu_devices(2, {"JAX_PLATFORMS": "cpu"})
+  # Nothing to change: no error even now (count 0, the user's count, an accelerator).
+  mine = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  assert perf.apply_cpu_devices(2, mine) == "--xla_force_host_platform_device_count=8"
+  assert perf.apply_cpu_devices(0, {"JAX_PLATFORMS": "cpu"}) == ""
+  assert perf.apply_cpu_devices(2, {"JAX_PLATFORMS": "cuda"}) == ""
+  monkeypatch.setattr(perf, "_backends_initialized", lambda: False)
+  env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  assert perf.apply_cpu_devices(2, env) == (
+    "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=2"
+  )
+  assert env["XLA_FLAGS"].endswith("device_count=2")
+
+
+def test_cpu_devices_splits_a_fresh_process_into_data_parallel_devices():
+  code = (
+    "from sslax import perf; perf.apply_cpu_devices(2); import jax; "
+    "print(jax.device_count(), jax.devices()[0].platform)"
+  )
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  out = subprocess.run(
+    [sys.executable, "-c", code],
+    env=dict(env, JAX_PLATFORMS="cpu"),
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=True,
+  )
+  assert out.stdout.split() == ["2", "cpu"]
 
 
 # ---- Device prefetch --------------------------------------------------------------------------

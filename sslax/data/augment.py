@@ -23,6 +23,23 @@ tf = _lazy.module("tensorflow", "the augmentations (TensorFlow ops)")
 # torchvision's RandomResizedCrop tries this many boxes before giving up on the scale/ratio.
 _CROP_ATTEMPTS = 10
 
+# Methods whose two training views are `augment.crop_size` px (`train_crop_size`): the two-view
+# contrastive / siamese methods. The others crop at their own sizes (multi-crop) or need the
+# evaluation size (masked image models, pretext tasks).
+CROP_SIZE_METHODS = ("simclr", "mocov2", "mocov3", "byol", "simsiam", "barlow_twins", "vicreg")
+
+
+def train_crop_size(config) -> int:
+  """Side in px of the training views of the CROP_SIZE_METHODS: config.augment.crop_size, or
+  dataset.image_size when it is 0. Evaluation always sees dataset.image_size.
+
+  Training a convnet on smaller random-resized crops than it is tested on costs ~crop_size^2
+  per image, and loses little: the crops already show objects larger than the test view does,
+  which testing at a higher resolution compensates (FixRes, Touvron et al. 2019).
+  """
+  return int(config.augment.get("crop_size", 0) or config.dataset.image_size)
+
+
 # Per-channel (mean, std) of the input normalisation x -> (x - mean) / std, applied last to
 # training views and evaluation views alike. "none": images stay in [0, 1] (SimCLR's TF code,
 # BYOL's JAX code); "imagenet": torchvision's ImageNet statistics, which the PyTorch references

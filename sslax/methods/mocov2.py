@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sslax import losses, sharding
-from sslax.data.augment import ViewSpec
+from sslax.data.augment import ViewSpec, train_crop_size
 from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.methods.teacher import EMATeacher
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
@@ -85,8 +85,7 @@ class MoCoV2(Method):
       raise ValueError(f"config.mocov2.momentum={cfg.momentum} must be in [0, 1].")
 
   def views(self):
-    aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec.from_config(aug, size)
+    spec = ViewSpec.from_config(self.config.augment, train_crop_size(self.config))
     return (spec, spec)
 
   def network(self):

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from sslax import sharding
-from sslax.data.augment import ViewSpec
+from sslax.data.augment import ViewSpec, train_crop_size
 from sslax.losses.common import l2_normalize
 from sslax.methods.base import PROBE_FEATURES
 from sslax.models import ProjectionHead, get_dtype, make_backbone
@@ -66,8 +66,7 @@ def two_views(
   BYOL (appendix B) and after it Barlow Twins and VICReg use blur 1.0 / 0.1 and solarize
   0.0 / 0.2 for view 1 / view 2; None keeps config.augment's value for both views.
   """
-  aug, size = config.augment, config.dataset.image_size
-  base = ViewSpec.from_config(aug, size)
+  base = ViewSpec.from_config(config.augment, train_crop_size(config))
   views = [base, base]
   for i in range(2):
     if blur_probs is not None:

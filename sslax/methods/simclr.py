@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sslax import losses, sharding
-from sslax.data.augment import ViewSpec
+from sslax.data.augment import ViewSpec, train_crop_size
 from sslax.methods.base import PROBE_FEATURES, Method
 from sslax.models import BackboneWithHead, ProjectionHead, get_dtype, make_backbone
 
@@ -32,8 +32,7 @@ class SimCLR(Method):
     )
 
   def views(self):
-    aug, size = self.config.augment, self.config.dataset.image_size
-    spec = ViewSpec.from_config(aug, size)
+    spec = ViewSpec.from_config(self.config.augment, train_crop_size(self.config))
     return (spec, spec)
 
   def network(self):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sslax import sharding
+from sslax.evaluation import knn as knn_lib
 from sslax.evaluation.knn import (
   knn_accuracy,
   knn_accuracy_sharded,
@@ -159,11 +160,19 @@ def test_bad_accuracy_inputs_raise():
 # ------------------------------------------------------------------ row-sharded banks
 
 
+@pytest.mark.parametrize("route", ["all_to_all", "gathered"])
 @pytest.mark.parametrize("num_devices, batch_size", [(1, 1024), (8, 16)])
-def test_sharded_knn_equals_single_device_knn(random_data, devices, num_devices, batch_size):
+def test_sharded_knn_equals_single_device_knn(
+  random_data, devices, num_devices, batch_size, route, monkeypatch, request
+):
   """Banks sharded over 1 or 8 devices (200 train / 50 test rows: the last devices' blocks end
   in padding), queries in one or several chunks: the single-device kNN's predictions, for k
-  below, at and above N."""
+  below, at and above N; by either route of the candidates (accelerators: all_to_all; CPU: an
+  all_gather)."""
+  routes = {"all_to_all": knn_lib._all_to_all_rows, "gathered": knn_lib._gathered_rows}
+  monkeypatch.setattr(knn_lib, "_candidate_route", lambda mesh: routes[route])
+  knn_lib._sharded_knn_fns.cache_clear()  # built with this route, and forgotten after
+  request.addfinalizer(knn_lib._sharded_knn_fns.cache_clear)
   x_tr, y_tr, x_te, y_te = random_data
   mesh = sharding.make_mesh({"data": -1}, devices=devices[:num_devices])
   train, test = bank_from_arrays(x_tr, y_tr, mesh), bank_from_arrays(x_te, y_te, mesh)
