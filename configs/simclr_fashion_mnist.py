@@ -3,17 +3,19 @@ r"""SimCLR on Fashion-MNIST: the README demo, tuned for learning per CPU-minute.
 Command:
   python -m sslax.main --config configs/simclr_fashion_mnist.py --workdir runs/simclr_fashion_mnist
 
-Runtime (measured, 2-core x86 CPU, 24 GiB, no accelerator): ~8 min of training at ~490 img/s
-plus ~1.5 min of evaluation (three encoders: pretrained, random init, raw pixels) on an Intel
-Xeon (AMX); ~21 min of training at ~180 img/s on an AMD EPYC Zen 3 (AVX2 only).
+Runtime (measured, README command 1 from a fresh clone, warm pip cache, 2-core / 24 GiB CPU
+machine, no accelerator): 8 min 0 s on an AMD EPYC Zen 4 (AVX-512): setup 44 s, training 309 s
+(~745 img/s over 2 CPU devices, compile 4.6 s), evaluation 122 s (three encoders: pretrained,
+random init, raw pixels). Not yet measured on the AMD EPYC Zen 3 (AVX2 only) seen here, which
+trained the previous recipe ~1.4x slower than Zen 4: ~10.5 min expected there.
 
-Expected accuracy on the Fashion-MNIST test set (measured, seed 0, AMD EPYC Zen 3, AVX2):
-  pretrained   kNN k=20 84.5%  kNN k=200 81.8%  linear probe 84.7%  (84.53 / 81.78 / 84.66)
+Expected accuracy on the Fashion-MNIST test set (measured, seed 0, AMD EPYC Zen 4):
+  pretrained   kNN k=20 86.1%  kNN k=200 83.0%  linear probe 86.5%  (86.10 / 83.03 / 86.48)
   random init  kNN k=20 56.5%  kNN k=200 51.1%  linear probe 58.6%
   raw pixels   kNN k=20 84.6%  kNN k=200 79.1%  linear probe 84.3%
-with the reference's head (output BN), loss (loss_a + loss_b) and padding (2026-11-29). CPUs
-with AVX-512 round convolutions differently; the new recipe is not measured on one yet (the
-previous one printed 85.03 / 81.97 / 84.90 there; benchmarks/results/demo.md).
+The previous recipe (900 steps of batch 256 on 28 px crops, one device) printed 84.56 / 81.72 /
+84.61 on the same machine in 19 min 7 s (and 85.03 / 81.97 / 84.90 before the 2026-11-29
+fidelity changes); benchmarks/results/demo.md has every variant measured.
 """
 
 from sslax.presets import fashion_mnist_cpu
