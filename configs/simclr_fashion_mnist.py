@@ -26,7 +26,7 @@ def get_config():
   # 3000 steps of batch 64 (3.2 epochs) on 20 px crops: ~2x cheaper per image than 28 px, and
   # many more updates. Measured against 900 x 256 at 28 px (84.56 / 81.72 / 84.61, same CPU):
   # 20 px crops alone 84.42 / 81.33 / 84.45; 1800 x 128 85.04 / 81.93 / 85.68; 3600 x 64
-  # 86.10 / 83.03 / 86.48 (8 min for the command; 3000 keeps ~2 min of margin for slower CPUs).
+  # 86.10 / 83.03 / 86.48 (8 min for the command; 3000 keeps ~3 min of margin for slower CPUs).
   config.batch_size = 64
   config.total_steps = 3000
   config.augment.crop_size = 20  # evaluation stays at 28 px

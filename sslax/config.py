@@ -52,9 +52,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1})
   # CPU only: split the machine into this many jax devices (XLA_FLAGS
   # --xla_force_host_platform_device_count; sslax.main sets it before jax starts), so the step
-  # runs data-parallel over them. Small convnets keep the cores busier so than with one device's
-  # intra-op threads (the CPU demo: 2 on 2 cores, ~1.3x). 0: one device. Ignored when XLA_FLAGS
-  # already sets the count or an accelerator is present; the math is the single-device math.
+  # runs data-parallel over them: small convnets keep the cores busier that way than with one
+  # device's intra-op threads (the CPU demo: 2 on 2 cores, ~1.3x). 0: one device. Ignored when
+  # XLA_FLAGS already sets the count or an accelerator is present; the math is the
+  # single-device math.
   c.cpu_devices = 0
 
   # Multi-process runs (see sslax/distributed.py): empty = auto-detect a TPU pod / SLURM /
