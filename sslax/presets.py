@@ -23,7 +23,7 @@ from sslax.data.sources import subsets
 # Backbones by name: the keys of config.model each one sets (the rest keep their defaults).
 CPU_BACKBONES = {
   # ResNet-10 at 1/4 width, small-image stem: 128-d features. Chosen by measurement on 2 CPU
-  # cores (see configs/simclr_fashion_mnist.py): ResNet-18 x1/4 runs 280 img/s and ResNet-18
+  # cores (benchmarks/results/demo.md): ResNet-18 x1/4 runs 280 img/s and ResNet-18
   # x1/8 660 img/s but its 64-d features probe worse; ResNet-10 x1/4 at ~500 img/s learned the
   # most per minute. Wider nets are far slower on XLA:CPU.
   "resnet10": dict(name="resnet", depth=10, width=0.25, stem="small"),
@@ -42,7 +42,9 @@ IMAGENET_BACKBONES = {
 
 
 def fashion_mnist_cpu(method: str, backbone: str = "resnet10") -> ml_collections.ConfigDict:
-  """The CPU demo (configs/simclr_fashion_mnist.py) for `method`.
+  """The CPU recipe block every configs/*_fashion_mnist.py starts from, for `method` (the
+  README demo, configs/simclr_fashion_mnist.py, then trains 3000 steps of batch 64 on 20 px
+  crops to fit its time budget).
 
   Fashion-MNIST at 28 px, batch 256, 900 steps (~3.8 epochs of the 60k training images), the
   `backbone` of CPU_BACKBONES, AdamW at lr 2e-3 (no batch scaling), weight decay 1e-4, half an
